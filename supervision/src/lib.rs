@@ -1,0 +1,37 @@
+//! # ward-supervision
+//!
+//! OTP supervision on ractor: restart types and strategies, restart
+//! intensity with escalation, per-child jittered exponential backoff, dynamic
+//! children, graceful shutdown, and a live tree that can be listed and
+//! addressed by path. It knows nothing of DNS, UDP or sockets.
+//!
+//! # Layout
+//! - [`spec`]: what to supervise — [`ChildSpec`], [`Restart`], [`Strategy`], [`SupervisorConfig`].
+//! - [`exit`]: how a child ended — [`ExitReason`], normal or abnormal.
+//! - [`backoff`]: restart delays — [`BackoffPolicy`].
+//! - [`intensity`]: the restart-rate window that makes a supervisor escalate.
+//! - [`table`]: the children table a supervisor writes and readers snapshot.
+//! - [`tree`]: [`TreeNode`] snapshots, lookups and kills by path.
+//! - [`supervisor`]: the [`Supervisor`] actor itself.
+//! - [`observer`]: hooks for metrics — [`SupervisionObserver`].
+//! - [`task_guard`]: [`TaskGuard`], which aborts a helper task when dropped.
+
+pub mod backoff;
+pub mod exit;
+pub mod intensity;
+pub mod observer;
+pub mod spec;
+pub mod supervisor;
+pub mod table;
+pub mod task_guard;
+pub mod tree;
+
+pub use backoff::BackoffPolicy;
+pub use exit::ExitReason;
+pub use intensity::Intensity;
+pub use observer::{NoopObserver, SupervisionObserver};
+pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, SupervisorConfig};
+pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
+pub use table::SupervisorView;
+pub use task_guard::TaskGuard;
+pub use tree::{FoundActor, TreeNode};

@@ -1,0 +1,190 @@
+//! What a supervisor supervises and how: child specs, restart types,
+//! strategies and the supervisor's own settings.
+//!
+//! A [`ChildSpec`] carries a start function that spawns the child linked to
+//! the supervisor it is given. The supervisor calls it for the first start and
+//! for every restart, so each incarnation gets fresh arguments.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, SpawnErr};
+use tokio::task::JoinHandle;
+
+use crate::backoff::BackoffPolicy;
+use crate::intensity::Intensity;
+use crate::observer::{NoopObserver, SupervisionObserver};
+use crate::table::SupervisorView;
+
+/// When a child that ended is started again (OTP restart types).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    /// Always.
+    Permanent,
+    /// Only after an abnormal exit (panic, error, kill).
+    Transient,
+    /// Never; the child is forgotten when it ends.
+    Temporary,
+}
+
+/// Which children are restarted when one of them must be (OTP strategies).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Only the child that ended.
+    OneForOne,
+    /// Every child: the others are stopped and all start again in order.
+    OneForAll,
+    /// The child that ended and every child started after it.
+    RestForOne,
+}
+
+/// A child that a start function brought up.
+pub struct StartedChild {
+    /// The running actor, linked to the supervisor.
+    pub cell: ActorCell,
+    /// Completes when the actor's task has ended and its state is dropped.
+    pub join: JoinHandle<()>,
+    /// Set when the child is itself a supervisor, so the tree can descend.
+    pub view: Option<SupervisorView>,
+}
+
+/// What a start function is given.
+#[derive(Clone, Debug)]
+pub struct StartContext {
+    /// The supervisor to link the child to.
+    pub supervisor: ActorCell,
+    /// The child's path in the tree (`dns/upstreams/cf`).
+    pub path: String,
+}
+
+/// The future a start function returns.
+pub type StartFuture = Pin<Box<dyn Future<Output = Result<StartedChild, SpawnErr>> + Send>>;
+/// Spawns one incarnation of a child, linked to the supervisor in the context.
+pub type StartFn = Arc<dyn Fn(StartContext) -> StartFuture + Send + Sync>;
+
+/// One child of a supervisor.
+#[derive(Clone)]
+pub struct ChildSpec {
+    /// Unique among its siblings; one segment of the tree path.
+    pub name: String,
+    /// A stable kind string for the tree and metrics (`dns-upstream`, ...).
+    pub kind: String,
+    /// When the child is started again.
+    pub restart: Restart,
+    /// How long a graceful stop may take before the child is killed.
+    pub shutdown: Duration,
+    /// Spawns the child linked to the supervisor passed in.
+    pub start: StartFn,
+}
+
+impl std::fmt::Debug for ChildSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChildSpec")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("restart", &self.restart)
+            .field("shutdown", &self.shutdown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How long a worker gets to stop before it is killed, by default.
+pub const DEFAULT_WORKER_SHUTDOWN: Duration = Duration::from_secs(2);
+
+impl ChildSpec {
+    /// A child with a hand-written start function.
+    pub fn new(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        restart: Restart,
+        start: StartFn,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            kind: kind.into(),
+            restart,
+            shutdown: DEFAULT_WORKER_SHUTDOWN,
+            start,
+        }
+    }
+
+    /// A worker actor; `make` builds the actor and its arguments for each
+    /// incarnation.
+    pub fn worker<A, F>(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        restart: Restart,
+        make: F,
+    ) -> Self
+    where
+        A: Actor,
+        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let start: StartFn = Arc::new(move |ctx: StartContext| {
+            let make = Arc::clone(&make);
+            Box::pin(async move {
+                let (actor, args) = make();
+                let (actor_ref, join) =
+                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+                Ok(StartedChild {
+                    cell: actor_ref.get_cell(),
+                    join,
+                    view: None,
+                })
+            })
+        });
+        Self::new(name, kind, restart, start)
+    }
+
+    /// Sets how long a graceful stop may take before the child is killed.
+    pub fn with_shutdown(mut self, shutdown: Duration) -> Self {
+        self.shutdown = shutdown;
+        self
+    }
+}
+
+/// How a supervisor restarts its children.
+#[derive(Clone)]
+pub struct SupervisorConfig {
+    /// Which siblings restart together.
+    pub strategy: Strategy,
+    /// The restart rate past which the supervisor escalates.
+    pub intensity: Intensity,
+    /// Delays between a child's failure and its restart.
+    pub backoff: BackoffPolicy,
+    /// Receives restarts and escalations (metrics).
+    pub observer: Arc<dyn SupervisionObserver>,
+}
+
+impl SupervisorConfig {
+    /// Default intensity and backoff with the given strategy.
+    pub fn new(strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            intensity: Intensity::default(),
+            backoff: BackoffPolicy::default(),
+            observer: Arc::new(NoopObserver),
+        }
+    }
+
+    /// The same settings with another strategy (for nested supervisors).
+    pub fn with_strategy(&self, strategy: Strategy) -> Self {
+        Self {
+            strategy,
+            ..self.clone()
+        }
+    }
+}
+
+impl std::fmt::Debug for SupervisorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SupervisorConfig")
+            .field("strategy", &self.strategy)
+            .field("intensity", &self.intensity)
+            .field("backoff", &self.backoff)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,196 @@
+//! Snapshots of the live tree and lookups by path.
+//!
+//! A path names a node by the slash-separated names from the root
+//! (`dns/upstreams/cf`); the root's path is empty. Snapshots are copied out of
+//! each supervisor's [`SupervisorView`] one level at a time, so no lock is held
+//! across levels and no supervisor is asked anything.
+
+use ractor::{ActorCell, ActorStatus};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::table::{Run, Slot, SupervisorView};
+
+/// One node of the tree as `ward ctl tree` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeNode {
+    /// Slash-separated names from the root; empty for the root.
+    pub path: String,
+    /// Stable kind string (`supervisor`, `admin`, `dns-upstream`, ...).
+    pub kind: String,
+    /// The actor id of the running incarnation.
+    pub id: Option<String>,
+    /// `starting`, `running`, `stopping`, `backoff`, `stopped` or `exited`.
+    pub status: String,
+    /// How many times this child was started again.
+    pub restarts: u32,
+    /// Why the last incarnation ended.
+    pub last_exit: Option<String>,
+    /// Time since the running incarnation started; 0 when not running.
+    pub uptime_ms: u64,
+    /// Children, in start order.
+    pub children: Vec<TreeNode>,
+}
+
+impl TreeNode {
+    /// The last segment of the path, or `root`.
+    pub fn name(&self) -> &str {
+        if self.path.is_empty() {
+            "root"
+        } else {
+            self.path.rsplit('/').next().unwrap_or(&self.path)
+        }
+    }
+
+    /// The node at `path` inside this subtree.
+    pub fn find(&self, path: &str) -> Option<&TreeNode> {
+        if self.path == path {
+            return Some(self);
+        }
+        self.children.iter().find_map(|c| c.find(path))
+    }
+
+    /// This node and every node below it, depth first.
+    pub fn walk(&self) -> Vec<&TreeNode> {
+        let mut out = vec![self];
+        for child in &self.children {
+            out.extend(child.walk());
+        }
+        out
+    }
+}
+
+/// An actor found by path.
+#[derive(Clone, Debug)]
+pub struct FoundActor {
+    pub path: String,
+    pub kind: String,
+    pub cell: ActorCell,
+}
+
+/// Joins a parent path and a child name.
+pub fn child_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+fn status_of_cell(cell: &ActorCell) -> &'static str {
+    match cell.get_status() {
+        ActorStatus::Unstarted | ActorStatus::Starting => "starting",
+        ActorStatus::Running | ActorStatus::Upgrading => "running",
+        ActorStatus::Draining | ActorStatus::Stopping => "stopping",
+        ActorStatus::Stopped => "exited",
+    }
+}
+
+fn status_of_slot(slot: &Slot) -> &'static str {
+    match &slot.run {
+        Run::Running(cell) => status_of_cell(cell),
+        Run::Stopping(_) => "stopping",
+        Run::Down if slot.due.is_some() => "backoff",
+        Run::Down => "stopped",
+    }
+}
+
+fn millis_since(start: Option<Instant>, now: Instant) -> u64 {
+    start.map_or(0, |s| {
+        u64::try_from(now.saturating_duration_since(s).as_millis()).unwrap_or(u64::MAX)
+    })
+}
+
+impl SupervisorView {
+    /// The node of the supervisor owning this view, with everything below it.
+    pub fn snapshot(&self, path: &str, kind: &str) -> TreeNode {
+        let now = Instant::now();
+        let me = self.me();
+        TreeNode {
+            path: path.to_string(),
+            kind: kind.to_string(),
+            id: me.as_ref().map(|m| m.cell.get_id().to_string()),
+            status: me
+                .as_ref()
+                .map_or("starting", |m| status_of_cell(&m.cell))
+                .to_string(),
+            restarts: 0,
+            last_exit: None,
+            uptime_ms: millis_since(me.map(|m| m.started_at), now),
+            children: self.child_nodes(path),
+        }
+    }
+
+    /// The nodes of this supervisor's children, with their subtrees.
+    pub fn child_nodes(&self, path: &str) -> Vec<TreeNode> {
+        let now = Instant::now();
+        let copied: Vec<(TreeNode, Option<SupervisorView>)> = {
+            let table = self.lock();
+            table
+                .slots
+                .values()
+                .map(|slot| (node_of_slot(slot, path, now), slot.view.clone()))
+                .collect()
+        };
+        copied
+            .into_iter()
+            .map(|(mut node, view)| {
+                if let Some(view) = view {
+                    node.children = view.child_nodes(&node.path);
+                }
+                node
+            })
+            .collect()
+    }
+
+    /// The running actor at `path` below this supervisor (`""` is the
+    /// supervisor itself).
+    pub fn find(&self, path: &str) -> Option<FoundActor> {
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            return self.me().map(|me| FoundActor {
+                path: String::new(),
+                kind: "supervisor".to_string(),
+                cell: me.cell,
+            });
+        }
+        let mut view = self.clone();
+        let segments: Vec<&str> = path.split('/').collect();
+        for (depth, name) in segments.iter().enumerate() {
+            let next = {
+                let table = view.lock();
+                let slot = table
+                    .seq_of_name(name)
+                    .and_then(|seq| table.slots.get(&seq))?;
+                if depth + 1 == segments.len() {
+                    return slot.run.cell().map(|cell| FoundActor {
+                        path: path.to_string(),
+                        kind: slot.spec.kind.clone(),
+                        cell: cell.clone(),
+                    });
+                }
+                slot.view.clone()?
+            };
+            view = next;
+        }
+        None
+    }
+}
+
+fn node_of_slot(slot: &Slot, parent: &str, now: Instant) -> TreeNode {
+    let running = matches!(slot.run, Run::Running(_) | Run::Stopping(_));
+    TreeNode {
+        path: child_path(parent, &slot.spec.name),
+        kind: slot.spec.kind.clone(),
+        id: slot.run.cell().map(|c| c.get_id().to_string()),
+        status: status_of_slot(slot).to_string(),
+        restarts: slot.restarts,
+        last_exit: slot.last_exit.as_ref().map(ToString::to_string),
+        uptime_ms: if running {
+            millis_since(slot.started_at, now)
+        } else {
+            0
+        },
+        children: Vec::new(),
+    }
+}

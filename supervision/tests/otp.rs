@@ -1,0 +1,632 @@
+//! The supervision behaviour, case by case after Erlang/OTP's supervisor
+//! test suite: restart types × exit kinds, strategies, intensity and
+//! escalation, backoff, failed spawns, resource hand-over, dynamic children
+//! and shutdown order. Timers run on tokio's paused clock.
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::rpc::CallResult;
+use support::*;
+use ward_supervision::{
+    BackoffPolicy, ChildSpec, ExitReason, Intensity, Restart, Strategy, SupervisionObserver,
+    Supervisor, SupervisorConfig, SupervisorError, SupervisorMsg,
+};
+
+async fn exit_and_expect(restart: Restart, how: Exit, expect_restart: bool) {
+    let log = Log::default();
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![probe("c", restart, &log)],
+    )
+    .await;
+    let old = root.wait_running("c").await.id.unwrap();
+    root.exit("c", how);
+    if expect_restart {
+        let node = root.wait_restarted("c", &old).await;
+        assert_eq!(node.restarts, 1, "{restart:?} {how:?}");
+        let expected_exit = match how {
+            Exit::Normal => "normal",
+            Exit::Killed => "killed",
+            Exit::Error | Exit::Panicked => "failed: boom",
+        };
+        assert_eq!(
+            node.last_exit.as_deref(),
+            Some(expected_exit),
+            "{restart:?} {how:?}"
+        );
+        assert_eq!(log.started(), vec!["c", "c"]);
+    } else {
+        eventually("child ended", || {
+            root.node("c")
+                .is_none_or(|n| n.status == "stopped" && n.id.is_none())
+        })
+        .await;
+        // Any restart would be scheduled within the backoff; let far more pass.
+        let_time_pass(Duration::from_secs(3600)).await;
+        assert_eq!(
+            log.started(),
+            vec!["c"],
+            "{restart:?} {how:?} must not restart"
+        );
+        match restart {
+            Restart::Temporary => assert!(root.node("c").is_none(), "temporary is forgotten"),
+            _ => assert_eq!(root.node("c").unwrap().status, "stopped"),
+        }
+    }
+    root.actor.stop(None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn permanent_restarts_after_every_kind_of_exit() {
+    for how in ALL_EXITS {
+        exit_and_expect(Restart::Permanent, how, true).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_restarts_only_after_abnormal_exit() {
+    for how in ALL_EXITS {
+        exit_and_expect(Restart::Transient, how, how != Exit::Normal).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn temporary_is_never_restarted() {
+    for how in ALL_EXITS {
+        exit_and_expect(Restart::Temporary, how, false).await;
+    }
+}
+
+fn ids(root: &Root, names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| root.id(n).unwrap()).collect()
+}
+
+/// Every `Started(x)` after the failure comes after `Dropped(x)`.
+fn assert_dropped_before_started(log: &Log, names: &[&str]) {
+    let events = log.events();
+    for name in names {
+        let dropped = events
+            .iter()
+            .position(|e| *e == Ev::Dropped(name.to_string()));
+        let started = events
+            .iter()
+            .position(|e| *e == Ev::Started(name.to_string()));
+        assert!(
+            dropped.is_some() && started.is_some() && dropped < started,
+            "{name}: old state must be dropped before the new start: {events:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_for_all_restarts_every_sibling_in_start_order() {
+    let log = Log::default();
+    let root = Root::start(
+        config(Strategy::OneForAll, fast_backoff(), lenient()),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            probe("b", Restart::Permanent, &log),
+            probe("c", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("c").await;
+    let before = ids(&root, &["a", "b", "c"]);
+    log.clear();
+
+    root.exit("b", Exit::Error);
+    eventually("all three restarted", || log.started().len() == 3).await;
+    for name in ["a", "b", "c"] {
+        root.wait_running(name).await;
+    }
+
+    assert_eq!(
+        log.stopped(),
+        vec!["c", "a"],
+        "siblings stop in reverse start order"
+    );
+    assert_eq!(
+        log.started(),
+        vec!["a", "b", "c"],
+        "all start again in start order"
+    );
+    assert_dropped_before_started(&log, &["a", "b", "c"]);
+    let after = ids(&root, &["a", "b", "c"]);
+    for (old, new) in before.iter().zip(&after) {
+        assert_ne!(old, new);
+    }
+    let restarts: Vec<u32> = ["a", "b", "c"]
+        .iter()
+        .map(|n| root.node(n).unwrap().restarts)
+        .collect();
+    assert_eq!(restarts, vec![1, 1, 1]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_restarts_the_failed_child_and_those_started_after_it() {
+    let log = Log::default();
+    let root = Root::start(
+        config(Strategy::RestForOne, fast_backoff(), lenient()),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            probe("b", Restart::Permanent, &log),
+            probe("c", Restart::Permanent, &log),
+            probe("d", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("d").await;
+    let a_before = root.id("a").unwrap();
+    log.clear();
+
+    root.exit("b", Exit::Killed);
+    eventually("b, c, d restarted", || log.started().len() == 3).await;
+    root.wait_running("d").await;
+
+    assert_eq!(
+        log.stopped(),
+        vec!["d", "c"],
+        "later siblings stop, last first"
+    );
+    assert_eq!(log.started(), vec!["b", "c", "d"]);
+    assert_dropped_before_started(&log, &["b", "c", "d"]);
+    assert_eq!(root.id("a").unwrap(), a_before, "a is untouched");
+    assert_eq!(root.node("a").unwrap().restarts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_for_all_stops_temporary_siblings_without_restarting_them() {
+    let log = Log::default();
+    let root = Root::start(
+        config(Strategy::OneForAll, fast_backoff(), lenient()),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            probe("t", Restart::Temporary, &log),
+        ],
+    )
+    .await;
+    root.wait_running("t").await;
+    log.clear();
+    root.exit("a", Exit::Error);
+    eventually("a restarted", || log.started() == vec!["a"]).await;
+    let_time_pass(Duration::from_secs(60)).await;
+    assert_eq!(log.stopped(), vec!["t"]);
+    assert_eq!(log.started(), vec!["a"]);
+    assert!(root.node("t").is_none());
+}
+
+#[derive(Default)]
+struct Recorder {
+    escalations: Mutex<Vec<String>>,
+    restarts: AtomicU32,
+}
+
+impl SupervisionObserver for Recorder {
+    fn child_restarting(&self, _path: &str, _kind: &str, _delay: Duration) {
+        self.restarts.fetch_add(1, Ordering::SeqCst);
+    }
+    fn escalated(&self, path: &str) {
+        self.escalations.lock().unwrap().push(path.to_string());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn exceeding_intensity_stops_children_and_escalates_to_the_parent() {
+    let log = Log::default();
+    let recorder = Arc::new(Recorder::default());
+    let mut sub_config = config(
+        Strategy::OneForOne,
+        fast_backoff(),
+        Intensity {
+            max_restarts: 2,
+            within: Duration::from_secs(60),
+        },
+    );
+    sub_config.observer = recorder.clone();
+    let sub = Supervisor::spec(
+        "sub",
+        Restart::Permanent,
+        sub_config,
+        vec![
+            probe("x", Restart::Permanent, &log),
+            probe("y", Restart::Permanent, &log),
+            probe("z", Restart::Permanent, &log),
+        ],
+    );
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![sub],
+    )
+    .await;
+    root.wait_running("sub/z").await;
+    let sub_before = root.id("sub").unwrap();
+
+    for round in 0..2 {
+        let old = root.id("sub/y").unwrap();
+        root.exit("sub/y", Exit::Error);
+        let node = root.wait_restarted("sub/y", &old).await;
+        assert_eq!(node.restarts, round + 1);
+    }
+    log.clear();
+    root.exit("sub/y", Exit::Error);
+
+    let sub_after = root.wait_restarted("sub", &sub_before).await;
+    assert_eq!(sub_after.restarts, 1);
+    assert!(
+        sub_after
+            .last_exit
+            .as_deref()
+            .is_some_and(|e| e.contains("restart intensity exceeded")),
+        "{sub_after:?}"
+    );
+    assert_eq!(
+        *recorder.escalations.lock().unwrap(),
+        vec!["sub".to_string()]
+    );
+    eventually("children back", || log.started().len() == 3).await;
+    assert_eq!(
+        log.stopped(),
+        vec!["z", "x"],
+        "remaining children stop in reverse order"
+    );
+    assert_eq!(log.started(), vec!["x", "y", "z"]);
+    for name in ["sub/x", "sub/y", "sub/z"] {
+        let node = root.wait_running(name).await;
+        assert_eq!(
+            node.restarts, 0,
+            "a new supervisor incarnation starts fresh"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_delays_grow_exponentially_cap_and_reset_after_a_stable_run() {
+    let log = Log::default();
+    let backoff = BackoffPolicy {
+        min: Duration::from_secs(1),
+        max: Duration::from_secs(8),
+        reset_after: Duration::from_secs(30),
+        jitter: 0.0,
+    };
+    let root = Root::start(
+        config(Strategy::OneForOne, backoff, lenient()),
+        vec![probe("c", Restart::Permanent, &log)],
+    )
+    .await;
+    root.wait_running("c").await;
+
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        let old = root.id("c").unwrap();
+        let failed_at = tokio::time::Instant::now();
+        root.exit("c", Exit::Error);
+        root.wait_restarted("c", &old).await;
+        let started_at = log.timed().last().unwrap().0;
+        gaps.push((started_at - failed_at).as_millis());
+    }
+    assert_eq!(gaps, vec![1000, 2000, 4000, 8000, 8000, 8000]);
+
+    let_time_pass(Duration::from_secs(31)).await;
+    let old = root.id("c").unwrap();
+    let failed_at = tokio::time::Instant::now();
+    root.exit("c", Exit::Error);
+    root.wait_restarted("c", &old).await;
+    assert_eq!(
+        (log.timed().last().unwrap().0 - failed_at).as_millis(),
+        1000
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_supervisor_answers_tree_requests_while_a_child_waits_in_backoff() {
+    let log = Log::default();
+    let backoff = BackoffPolicy {
+        min: Duration::from_secs(600),
+        ..BackoffPolicy::default()
+    };
+    let root = Root::start(
+        config(Strategy::OneForOne, backoff, lenient()),
+        vec![
+            probe("waiting", Restart::Permanent, &log),
+            probe("fine", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("waiting").await;
+    root.exit("waiting", Exit::Error);
+    eventually("backoff", || {
+        root.node("waiting").unwrap().status == "backoff"
+    })
+    .await;
+
+    let reply = root
+        .actor
+        .call(SupervisorMsg::Tree, Some(Duration::from_secs(1)))
+        .await
+        .expect("supervisor alive");
+    let CallResult::Success(tree) = reply else {
+        panic!("no tree while a child is in backoff: {reply:?}");
+    };
+    let statuses: Vec<(&str, &str)> = tree
+        .children
+        .iter()
+        .map(|c| (c.path.as_str(), c.status.as_str()))
+        .collect();
+    assert_eq!(statuses, vec![("waiting", "backoff"), ("fine", "running")]);
+}
+
+async fn failing_spawn_is_retried_and_siblings_survive(panic_on_start: bool) {
+    let log = Log::default();
+    let mut flaky = ProbeSpec::new("b", Restart::Permanent, &log);
+    flaky.fail_starts = Arc::new(AtomicU32::new(3));
+    flaky.panic_on_start = panic_on_start;
+    let root = Root::start(
+        config(
+            Strategy::OneForOne,
+            fast_backoff(),
+            Intensity {
+                max_restarts: 1,
+                within: Duration::from_secs(60),
+            },
+        ),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            flaky.build(),
+            probe("c", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("c").await;
+    let siblings = ids(&root, &["a", "c"]);
+
+    let b = root.wait_running("b").await;
+    assert!(
+        b.last_exit
+            .as_deref()
+            .is_some_and(|e| e.starts_with("spawn failed")),
+        "{b:?}"
+    );
+    assert_eq!(ids(&root, &["a", "c"]), siblings, "siblings keep running");
+    assert_eq!(log.started(), vec!["a", "c", "b"]);
+    assert_eq!(root.node("").unwrap().status, "running", "no escalation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_spawn_is_retried_with_backoff_and_siblings_survive() {
+    failing_spawn_is_retried_and_siblings_survive(false).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_spawn_is_retried_with_backoff_and_siblings_survive() {
+    failing_spawn_is_retried_and_siblings_survive(true).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rest_for_one_holds_later_children_until_a_failing_spawn_succeeds() {
+    let log = Log::default();
+    let mut flaky = ProbeSpec::new("b", Restart::Permanent, &log);
+    flaky.fail_starts = Arc::new(AtomicU32::new(2));
+    let root = Root::start(
+        config(Strategy::RestForOne, fast_backoff(), lenient()),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            flaky.build(),
+            probe("c", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("c").await;
+    assert_eq!(log.started(), vec!["a", "b", "c"]);
+}
+
+// Several worker threads, so an old incarnation can still be tearing down
+// on one thread while the supervisor handles its exit on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_child_holding_a_udp_socket_is_replaced_on_the_same_address() {
+    let addr = Arc::new(Mutex::new(None));
+    let bind_failures = Arc::new(AtomicU32::new(0));
+    let root = Root::start(
+        config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
+        vec![udp_holder("socket", &addr, &bind_failures)],
+    )
+    .await;
+    root.wait_running("socket").await;
+    let first = addr.lock().unwrap().expect("bound");
+
+    for round in 0..40u32 {
+        let old = root.id("socket").unwrap();
+        let cell = root.cell("socket").unwrap();
+        if round % 2 == 0 {
+            cell.kill();
+        } else {
+            // A handler error: ractor drops this state after notifying us.
+            cell.send_message(()).unwrap();
+        }
+        let node = root.wait_restarted("socket", &old).await;
+        assert_eq!(node.restarts, round + 1);
+    }
+    assert_eq!(
+        bind_failures.load(Ordering::SeqCst),
+        0,
+        "every rebind succeeded"
+    );
+    assert_eq!(addr.lock().unwrap().unwrap(), first);
+}
+
+// Several worker threads, so an old incarnation can still be tearing down
+// on one thread while the supervisor handles its exit on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_subtree_releases_its_sockets_before_it_is_started_again() {
+    let addr = Arc::new(Mutex::new(None));
+    let bind_failures = Arc::new(AtomicU32::new(0));
+    let sub = Supervisor::spec(
+        "sub",
+        Restart::Permanent,
+        config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
+        vec![udp_holder("socket", &addr, &bind_failures)],
+    );
+    let root = Root::start(
+        config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
+        vec![sub],
+    )
+    .await;
+    root.wait_running("sub/socket").await;
+    for _ in 0..20 {
+        let old = root.id("sub/socket").unwrap();
+        root.cell("sub").unwrap().kill();
+        root.wait_restarted("sub/socket", &old).await;
+    }
+    assert_eq!(
+        bind_failures.load(Ordering::SeqCst),
+        0,
+        "every rebind succeeded"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_dynamic_children_come_and_go_without_residue() {
+    const N: usize = 10_000;
+    let log = Log::default();
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![],
+    )
+    .await;
+    let tasks_before = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+
+    for i in 0..N {
+        let spec = probe(&format!("flow-{i}"), Restart::Temporary, &log);
+        let reply = root
+            .actor
+            .call(|r| SupervisorMsg::AddChild(spec, r), None)
+            .await;
+        let CallResult::Success(Ok(_)) = reply.unwrap() else {
+            panic!("add {i} failed");
+        };
+    }
+    assert_eq!(root.view.child_count(), N);
+    assert_eq!(root.actor.get_children().len(), N);
+    let duplicate = probe("flow-0", Restart::Temporary, &log);
+    let reply = root
+        .actor
+        .call(|r| SupervisorMsg::AddChild(duplicate, r), None)
+        .await;
+    assert!(matches!(
+        reply.unwrap(),
+        CallResult::Success(Err(SupervisorError::NameTaken(_)))
+    ));
+
+    // Half are removed by the supervisor, half end by themselves.
+    for i in 0..N {
+        let name = format!("flow-{i}");
+        if i % 2 == 0 {
+            let reply = root
+                .actor
+                .call(|r| SupervisorMsg::RemoveChild(name, r), None)
+                .await;
+            assert!(matches!(reply.unwrap(), CallResult::Success(Ok(()))));
+        } else {
+            root.exit(&name, Exit::Normal);
+        }
+    }
+    eventually("all gone", || root.view.child_count() == 0).await;
+    eventually("ractor links gone", || root.actor.get_children().is_empty()).await;
+    eventually("states dropped", || log.dropped().len() == N).await;
+    eventually("tasks gone", || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+            <= tasks_before
+    })
+    .await;
+    assert!(root.tree().children.is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_stops_children_in_reverse_order_and_kills_those_that_hang() {
+    let log = Log::default();
+    let mut hanging = ProbeSpec::new("b", Restart::Permanent, &log);
+    hanging.hang_on_stop = true;
+    hanging.shutdown = Duration::from_millis(500);
+    let inner = Supervisor::spec(
+        "inner",
+        Restart::Permanent,
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![
+            probe("i1", Restart::Permanent, &log),
+            probe("i2", Restart::Permanent, &log),
+        ],
+    );
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            hanging.build(),
+            inner,
+            probe("c", Restart::Permanent, &log),
+        ],
+    )
+    .await;
+    root.wait_running("c").await;
+    log.clear();
+
+    root.actor
+        .stop_and_wait(None, Some(Duration::from_secs(30)))
+        .await
+        .expect("root stops");
+    assert_eq!(log.stopped(), vec!["c", "i2", "i1", "b", "a"]);
+    // A cleanly stopped child's state travels in its exit event, which a
+    // stopping supervisor drops when it ends; by then every state is gone.
+    let mut dropped = log.dropped();
+    dropped.sort();
+    assert_eq!(dropped, vec!["a", "b", "c", "i1", "i2"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn paths_name_nested_nodes_and_find_resolves_them() {
+    let log = Log::default();
+    let upstreams = Supervisor::spec(
+        "upstreams",
+        Restart::Permanent,
+        SupervisorConfig::new(Strategy::OneForOne),
+        vec![probe("cf", Restart::Permanent, &log)],
+    );
+    let dns = Supervisor::spec(
+        "dns",
+        Restart::Permanent,
+        SupervisorConfig::new(Strategy::RestForOne),
+        vec![upstreams],
+    );
+    let root = Root::start(SupervisorConfig::new(Strategy::OneForOne), vec![dns]).await;
+    root.wait_running("dns/upstreams/cf").await;
+
+    let tree = root.tree();
+    let paths: Vec<&str> = tree.walk().iter().map(|n| n.path.as_str()).collect();
+    assert_eq!(paths, vec!["", "dns", "dns/upstreams", "dns/upstreams/cf"]);
+    let kinds: Vec<&str> = tree.walk().iter().map(|n| n.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        vec!["supervisor", "supervisor", "supervisor", "probe"]
+    );
+    let found = root.view.find("dns/upstreams/cf").unwrap();
+    assert_eq!(found.kind, "probe");
+    assert_eq!(
+        Some(found.cell.get_id().to_string()),
+        tree.find("dns/upstreams/cf").unwrap().id
+    );
+    assert!(root.view.find("dns/nope").is_none());
+    assert!(root.view.find("dns/upstreams/cf/deeper").is_none());
+}
+
+#[test]
+fn exit_reason_display_is_stable() {
+    assert_eq!(ExitReason::Killed.to_string(), "killed");
+    assert_eq!(ExitReason::Failed("x".into()).to_string(), "failed: x");
+    let _unused: Option<ChildSpec> = None;
+}
