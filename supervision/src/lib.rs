@@ -14,7 +14,8 @@
 //! - [`tree`]: [`TreeNode`] snapshots, lookups and kills by path.
 //! - [`supervisor`]: the [`Supervisor`] actor itself.
 //! - [`observer`]: hooks for metrics — [`SupervisionObserver`].
-//! - [`task_guard`]: [`TaskGuard`], which aborts a helper task when dropped.
+//! - [`task_guard`]: [`TaskGuard`] aborts a helper task when dropped;
+//!   [`TaskScope`] lets the supervisor await an incarnation's tasks.
 
 pub mod backoff;
 pub mod exit;
@@ -33,5 +34,5 @@ pub use observer::{NoopObserver, SupervisionObserver};
 pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, SupervisorConfig};
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
 pub use table::SupervisorView;
-pub use task_guard::TaskGuard;
+pub use task_guard::{TaskGuard, TaskScope};
 pub use tree::{FoundActor, TreeNode};

@@ -17,6 +17,7 @@ use crate::backoff::BackoffPolicy;
 use crate::intensity::Intensity;
 use crate::observer::{NoopObserver, SupervisionObserver};
 use crate::table::SupervisorView;
+use crate::task_guard::TaskScope;
 
 /// When a child that ended is started again (OTP restart types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +58,9 @@ pub struct StartContext {
     pub supervisor: ActorCell,
     /// The child's path in the tree (`dns/upstreams/cf`).
     pub path: String,
+    /// Spawn helper tasks that own bound sockets here: the supervisor waits
+    /// for them to end before it starts the next incarnation.
+    pub tasks: TaskScope,
 }
 
 /// The future a start function returns.
@@ -111,7 +115,7 @@ impl ChildSpec {
     }
 
     /// A worker actor; `make` builds the actor and its arguments for each
-    /// incarnation.
+    /// incarnation, from the context it will start in.
     pub fn worker<A, F>(
         name: impl Into<String>,
         kind: impl Into<String>,
@@ -120,13 +124,13 @@ impl ChildSpec {
     ) -> Self
     where
         A: Actor,
-        F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
+        F: Fn(&StartContext) -> (A, A::Arguments) + Send + Sync + 'static,
     {
         let make = Arc::new(make);
         let start: StartFn = Arc::new(move |ctx: StartContext| {
             let make = Arc::clone(&make);
             Box::pin(async move {
-                let (actor, args) = make();
+                let (actor, args) = make(&ctx);
                 let (actor_ref, join) =
                     Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
                 Ok(StartedChild {

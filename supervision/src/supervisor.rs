@@ -27,7 +27,7 @@ use crate::spec::{
     ChildSpec, Restart, StartContext, StartFn, StartedChild, Strategy, SupervisorConfig,
 };
 use crate::table::{Run, SelfInfo, SupervisorView};
-use crate::task_guard::TaskGuard;
+use crate::task_guard::{TaskGuard, TaskScope};
 use crate::tree::{child_path, TreeNode};
 
 /// How long a killed child may take to end before shutdown moves on.
@@ -288,7 +288,8 @@ impl SupervisorState {
                 // Never started again: nothing to wait for.
                 return;
             }
-            let joins: Vec<JoinHandle<()>> = slot.join.take().into_iter().collect();
+            let mut joins: Vec<JoinHandle<()>> = slot.join.take().into_iter().collect();
+            joins.extend(slot.tasks.abort_all());
             (joins, slot.view.clone())
         };
         if let Some(view) = old_view {
@@ -436,9 +437,11 @@ impl SupervisorState {
         let Some(spec) = self.view.lock().slots.get(&seq).map(|s| s.spec.clone()) else {
             return Err("child was removed".to_string());
         };
+        let tasks = TaskScope::new();
         let ctx = StartContext {
             supervisor: myself.get_cell(),
             path: self.child_path(&spec.name),
+            tasks: tasks.clone(),
         };
         let started = start_child(&spec, ctx).await?;
         let cell = started.cell.clone();
@@ -453,6 +456,7 @@ impl SupervisorState {
         slot.started_once = true;
         slot.run = Run::Running(cell.clone());
         slot.join = Some(started.join);
+        slot.tasks = tasks;
         slot.view = started.view;
         slot.started_at = Some(Instant::now());
         table.bind_id(cell.get_id(), seq);
@@ -723,11 +727,19 @@ impl SupervisorState {
                 table.get_mut(seq).and_then(|slot| {
                     let cell = slot.run.cell()?.clone();
                     slot.run = Run::Down;
-                    Some((cell, slot.join.take(), slot.spec.shutdown))
+                    Some((
+                        cell,
+                        slot.join.take(),
+                        slot.tasks.clone(),
+                        slot.spec.shutdown,
+                    ))
                 })
             };
-            if let Some((cell, join, shutdown)) = taken {
+            if let Some((cell, join, tasks, shutdown)) = taken {
                 stop_gracefully(&cell, join, shutdown).await;
+                for task in tasks.abort_all() {
+                    let _ = tokio::time::timeout(KILL_WAIT, task).await;
+                }
             }
         }
     }

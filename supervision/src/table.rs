@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use crate::exit::ExitReason;
 use crate::spec::ChildSpec;
 use crate::supervisor::SupervisorError;
+use crate::task_guard::TaskScope;
 
 /// Where a child is in its life.
 pub(crate) enum Run {
@@ -41,6 +42,8 @@ pub(crate) struct Slot {
     pub(crate) run: Run,
     /// The task of the current or last incarnation.
     pub(crate) join: Option<JoinHandle<()>>,
+    /// Helper tasks of the current or last incarnation.
+    pub(crate) tasks: TaskScope,
     /// Set while the child is a supervisor.
     pub(crate) view: Option<SupervisorView>,
     pub(crate) restarts: u32,
@@ -67,6 +70,7 @@ impl Slot {
             spec,
             run: Run::Down,
             join: None,
+            tasks: TaskScope::new(),
             view: None,
             restarts: 0,
             failures: 0,
@@ -186,8 +190,9 @@ impl SupervisorView {
         self.lock().len()
     }
 
-    /// Takes the task handles of this subtree that have not finished yet, so
-    /// a caller can wait until every old incarnation below has dropped its state.
+    /// Takes the task handles of this subtree that have not finished yet
+    /// (aborting helper tasks), so a caller can wait until every old
+    /// incarnation below has dropped its state and its sockets.
     pub(crate) fn take_unfinished_joins(&self) -> Vec<JoinHandle<()>> {
         let mut joins = Vec::new();
         let mut views = Vec::new();
@@ -197,6 +202,7 @@ impl SupervisorView {
                 if slot.join.as_ref().is_some_and(|j| !j.is_finished()) {
                     joins.extend(slot.join.take());
                 }
+                joins.extend(slot.tasks.abort_all());
                 views.extend(slot.view.clone());
             }
         }

@@ -1,30 +1,31 @@
-//! A guard that aborts a helper task when it is dropped.
+//! Helper tasks owned by an actor: [`TaskGuard`] aborts one when dropped;
+//! [`TaskScope`] also lets the supervisor wait until they have really ended.
 //!
 //! ractor's `kill` skips `post_stop`, and dropping a tokio `JoinHandle`
-//! detaches the task instead of stopping it. Whatever task an actor owns
-//! (a receive loop, an accept loop, a timer) lives in a `TaskGuard` inside the
-//! actor's state, so it ends when the state is dropped, however the actor died.
+//! detaches the task instead of stopping it. Whatever task an actor owns (a
+//! receive loop, an accept loop, a timer) lives in a guard inside the actor's
+//! state, so it is aborted however the actor died. Abort completes
+//! asynchronously, though: a task that owns a bound socket may still hold it
+//! for a moment. Tasks spawned through the incarnation's [`TaskScope`] are
+//! awaited by the supervisor before the replacement starts.
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// Aborts the task on drop.
 #[derive(Debug)]
-pub struct TaskGuard(JoinHandle<()>);
+pub struct TaskGuard(AbortHandle);
 
 impl TaskGuard {
-    /// Spawns `future` on the current runtime and guards it.
+    /// Spawns `future` on the current runtime and guards it. Use
+    /// [`TaskScope::spawn`] instead for tasks that own a bound socket.
     pub fn spawn<F>(future: F) -> Self
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        Self(tokio::spawn(future))
-    }
-
-    /// Guards a task that is already running.
-    pub fn new(handle: JoinHandle<()>) -> Self {
-        Self(handle)
+        Self(tokio::spawn(future).abort_handle())
     }
 
     /// True once the task has ended.
@@ -36,6 +37,45 @@ impl TaskGuard {
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The helper tasks of one actor incarnation, which its supervisor awaits
+/// (after aborting them) before it starts the next incarnation.
+#[derive(Clone, Debug, Default)]
+pub struct TaskScope(Arc<Mutex<Vec<JoinHandle<()>>>>);
+
+impl TaskScope {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Spawns `future` as a task of this incarnation.
+    pub fn spawn<F>(&self, future: F) -> TaskGuard
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(future);
+        let guard = TaskGuard(handle.abort_handle());
+        let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Forget finished tasks now and then, so the list stays as long as
+        // the number of live tasks (amortised).
+        if tasks.len() >= 16 && tasks.len().is_power_of_two() {
+            tasks.retain(|t| !t.is_finished());
+        }
+        tasks.push(handle);
+        guard
+    }
+
+    /// Aborts every task of the scope and hands back their handles, to be
+    /// awaited by whoever needs them gone.
+    pub fn abort_all(&self) -> Vec<JoinHandle<()>> {
+        let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        tasks
+            .into_iter()
+            .filter(|t| !t.is_finished())
+            .inspect(|t| t.abort())
+            .collect()
     }
 }
 
@@ -53,5 +93,23 @@ mod tests {
         drop(guard);
         // The sender is dropped only when the task is aborted.
         assert!(rx.await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_scope_aborts_and_returns_what_is_still_running() {
+        let scope = TaskScope::new();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let _guard = scope.spawn(async move {
+            let _socket = socket;
+            std::future::pending::<()>().await;
+        });
+        let _done = scope.spawn(async {});
+        tokio::task::yield_now().await;
+        for task in scope.abort_all() {
+            let _ = task.await;
+        }
+        // The task's socket is closed once the awaited task has ended.
+        std::net::UdpSocket::bind(addr).expect("address free again");
     }
 }

@@ -431,7 +431,7 @@ async fn a_killed_child_holding_a_udp_socket_is_replaced_on_the_same_address() {
     let bind_failures = Arc::new(AtomicU32::new(0));
     let root = Root::start(
         config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
-        vec![udp_holder("socket", &addr, &bind_failures)],
+        vec![udp_holder("socket", &addr, &bind_failures, false)],
     )
     .await;
     root.wait_running("socket").await;
@@ -457,6 +457,29 @@ async fn a_killed_child_holding_a_udp_socket_is_replaced_on_the_same_address() {
     assert_eq!(addr.lock().unwrap().unwrap(), first);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_child_whose_receive_loop_holds_the_socket_is_replaced_on_the_same_address() {
+    let addr = Arc::new(Mutex::new(None));
+    let bind_failures = Arc::new(AtomicU32::new(0));
+    let root = Root::start(
+        config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
+        vec![udp_holder("socket", &addr, &bind_failures, true)],
+    )
+    .await;
+    root.wait_running("socket").await;
+    for round in 0..40u32 {
+        let old = root.id("socket").unwrap();
+        root.cell("socket").unwrap().kill();
+        let node = root.wait_restarted("socket", &old).await;
+        assert_eq!(node.restarts, round + 1);
+    }
+    assert_eq!(
+        bind_failures.load(Ordering::SeqCst),
+        0,
+        "every rebind succeeded"
+    );
+}
+
 // Several worker threads, so an old incarnation can still be tearing down
 // on one thread while the supervisor handles its exit on another.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -467,7 +490,7 @@ async fn a_killed_subtree_releases_its_sockets_before_it_is_started_again() {
         "sub",
         Restart::Permanent,
         config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),
-        vec![udp_holder("socket", &addr, &bind_failures)],
+        vec![udp_holder("socket", &addr, &bind_failures, false)],
     );
     let root = Root::start(
         config(Strategy::OneForOne, BackoffPolicy::IMMEDIATE, lenient()),

@@ -207,7 +207,7 @@ impl ProbeSpec {
             shutdown,
         } = self;
         let child_name = name.clone();
-        ChildSpec::worker(name, "probe", restart, move || {
+        ChildSpec::worker(name, "probe", restart, move |_ctx| {
             (
                 Probe,
                 ProbeArgs {
@@ -232,9 +232,20 @@ pub fn probe(name: &str, restart: Restart, log: &Log) -> ChildSpec {
 pub struct UdpHolder;
 
 /// The socket, released only after a slow teardown, so that a replacement
-/// started too early would find the address still taken.
+/// started too early would find the address still taken. With `in_task`
+/// the socket lives in a receive-loop task of the incarnation instead.
 pub struct HeldSocket {
-    _socket: UdpSocket,
+    _socket: Option<UdpSocket>,
+    _task: Option<ward_supervision::TaskGuard>,
+}
+
+/// Dropped before the socket next to it (declared first), slowly.
+pub struct SlowDrop;
+
+impl Drop for SlowDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 impl Drop for HeldSocket {
@@ -246,6 +257,8 @@ impl Drop for HeldSocket {
 pub struct UdpHolderArgs {
     pub addr: Arc<Mutex<Option<SocketAddr>>>,
     pub bind_failures: Arc<AtomicU32>,
+    /// Hand the socket to a receive loop spawned in this scope.
+    pub in_task: Option<ward_supervision::TaskScope>,
 }
 
 impl Actor for UdpHolder {
@@ -267,7 +280,24 @@ impl Actor for UdpHolder {
             args.bind_failures.fetch_add(1, Ordering::SeqCst);
         })?;
         *args.addr.lock().unwrap() = Some(socket.local_addr()?);
-        Ok(HeldSocket { _socket: socket })
+        let Some(scope) = args.in_task else {
+            return Ok(HeldSocket {
+                _socket: Some(socket),
+                _task: None,
+            });
+        };
+        socket.set_nonblocking(true)?;
+        let socket = tokio::net::UdpSocket::from_std(socket)?;
+        let slow = SlowDrop;
+        let task = scope.spawn(async move {
+            let _slow = slow;
+            let mut buf = [0u8; 64];
+            while socket.recv_from(&mut buf).await.is_ok() {}
+        });
+        Ok(HeldSocket {
+            _socket: None,
+            _task: Some(task),
+        })
     }
 
     async fn handle(
@@ -284,15 +314,17 @@ pub fn udp_holder(
     name: &str,
     addr: &Arc<Mutex<Option<SocketAddr>>>,
     failures: &Arc<AtomicU32>,
+    in_task: bool,
 ) -> ChildSpec {
     let addr = addr.clone();
     let failures = failures.clone();
-    ChildSpec::worker(name, "udp-holder", Restart::Permanent, move || {
+    ChildSpec::worker(name, "udp-holder", Restart::Permanent, move |ctx| {
         (
             UdpHolder,
             UdpHolderArgs {
                 addr: addr.clone(),
                 bind_failures: failures.clone(),
+                in_task: in_task.then(|| ctx.tasks.clone()),
             },
         )
     })
