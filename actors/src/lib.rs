@@ -1,1 +1,17 @@
+//! # ward-actors
+//!
+//! ward's domain actors and what they share. Each socket-owning actor
+//! classifies its I/O errors once, at the socket, with [`io_class`], and logs
+//! anything that can repeat through [`throttle`].
+//!
+//! # Layout
+//! - [`io_class`]: one enum that says what an I/O error means (rule 4 of
+//!   the architecture brief): peer gone, socket dead, transient, path failed,
+//!   normal.
+//! - [`throttle`]: first occurrence logged, then one summary per window.
 
+pub mod io_class;
+pub mod throttle;
+
+pub use io_class::{classify_io_error, IoClass, IoSide};
+pub use throttle::Throttle;
