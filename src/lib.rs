@@ -1,1 +1,23 @@
+//! # ward
+//!
+//! A DNS forwarder and UDP relay for home and edge routers, built as a tree
+//! of supervised actors: a broken socket is an actor exit, its supervisor
+//! restarts it, and the failure is counted instead of logged forever.
+//!
+//! # Layout
+//! - [`cli`]: the command line (`run`, `check`, `ctl`); `main.rs` only calls it.
+//! - [`config`]: RON configuration, parsed then validated into a ready [`config::Config`].
+//! - [`app`]: builds the actor tree from the config and runs it until shutdown.
+//! - [`context`]: what the service-level actors share (tree root, metrics, run facts).
+//! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
+//! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
+//!
+//! The supervision machinery lives in `ward-supervision`; the domain actors
+//! (DNS, dialers, UDP relay) and socket error classification in `ward-actors`.
 
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod context;
+pub mod telemetry;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `ward` binary: everything happens in [`ward::cli`].
+
+fn main() -> std::process::ExitCode {
+    ward::cli::main()
+}

@@ -1,0 +1,10 @@
+//! The admin socket: a Unix stream socket speaking one JSON object per line
+//! each way, served by a supervised actor, and the `ward ctl` client for it.
+
+pub mod client;
+pub mod protocol;
+pub mod render;
+pub mod server;
+pub mod socket_file;
+
+pub use server::{AdminArgs, AdminServer};

@@ -1,0 +1,64 @@
+//! The admin protocol: requests and the replies they get.
+//!
+//! Each request is one JSON object on one line (`{"cmd":"tree"}`); each reply
+//! is one JSON object on one line, `{"ok":true, ...}` or
+//! `{"ok":false,"error":"..."}`. A malformed request gets an error reply and
+//! the connection stays open.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::telemetry::process::NofileLimit;
+
+/// ward's version, as `ward ctl version` reports it.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// One request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// The live tree.
+    Tree,
+    /// Kill the actor at a path.
+    Kill { path: String },
+    /// Counters and process figures.
+    Stats,
+    /// The server's version.
+    Version,
+}
+
+/// What `stats` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    pub version: String,
+    pub config: String,
+    pub uptime_ms: u64,
+    /// Live actors by kind.
+    pub actors: BTreeMap<String, u64>,
+    pub restarts_total: u64,
+    pub open_fds: u64,
+    pub rss_bytes: u64,
+    pub nofile_soft: u64,
+    pub nofile_hard: u64,
+    pub log_suppressed: u64,
+    /// Where `/metrics` is served, when it is.
+    pub metrics_addr: Option<String>,
+}
+
+impl Stats {
+    pub fn nofile(&self) -> NofileLimit {
+        NofileLimit {
+            soft: self.nofile_soft,
+            hard: self.nofile_hard,
+        }
+    }
+}
+
+/// What a `kill` hit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Killed {
+    pub path: String,
+    pub kind: String,
+    pub id: String,
+}

@@ -1,0 +1,185 @@
+//! Text output of `ward ctl`: the tree indented like pstree, with kind,
+//! status, restarts and uptime per node, and stats as aligned lines.
+
+use std::fmt::Write;
+
+use ward_supervision::TreeNode;
+
+use super::protocol::Stats;
+
+/// The tree as aligned text, one node per line.
+pub fn tree(root: &TreeNode) -> String {
+    let mut rows = Vec::new();
+    collect(root, "", "", &mut rows);
+    let name_width = rows
+        .iter()
+        .map(|(label, _)| label.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let kind_width = rows
+        .iter()
+        .map(|(_, n)| n.kind.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:name_width$}  {:kind_width$}  {:8}  {:>8}  {:>9}  ID",
+        "NODE", "KIND", "STATUS", "RESTARTS", "UPTIME"
+    );
+    for (label, node) in rows {
+        let pad = name_width - label.chars().count();
+        let _ = write!(
+            out,
+            "{label}{:pad$}  {:kind_width$}  {:8}  {:>8}  {:>9}  {}",
+            "",
+            node.kind,
+            node.status,
+            node.restarts,
+            uptime(node),
+            node.id.as_deref().unwrap_or("-"),
+        );
+        if let Some(exit) = &node.last_exit {
+            let _ = write!(out, "  (last exit: {exit})");
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn collect<'a>(
+    node: &'a TreeNode,
+    prefix: &str,
+    child_prefix: &str,
+    rows: &mut Vec<(String, &'a TreeNode)>,
+) {
+    rows.push((format!("{prefix}{}", node.name()), node));
+    let count = node.children.len();
+    for (i, child) in node.children.iter().enumerate() {
+        let last = i + 1 == count;
+        let (branch, next) = if last {
+            ("└── ", "    ")
+        } else {
+            ("├── ", "│   ")
+        };
+        collect(
+            child,
+            &format!("{child_prefix}{branch}"),
+            &format!("{child_prefix}{next}"),
+            rows,
+        );
+    }
+}
+
+fn uptime(node: &TreeNode) -> String {
+    if node.id.is_none() {
+        return "-".to_string();
+    }
+    human_duration(node.uptime_ms)
+}
+
+/// `950ms`, `42s`, `3m07s`, `5h02m`, `2d03h`.
+pub fn human_duration(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("{ms}ms"),
+        1..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86399 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// Stats as `name: value` lines.
+pub fn stats(stats: &Stats) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "version:        {}", stats.version);
+    let _ = writeln!(out, "config:         {}", stats.config);
+    let _ = writeln!(out, "uptime:         {}", human_duration(stats.uptime_ms));
+    let total: u64 = stats.actors.values().sum();
+    let _ = writeln!(out, "actors:         {total}");
+    for (kind, count) in &stats.actors {
+        let _ = writeln!(out, "  {kind:20} {count}");
+    }
+    let _ = writeln!(out, "restarts:       {}", stats.restarts_total);
+    let _ = writeln!(
+        out,
+        "open fds:       {} (limit {}/{})",
+        stats.open_fds,
+        stats.nofile().soft,
+        stats.nofile().hard
+    );
+    let _ = writeln!(
+        out,
+        "rss:            {:.1} MiB",
+        stats.rss_bytes as f64 / (1024.0 * 1024.0)
+    );
+    let _ = writeln!(out, "log suppressed: {}", stats.log_suppressed);
+    let metrics = stats
+        .metrics_addr
+        .as_deref()
+        .map_or("off".to_string(), |a| format!("http://{a}/metrics"));
+    let _ = writeln!(out, "metrics:        {metrics}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(path: &str, kind: &str, children: Vec<TreeNode>) -> TreeNode {
+        TreeNode {
+            path: path.into(),
+            kind: kind.into(),
+            id: Some("0.1".into()),
+            status: "running".into(),
+            restarts: 0,
+            last_exit: None,
+            uptime_ms: 65_000,
+            children,
+        }
+    }
+
+    #[test]
+    fn tree_is_indented_like_pstree() {
+        let mut admin = node("admin", "admin", vec![]);
+        admin.restarts = 1;
+        admin.last_exit = Some("killed".into());
+        let root = node(
+            "",
+            "supervisor",
+            vec![
+                admin,
+                node(
+                    "dns",
+                    "supervisor",
+                    vec![node("dns/upstreams", "supervisor", vec![])],
+                ),
+            ],
+        );
+        let text = tree(&root);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("NODE"));
+        assert!(lines[1].starts_with("root "));
+        assert!(lines[2].starts_with("├── admin "));
+        assert!(
+            lines[2].contains("  1  ") && lines[2].ends_with("(last exit: killed)"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[3].starts_with("└── dns "));
+        assert!(lines[4].starts_with("    └── upstreams "));
+        assert!(lines[1].contains("1m05s"));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(950), "950ms");
+        assert_eq!(human_duration(42_000), "42s");
+        assert_eq!(human_duration(187_000), "3m07s");
+        assert_eq!(human_duration(18_120_000), "5h02m");
+        assert_eq!(human_duration(183_600_000), "2d03h");
+    }
+}

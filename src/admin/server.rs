@@ -1,0 +1,235 @@
+//! The admin server actor: owns the admin socket file and its accept loop.
+//!
+//! Each client connection is served by a task of the accept loop, so the
+//! actor's mailbox never waits on a client. Clients past `max_clients` get an
+//! error line and are closed. Killing the actor (it may be asked to kill
+//! itself) ends the loop and its connections with it; the supervisor starts a
+//! new one, which binds the socket again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
+use ward_supervision::{TaskGuard, TaskScope};
+
+use super::protocol::{Killed, Request, Stats, VERSION};
+use super::socket_file::{self, SocketFile};
+use crate::context::ServiceContext;
+use crate::telemetry::process;
+
+/// The longest request line accepted.
+const MAX_LINE: usize = 64 * 1024;
+/// A client idle this long is disconnected.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
+pub struct AdminServer;
+
+pub struct AdminArgs {
+    pub socket: PathBuf,
+    pub gid: Option<u32>,
+    pub max_clients: usize,
+    pub ctx: Arc<ServiceContext>,
+    /// The incarnation's task scope, for the accept loop.
+    pub tasks: TaskScope,
+}
+
+pub struct AdminState {
+    _accept: TaskGuard,
+    socket_file: Option<SocketFile>,
+}
+
+pub enum AdminMsg {
+    /// The listening socket stopped working; the actor ends and rebinds.
+    ListenerFailed(String),
+}
+
+impl Actor for AdminServer {
+    type Msg = AdminMsg;
+    type State = AdminState;
+    type Arguments = AdminArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<AdminMsg>,
+        args: AdminArgs,
+    ) -> Result<AdminState, ActorProcessingErr> {
+        let (listener, file) = socket_file::bind(&args.socket, args.gid)?;
+        tracing::info!(socket = %args.socket.display(), "admin socket ready");
+        let clients = Arc::new(Semaphore::new(args.max_clients));
+        let accept = args
+            .tasks
+            .spawn(accept_loop(listener, clients, args.ctx, myself));
+        Ok(AdminState {
+            _accept: accept,
+            socket_file: Some(file),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<AdminMsg>,
+        state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Remove the file now rather than when the exit event is dropped.
+        state.socket_file.take();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<AdminMsg>,
+        message: AdminMsg,
+        _state: &mut AdminState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            AdminMsg::ListenerFailed(reason) => Err(format!("admin socket: {reason}").into()),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: UnixListener,
+    clients: Arc<Semaphore>,
+    ctx: Arc<ServiceContext>,
+    owner: ActorRef<AdminMsg>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        match listener.accept().await {
+            Ok((stream, _)) => match clients.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let ctx = ctx.clone();
+                    connections.spawn(async move {
+                        serve_client(stream, &ctx).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => refuse(stream),
+            },
+            Err(e) => match classify_io_error(&e, IoSide::Listener) {
+                IoClass::SocketDead | IoClass::PathFailed => {
+                    let _ = owner.send_message(AdminMsg::ListenerFailed(e.to_string()));
+                    return;
+                }
+                _ => {
+                    warn_throttled!("admin accept", error = %e, "admin socket: accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+}
+
+fn refuse(stream: UnixStream) {
+    warn_throttled!(
+        "admin clients",
+        "admin socket: too many clients; refusing one"
+    );
+    let line = format!("{}\n", error_reply("too many admin clients; try again"));
+    // Best effort: a fresh socket has room for one short line.
+    let _ = stream.try_write(line.as_bytes());
+}
+
+async fn serve_client(stream: UnixStream, ctx: &ServiceContext) {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    loop {
+        let mut line = Vec::new();
+        // `take` on the buffered reader itself, so bytes after the newline
+        // stay buffered for the next request.
+        let mut limited = (&mut reader).take(MAX_LINE as u64 + 1);
+        let read = tokio::time::timeout(IDLE_TIMEOUT, limited.read_until(b'\n', &mut line));
+        match read.await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(_)) => {}
+        }
+        if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
+            let reply = error_reply(&format!("request longer than {MAX_LINE} bytes"));
+            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+            return;
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim();
+        if text.is_empty() {
+            continue;
+        }
+        let (reply, to_kill) = handle_request(text, ctx);
+        if write
+            .write_all(format!("{reply}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let _ = write.flush().await;
+        if let Some(cell) = to_kill {
+            cell.kill();
+        }
+    }
+}
+
+fn error_reply(message: &str) -> Value {
+    json!({"ok": false, "error": message})
+}
+
+/// The reply to one request line, and an actor to kill once it is sent.
+pub fn handle_request(line: &str, ctx: &ServiceContext) -> (Value, Option<ActorCell>) {
+    let request: Request = match serde_json::from_str(line) {
+        Ok(request) => request,
+        Err(e) => return (error_reply(&format!("bad request: {e}")), None),
+    };
+    match request {
+        Request::Tree => (json!({"ok": true, "tree": ctx.tree()}), None),
+        Request::Kill { path } => kill(&path, ctx),
+        Request::Stats => (json!({"ok": true, "stats": stats(ctx)}), None),
+        Request::Version => (json!({"ok": true, "version": VERSION}), None),
+    }
+}
+
+fn kill(path: &str, ctx: &ServiceContext) -> (Value, Option<ActorCell>) {
+    let Some(found) = ctx.root.find(path) else {
+        return (error_reply(&format!("no running actor at {path:?}")), None);
+    };
+    if found.path.is_empty() {
+        return (
+            error_reply("refusing to kill the root; stop the service instead"),
+            None,
+        );
+    }
+    let killed = Killed {
+        path: found.path,
+        kind: found.kind,
+        id: found.cell.get_id().to_string(),
+    };
+    tracing::warn!(path = %killed.path, kind = %killed.kind, id = %killed.id, "killing actor on admin request");
+    (json!({"ok": true, "killed": killed}), Some(found.cell))
+}
+
+fn stats(ctx: &ServiceContext) -> Stats {
+    let tree = ctx.tree();
+    let mut actors = std::collections::BTreeMap::new();
+    for node in tree.walk().into_iter().filter(|n| n.id.is_some()) {
+        *actors.entry(node.kind.clone()).or_insert(0) += 1;
+    }
+    Stats {
+        version: VERSION.to_string(),
+        config: ctx.config_source.clone(),
+        uptime_ms: u64::try_from(ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        actors,
+        restarts_total: ctx.metrics.restarts_total(),
+        open_fds: process::open_fds(),
+        rss_bytes: process::rss_bytes(),
+        nofile_soft: ctx.nofile.soft,
+        nofile_hard: ctx.nofile.hard,
+        log_suppressed: Throttle::global().suppressed_total(),
+        metrics_addr: ctx.metrics_addr().map(|a| a.to_string()),
+    }
+}

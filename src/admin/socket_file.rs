@@ -1,0 +1,186 @@
+//! The admin socket file: its directory, permissions, stale-file handling,
+//! and removal when the admin server goes away.
+//!
+//! A file left by a crashed run (nobody accepts on it) is replaced; a file a
+//! live ward is serving is not stolen. The file is removed on drop, but only
+//! if it is still the one this process created (same device, inode and
+//! change time: tmpfs reuses inode numbers), so a late drop never deletes a
+//! successor's socket.
+
+use std::fs::{DirBuilder, Permissions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use tokio::net::UnixListener;
+
+/// Why the admin socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketFileError {
+    #[error("{0} is in use by a running ward; stop it first or pick another admin.socket")]
+    InUse(PathBuf),
+    #[error("{0} exists and is not a socket; refusing to replace it")]
+    NotASocket(PathBuf),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SocketFileError + '_ {
+    move |source| SocketFileError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The socket file this process created; removed on drop.
+#[derive(Debug)]
+pub struct SocketFile {
+    path: PathBuf,
+    identity: FileIdentity,
+}
+
+/// What tells one file at a path from a later one.
+#[derive(Debug, PartialEq, Eq)]
+struct FileIdentity {
+    dev: u64,
+    ino: u64,
+    ctime: i64,
+    ctime_nsec: i64,
+}
+
+impl FileIdentity {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+}
+
+impl SocketFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if FileIdentity::of(&meta) == self.identity {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Binds the admin socket at `path`: creates its directory (0700) when
+/// missing, replaces a stale file, sets mode 0600 (0660 and the group when
+/// `gid` is given).
+pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), SocketFileError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(io_err(dir))?;
+        }
+    }
+    remove_if_stale(path)?;
+    let listener = UnixListener::bind(path).map_err(io_err(path))?;
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    std::fs::set_permissions(path, Permissions::from_mode(mode)).map_err(io_err(path))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(path, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| io_err(path)(io::Error::from(e)))?;
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(io_err(path))?;
+    let file = SocketFile {
+        path: path.to_path_buf(),
+        identity: FileIdentity::of(&meta),
+    };
+    Ok((listener, file))
+}
+
+/// Fails when a live ward already serves `path` (checked before starting).
+pub fn ensure_not_live(path: &Path) -> Result<(), SocketFileError> {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(SocketFileError::InUse(path.to_path_buf())),
+        Err(_) => Ok(()),
+    }
+}
+
+fn remove_if_stale(path: &Path) -> Result<(), SocketFileError> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if !meta.file_type().is_socket() {
+        return Err(SocketFileError::NotASocket(path.to_path_buf()));
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(SocketFileError::InUse(path.to_path_buf())),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            tracing::info!(path = %path.display(), "replacing a stale admin socket");
+            std::fs::remove_file(path).map_err(io_err(path))
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn creates_private_dir_and_socket_and_removes_it_on_drop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sub/dir/admin.sock");
+        let (_listener, file) = bind(&path, None).unwrap();
+        let dir_mode = std::fs::metadata(path.parent().unwrap()).unwrap().mode() & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        let sock_mode = std::fs::symlink_metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(sock_mode, 0o600);
+        drop(file);
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("admin.sock");
+        let (listener, file) = bind(&path, None).unwrap();
+        assert!(matches!(bind(&path, None), Err(SocketFileError::InUse(_))));
+        // A crashed run: the listener is gone, the file stays.
+        drop(listener);
+        std::mem::forget(file);
+        let (_listener, _file) = bind(&path, None).expect("stale file replaced");
+    }
+
+    #[tokio::test]
+    async fn a_regular_file_is_never_replaced() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("admin.sock");
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(matches!(
+            bind(&path, None),
+            Err(SocketFileError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+    }
+
+    #[tokio::test]
+    async fn a_late_drop_leaves_a_successors_socket_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("admin.sock");
+        let (listener, old) = bind(&path, None).unwrap();
+        drop(listener);
+        std::fs::remove_file(&path).unwrap();
+        let (_listener, _new) = bind(&path, None).unwrap();
+        drop(old);
+        assert!(path.exists(), "the successor's file survives");
+    }
+}

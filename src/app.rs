@@ -1,0 +1,177 @@
+//! Builds ward's actor tree from a validated config and runs it until a
+//! shutdown signal, in the mini-redis shape: `run(config, shutdown)`.
+//!
+//! ```text
+//! root (one_for_one)
+//! ├── admin          ├── telemetry     ├── dialers (one_for_one)
+//! ├── dns (rest_for_one): upstreams, listeners (one_for_one each)
+//! └── udp (rest_for_one): inbounds, endpoints (one_for_one each)
+//! ```
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::ActorRef;
+use tokio::task::JoinHandle;
+use ward_supervision::{
+    ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg, SupervisorView,
+};
+
+use crate::admin::{AdminArgs, AdminServer};
+use crate::config::Config;
+use crate::context::ServiceContext;
+use crate::telemetry::process::{self, NofileLimit};
+use crate::telemetry::{Metrics, MetricsObserver, TelemetryActor, TelemetryArgs};
+
+/// How long a graceful stop may take before the tree is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_millis(4500);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the root supervisor failed to start: {0}")]
+    Start(#[from] ractor::SpawnErr),
+    #[error(transparent)]
+    AdminSocket(#[from] crate::admin::socket_file::SocketFileError),
+    #[error("the root supervisor exited: the tree could not be kept up")]
+    RootExited,
+}
+
+/// A started tree.
+pub struct Service {
+    pub root: ActorRef<SupervisorMsg>,
+    pub ctx: Arc<ServiceContext>,
+    join: JoinHandle<()>,
+}
+
+impl Service {
+    /// Starts the tree for `config`.
+    pub async fn start(config: &Config) -> Result<Service, RunError> {
+        // Two wards on one admin socket is a mistake to refuse up front, not
+        // a child to retry forever.
+        crate::admin::socket_file::ensure_not_live(&config.admin.socket)?;
+        let nofile = raise_nofile();
+        let metrics = Arc::new(Metrics::new());
+        let view = SupervisorView::new();
+        let ctx = ServiceContext::new(view.clone(), metrics.clone(), nofile, config.source.clone());
+        let mut sup = SupervisorConfig::new(Strategy::OneForOne);
+        sup.intensity = config.supervision.intensity;
+        sup.backoff = config.supervision.backoff;
+        sup.observer = Arc::new(MetricsObserver(metrics));
+        let children = root_children(config, &ctx, &sup);
+        let (root, join) = Supervisor::spawn_root(sup, children, view).await?;
+        tracing::info!(version = crate::admin::protocol::VERSION, config = %config.source, "ward started");
+        Ok(Service { root, ctx, join })
+    }
+
+    /// Stops the tree gracefully (children in reverse start order), killing
+    /// it if that takes longer than [`STOP_TIMEOUT`].
+    pub async fn stop(self) {
+        let Service { root, join, .. } = self;
+        if root
+            .stop_and_wait(Some("shutdown".to_string()), Some(STOP_TIMEOUT))
+            .await
+            .is_err()
+        {
+            tracing::warn!("graceful stop timed out; killing the tree");
+            root.kill();
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(500), join).await;
+        tracing::info!("ward stopped");
+    }
+}
+
+/// Runs ward until `shutdown` completes; an error when the tree dies first.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let mut service = Service::start(&config).await?;
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutting down");
+            service.stop().await;
+            Ok(())
+        }
+        _ = &mut service.join => Err(RunError::RootExited),
+    }
+}
+
+fn raise_nofile() -> NofileLimit {
+    match process::raise_nofile_limit() {
+        Ok((before, after)) => {
+            tracing::info!(
+                soft_before = before.soft,
+                soft = after.soft,
+                hard = after.hard,
+                "RLIMIT_NOFILE"
+            );
+            after
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise RLIMIT_NOFILE");
+            NofileLimit { soft: 0, hard: 0 }
+        }
+    }
+}
+
+fn root_children(
+    config: &Config,
+    ctx: &Arc<ServiceContext>,
+    sup: &SupervisorConfig,
+) -> Vec<ChildSpec> {
+    let group = |name: &str, strategy: Strategy, children: Vec<ChildSpec>| {
+        Supervisor::spec(
+            name,
+            Restart::Permanent,
+            sup.with_strategy(strategy),
+            children,
+        )
+    };
+    vec![
+        admin_spec(config, ctx),
+        telemetry_spec(config, ctx),
+        group("dialers", Strategy::OneForOne, vec![]),
+        group(
+            "dns",
+            Strategy::RestForOne,
+            vec![
+                group("upstreams", Strategy::OneForOne, vec![]),
+                group("listeners", Strategy::OneForOne, vec![]),
+            ],
+        ),
+        group(
+            "udp",
+            Strategy::RestForOne,
+            vec![
+                group("inbounds", Strategy::OneForOne, vec![]),
+                group("endpoints", Strategy::OneForOne, vec![]),
+            ],
+        ),
+    ]
+}
+
+fn admin_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {
+    let admin = config.admin.clone();
+    let ctx = ctx.clone();
+    ChildSpec::worker("admin", "admin", Restart::Permanent, move |start| {
+        let args = AdminArgs {
+            socket: admin.socket.clone(),
+            gid: admin.group.as_ref().map(|g| g.gid),
+            max_clients: admin.max_clients,
+            ctx: ctx.clone(),
+            tasks: start.tasks.clone(),
+        };
+        (AdminServer, args)
+    })
+}
+
+fn telemetry_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {
+    let listen = config.metrics.listen;
+    let ctx = ctx.clone();
+    ChildSpec::worker("telemetry", "telemetry", Restart::Permanent, move |start| {
+        let args = TelemetryArgs {
+            listen,
+            ctx: ctx.clone(),
+            tasks: start.tasks.clone(),
+        };
+        (TelemetryActor, args)
+    })
+}

@@ -1,0 +1,217 @@
+//! The command line: `ward run`, `ward check`, `ward ctl ...`.
+//!
+//! Exit codes: 0 success; 1 a runtime failure (the tree died, `ctl` could
+//! not reach the service or was refused); 2 an invalid configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use ward_supervision::TreeNode;
+
+use crate::admin::client::{self, ClientError};
+use crate::admin::protocol::{Killed, Request, Stats, VERSION};
+use crate::admin::render;
+use crate::config::{Config, ConfigErrors};
+use crate::telemetry::logging;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ward",
+    version,
+    about = "DNS forwarder and UDP relay for home and edge routers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service in the foreground (SIGTERM or SIGINT stops it).
+    Run {
+        /// Configuration file; the shipped default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Check a configuration file and report every error with line:column.
+    Check {
+        /// Configuration file; the shipped default when omitted.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Talk to a running ward through its admin socket.
+    Ctl(CtlArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// The admin socket; by default the one of --config (or of the default config).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// The configuration whose admin socket to use.
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// The live actor tree.
+    Tree {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Kill the actor at PATH (e.g. dns/upstreams/cf); its supervisor restarts it.
+    Kill { path: String },
+    /// Counters and process figures.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Client and server versions.
+    Version,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => run(config),
+        Command::Check { config } => check(config),
+        Command::Ctl(args) => ctl(args),
+    }
+}
+
+fn load(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    Config::load_or_default(path.as_deref()).map_err(|errors: ConfigErrors| {
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(path: Option<PathBuf>) -> ExitCode {
+    let config = match load(path) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let _log = match logging::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("cannot open log file: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    ward_actors::Throttle::init_global(config.log.throttle_window);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(crate::app::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop ward with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM"),
+        _ = int.recv() => tracing::info!("SIGINT"),
+    }
+}
+
+fn check(path: Option<PathBuf>) -> ExitCode {
+    match load(path) {
+        Ok(config) => {
+            println!("{}: ok", config.source);
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn ctl(args: CtlArgs) -> ExitCode {
+    let explicit = args.socket.is_some();
+    let socket = match args.socket {
+        Some(socket) => socket,
+        None => match load(args.config) {
+            Ok(config) => config.admin.socket,
+            Err(code) => return code,
+        },
+    };
+    let socket = client::resolve_socket(socket, explicit);
+    let result = match args.command {
+        CtlCommand::Tree { json } => ctl_tree(&socket, json),
+        CtlCommand::Kill { path } => ctl_kill(&socket, path),
+        CtlCommand::Stats { json } => ctl_stats(&socket, json),
+        CtlCommand::Version => ctl_version(&socket),
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ward ctl: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn field<T: serde::de::DeserializeOwned>(mut reply: Value, name: &str) -> Result<T, ClientError> {
+    Ok(serde_json::from_value(reply[name].take())?)
+}
+
+fn ctl_tree(socket: &std::path::Path, json: bool) -> Result<String, ClientError> {
+    let tree: TreeNode = field(client::request(socket, &Request::Tree)?, "tree")?;
+    Ok(if json {
+        format!("{}\n", serde_json::to_string_pretty(&tree)?)
+    } else {
+        render::tree(&tree)
+    })
+}
+
+fn ctl_kill(socket: &std::path::Path, path: String) -> Result<String, ClientError> {
+    let killed: Killed = field(client::request(socket, &Request::Kill { path })?, "killed")?;
+    Ok(format!(
+        "killed {} ({}, id {})\n",
+        killed.path, killed.kind, killed.id
+    ))
+}
+
+fn ctl_stats(socket: &std::path::Path, json: bool) -> Result<String, ClientError> {
+    let reply = client::request(socket, &Request::Stats)?;
+    if json {
+        return Ok(format!(
+            "{}\n",
+            serde_json::to_string_pretty(&reply["stats"])?
+        ));
+    }
+    let stats: Stats = field(reply, "stats")?;
+    Ok(render::stats(&stats))
+}
+
+fn ctl_version(socket: &std::path::Path) -> Result<String, ClientError> {
+    let server: String = field(client::request(socket, &Request::Version)?, "version")?;
+    Ok(format!("ward ctl {VERSION}\nward {server}\n"))
+}

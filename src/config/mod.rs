@@ -1,0 +1,334 @@
+//! ward's configuration: RON text in, a ready [`Config`] out.
+//!
+//! Two steps, as in rathole: serde structs that reject unknown fields and
+//! default everything optional ([`raw`]), then `validate`, which checks what
+//! serde cannot (addresses parse, names exist, limits make sense) and returns
+//! typed values. Every error names the file, line, column and field path.
+//! The shipped `config.ron` is embedded and used when no file is given.
+
+pub mod error;
+pub mod locate;
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ron::extensions::Extensions;
+use ward_supervision::{BackoffPolicy, Intensity};
+
+pub use error::{ConfigError, ConfigErrors};
+pub use raw::LogFormat;
+
+use locate::Locator;
+use raw::RawConfig;
+
+/// The shipped default configuration.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config.ron");
+/// How the embedded default is named in messages.
+pub const DEFAULT_NAME: &str = "<default config.ron>";
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from (a path, or [`DEFAULT_NAME`]).
+    pub source: String,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub supervision: SupervisionSettings,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    /// The Unix socket `ward ctl` talks to.
+    pub socket: PathBuf,
+    /// A group that may use the socket too (mode 0660 instead of 0600).
+    pub group: Option<AdminGroup>,
+    /// Admin clients served at once.
+    pub max_clients: usize,
+}
+
+#[derive(Clone, Debug)]
+pub struct AdminGroup {
+    pub name: String,
+    pub gid: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `ward=debug,info`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+    /// Write to this file, rotated daily, instead of stderr.
+    pub file: Option<PathBuf>,
+    /// Window of the repeated-event throttle.
+    pub throttle_window: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served; off when `None`.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SupervisionSettings {
+    pub intensity: Intensity,
+    pub backoff: BackoffPolicy,
+}
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn default_config() -> Result<Config, ConfigErrors> {
+        parse(DEFAULT_CONFIG, DEFAULT_NAME)
+    }
+
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: name.clone(),
+                line: 0,
+                col: 0,
+                path: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        parse(&text, &name)
+    }
+
+    /// The file if given, else the embedded default.
+    pub fn load_or_default(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        match path {
+            Some(path) => Self::load(path),
+            None => Self::default_config(),
+        }
+    }
+}
+
+/// Parses and validates RON text; `file` names it in errors.
+pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    let raw = deserialize(src, file)?;
+    let mut checker = Checker {
+        file,
+        locator: Locator::new(src),
+        errors: Vec::new(),
+    };
+    let config = checker.config(raw, file);
+    if checker.errors.is_empty() {
+        Ok(config)
+    } else {
+        checker.errors.sort_by_key(|e| (e.line, e.col));
+        Err(ConfigErrors(checker.errors))
+    }
+}
+
+fn deserialize(src: &str, file: &str) -> Result<RawConfig, ConfigErrors> {
+    let options = ron::Options::default().with_default_extension(Extensions::IMPLICIT_SOME);
+    let spanned = |err: ron::error::SpannedError, path: String| {
+        let (line, col) = skip_blanks(src, err.span.start.line, err.span.start.col);
+        ConfigErrors(vec![ConfigError {
+            file: file.to_string(),
+            line,
+            col,
+            path,
+            message: err.code.to_string(),
+        }])
+    };
+    let mut de = ron::Deserializer::from_str_with_options(src, &options)
+        .map_err(|e| spanned(e, String::new()))?;
+    let raw = serde_path_to_error::deserialize::<_, RawConfig>(&mut de).map_err(|e| {
+        let path = field_path(e.path());
+        spanned(de.span_error(e.into_inner()), path)
+    })?;
+    de.end()
+        .map_err(|e| spanned(de.span_error(e), String::new()))?;
+    Ok(raw)
+}
+
+/// ron may point at the blanks before the offending value; move to the value.
+fn skip_blanks(src: &str, line: usize, col: usize) -> (usize, usize) {
+    let Some(text) = src.lines().nth(line.saturating_sub(1)) else {
+        return (line, col);
+    };
+    let skipped = text
+        .chars()
+        .skip(col.saturating_sub(1))
+        .take_while(|c| *c == ' ' || *c == '\t')
+        .count();
+    if col - 1 + skipped < text.chars().count() {
+        (line, col + skipped)
+    } else {
+        (line, col)
+    }
+}
+
+/// `dns.upstreams.knot.url`, `dns.listen[1]`; enum variant names are left out.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } => push_field(&mut out, key),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn push_field(out: &mut String, name: &str) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(name);
+}
+
+/// Collects semantic errors with their positions.
+struct Checker<'a> {
+    file: &'a str,
+    locator: Locator,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.locator.find(path);
+        self.errors.push(ConfigError {
+            file: self.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn config(&mut self, raw: RawConfig, source: &str) -> Config {
+        Config {
+            source: source.to_string(),
+            admin: self.admin(raw.admin),
+            log: self.log(raw.log),
+            metrics: self.metrics(raw.metrics),
+            supervision: self.supervision(raw.supervision),
+        }
+    }
+
+    fn admin(&mut self, raw: raw::RawAdmin) -> AdminConfig {
+        let socket = match raw.socket {
+            Some(path) if !Path::new(&path).is_absolute() => {
+                self.error("admin.socket", format!("{path:?} is not an absolute path"));
+                PathBuf::from(path)
+            }
+            Some(path) => PathBuf::from(path),
+            None => default_admin_socket(),
+        };
+        let group = raw
+            .group
+            .and_then(|name| match nix::unistd::Group::from_name(&name) {
+                Ok(Some(group)) => Some(AdminGroup {
+                    name,
+                    gid: group.gid.as_raw(),
+                }),
+                _ => {
+                    self.error("admin.group", format!("no group named {name:?}"));
+                    None
+                }
+            });
+        if raw.max_clients == 0 {
+            self.error("admin.max_clients", "must be at least 1");
+        }
+        AdminConfig {
+            socket,
+            group,
+            max_clients: raw.max_clients.max(1),
+        }
+    }
+
+    fn log(&mut self, raw: raw::RawLog) -> LogConfig {
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
+            self.error("log.level", format!("not a valid log filter: {e}"));
+        }
+        if raw.throttle_window_s == 0 {
+            self.error("log.throttle_window_s", "must be at least 1");
+        }
+        let file = raw.file.map(PathBuf::from);
+        if let Some(file) = &file {
+            if file.file_name().is_none() {
+                self.error(
+                    "log.file",
+                    format!("{} does not name a file", file.display()),
+                );
+            }
+        }
+        LogConfig {
+            level: raw.level,
+            format: raw.format,
+            file,
+            throttle_window: Duration::from_secs(raw.throttle_window_s.max(1)),
+        }
+    }
+
+    fn metrics(&mut self, raw: raw::RawMetrics) -> MetricsConfig {
+        let listen = raw
+            .listen
+            .and_then(|text| self.socket_addr("metrics.listen", &text));
+        MetricsConfig { listen }
+    }
+
+    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+        match text.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("{text:?} is not an IP address with a port (\"127.0.0.1:9153\", \"[::1]:9153\")"),
+                );
+                None
+            }
+        }
+    }
+
+    fn supervision(&mut self, raw: raw::RawSupervision) -> SupervisionSettings {
+        if raw.max_restarts == 0 {
+            self.error("supervision.max_restarts", "must be at least 1");
+        }
+        if raw.within_s == 0 {
+            self.error("supervision.within_s", "must be at least 1");
+        }
+        if raw.backoff_min_ms > raw.backoff_max_ms {
+            self.error(
+                "supervision.backoff_min_ms",
+                format!(
+                    "{} is above backoff_max_ms ({})",
+                    raw.backoff_min_ms, raw.backoff_max_ms
+                ),
+            );
+        }
+        SupervisionSettings {
+            intensity: Intensity {
+                max_restarts: raw.max_restarts.max(1),
+                within: Duration::from_secs(raw.within_s.max(1)),
+            },
+            backoff: BackoffPolicy {
+                min: Duration::from_millis(raw.backoff_min_ms),
+                max: Duration::from_millis(raw.backoff_max_ms),
+                reset_after: Duration::from_secs(raw.backoff_reset_s),
+                jitter: BackoffPolicy::default().jitter,
+            },
+        }
+    }
+}
+
+/// `/run/ward/admin.sock` as root; otherwise under `$XDG_RUNTIME_DIR`, or
+/// `/tmp/ward-<uid>/` when that is unset.
+pub fn default_admin_socket() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/run/ward/admin.sock");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("ward").join("admin.sock"),
+        None => PathBuf::from(format!("/tmp/ward-{}", nix::unistd::geteuid())).join("admin.sock"),
+    }
+}

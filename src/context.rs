@@ -1,0 +1,57 @@
+//! What the service-level actors (admin, telemetry) share: the root of the
+//! tree, the metrics, and facts about this run. Built once by `app` before
+//! the tree starts; read-mostly.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use ward_supervision::{SupervisorView, TreeNode};
+
+use crate::telemetry::process::NofileLimit;
+use crate::telemetry::Metrics;
+
+/// Shared facts and handles of one running service.
+pub struct ServiceContext {
+    /// The root supervisor's view, for tree snapshots and kills by path.
+    pub root: SupervisorView,
+    pub metrics: Arc<Metrics>,
+    pub started: Instant,
+    /// The open-files limit after startup raised it.
+    pub nofile: NofileLimit,
+    /// Where the configuration came from.
+    pub config_source: String,
+    /// The address `/metrics` is served on, once bound.
+    metrics_addr: Mutex<Option<SocketAddr>>,
+}
+
+impl ServiceContext {
+    pub fn new(
+        root: SupervisorView,
+        metrics: Arc<Metrics>,
+        nofile: NofileLimit,
+        config_source: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            root,
+            metrics,
+            started: Instant::now(),
+            nofile,
+            config_source,
+            metrics_addr: Mutex::new(None),
+        })
+    }
+
+    /// The whole tree as it is now.
+    pub fn tree(&self) -> TreeNode {
+        self.root.snapshot("", "supervisor")
+    }
+
+    pub fn set_metrics_addr(&self, addr: Option<SocketAddr>) {
+        *self.metrics_addr.lock().unwrap_or_else(|e| e.into_inner()) = addr;
+    }
+
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        *self.metrics_addr.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

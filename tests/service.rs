@@ -1,0 +1,339 @@
+//! The foundation through the real binary: `ward run` builds the tree,
+//! `ward ctl` lists it and kills nodes that come back, the admin socket
+//! behaves (errors, caps, stale files), metrics are served, and signals stop
+//! ward gracefully within 5 s.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::Command;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use serde_json::Value;
+use support::{eventually, walk, Ward, WARD};
+
+#[test]
+fn the_tree_has_root_admin_telemetry_and_the_empty_subtrees() {
+    let ward = Ward::start("");
+    let tree = ward.tree();
+    let nodes: Vec<(String, String)> = walk(&tree)
+        .iter()
+        .map(|n| {
+            (
+                n["path"].as_str().unwrap().to_string(),
+                n["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(&str, &str)> = vec![
+        ("", "supervisor"),
+        ("admin", "admin"),
+        ("telemetry", "telemetry"),
+        ("dialers", "supervisor"),
+        ("dns", "supervisor"),
+        ("dns/upstreams", "supervisor"),
+        ("dns/listeners", "supervisor"),
+        ("udp", "supervisor"),
+        ("udp/inbounds", "supervisor"),
+        ("udp/endpoints", "supervisor"),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .into_iter()
+        .map(|(p, k)| (p.to_string(), k.to_string()))
+        .collect();
+    assert_eq!(nodes, expected);
+    for node in walk(&tree) {
+        assert_eq!(node["status"], "running");
+        assert_eq!(node["restarts"], 0);
+        assert!(node["id"].is_string());
+        assert!(node["uptime_ms"].is_u64());
+    }
+
+    let text = ward.ctl(&["tree"]);
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[1].starts_with("root "), "{text}");
+    assert!(lines[2].starts_with("├── admin "), "{text}");
+    assert!(lines[6].starts_with("│   ├── upstreams "), "{text}");
+    assert!(lines[10].starts_with("    └── endpoints "), "{text}");
+}
+
+fn kill_and_expect_restart(ward: &Ward, path: &str) {
+    let before = ward.node(path).unwrap();
+    let out = ward.ctl(&["kill", path]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.starts_with(&format!("killed {path} (")),
+        "{printed}"
+    );
+    let after = eventually(&format!("{path} back"), Duration::from_secs(10), || {
+        ward.try_request(r#"{"cmd":"tree"}"#)
+            .ok()
+            .and_then(|t| walk(&t["tree"]).into_iter().find(|n| n["path"] == path))
+            .filter(|n| n["status"] == "running" && n["id"] != before["id"])
+    });
+    assert_eq!(after["restarts"], 1);
+    assert_eq!(after["last_exit"], "killed");
+}
+
+#[test]
+fn killed_permanent_children_come_back_with_a_new_id() {
+    let ward = Ward::start("");
+    kill_and_expect_restart(&ward, "admin");
+    kill_and_expect_restart(&ward, "telemetry");
+    kill_and_expect_restart(&ward, "dns/listeners");
+    // A killed supervisor comes back with its whole subtree.
+    kill_and_expect_restart(&ward, "udp");
+    assert_eq!(ward.node("udp/endpoints").unwrap()["status"], "running");
+
+    let metrics = ward.http_get("/metrics");
+    assert!(
+        metrics.contains("ward_restarts_total{kind=\"admin\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ward_restarts_total{kind=\"supervisor\"} 2"),
+        "{metrics}"
+    );
+    let stats = ward.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(stats["stats"]["restarts_total"], 4);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_ward_within_five_seconds_and_remove_the_socket() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut ward = Ward::start("");
+        assert!(ward.socket.exists());
+        let (status, took) = ward.stop(signal);
+        assert_eq!(status.code(), Some(0), "{signal}: {}", ward.log());
+        assert!(took < Duration::from_secs(5), "{signal} took {took:?}");
+        assert!(!ward.socket.exists(), "socket file removed after {signal}");
+    }
+}
+
+#[test]
+fn the_admin_socket_is_private() {
+    let ward = Ward::start("");
+    let mode = std::fs::metadata(&ward.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+fn line_request(stream: &mut UnixStream, reader: &mut BufReader<UnixStream>, line: &[u8]) -> Value {
+    stream.write_all(line).unwrap();
+    let mut reply = String::new();
+    reader.read_line(&mut reply).unwrap();
+    serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply:?}"))
+}
+
+#[test]
+fn malformed_requests_get_errors_and_the_connection_stays_usable() {
+    let ward = Ward::start("");
+    let mut stream = UnixStream::connect(&ward.socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+
+    for bad in [
+        &b"not json\n"[..],
+        b"{\"cmd\":\"reboot\"}\n",
+        b"{\"cmd\":\"kill\"}\n",
+        b"\xff\xfe\n",
+    ] {
+        let reply = line_request(&mut stream, &mut reader, bad);
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(
+            reply["error"].as_str().unwrap().starts_with("bad request"),
+            "{reply}"
+        );
+    }
+    let reply = line_request(
+        &mut stream,
+        &mut reader,
+        b"{\"cmd\":\"kill\",\"path\":\"dns/nope\"}\n",
+    );
+    assert_eq!(reply["error"], "no running actor at \"dns/nope\"");
+    let reply = line_request(
+        &mut stream,
+        &mut reader,
+        b"{\"cmd\":\"kill\",\"path\":\"\"}\n",
+    );
+    assert_eq!(reply["ok"], false);
+    assert!(reply["error"]
+        .as_str()
+        .unwrap()
+        .contains("refusing to kill the root"));
+
+    // Two requests in one write are both answered, in order.
+    stream
+        .write_all(b"{\"cmd\":\"version\"}\n{\"cmd\":\"stats\"}\n")
+        .unwrap();
+    let mut first = String::new();
+    reader.read_line(&mut first).unwrap();
+    let mut second = String::new();
+    reader.read_line(&mut second).unwrap();
+    let first: Value = serde_json::from_str(&first).unwrap();
+    let second: Value = serde_json::from_str(&second).unwrap();
+    assert_eq!(first["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(second["stats"]["actors"]["supervisor"], 8);
+
+    let reply = line_request(&mut stream, &mut reader, b"{\"cmd\":\"tree\"}\n");
+    assert_eq!(reply["ok"], true);
+}
+
+#[test]
+fn clients_past_the_cap_are_refused_and_served_again_once_one_leaves() {
+    let ward = Ward::start_with(|dir| {
+        format!(
+            "(admin: (socket: \"{}/admin.sock\", max_clients: 2))",
+            dir.display()
+        )
+    });
+    let first = UnixStream::connect(&ward.socket).unwrap();
+    let second = UnixStream::connect(&ward.socket).unwrap();
+    // Both are being served once they get replies.
+    for mut stream in [&first, &second] {
+        writeln!(stream, "{{\"cmd\":\"version\"}}").unwrap();
+        let mut reply = String::new();
+        BufReader::new(stream).read_line(&mut reply).unwrap();
+        assert!(reply.contains("\"ok\":true"));
+    }
+    let reply = ward.request(r#"{"cmd":"version"}"#);
+    assert_eq!(reply["ok"], false);
+    assert_eq!(reply["error"], "too many admin clients; try again");
+
+    drop(first);
+    eventually("a slot frees up", Duration::from_secs(10), || {
+        let reply = ward.try_request(r#"{"cmd":"version"}"#).ok()?;
+        (reply["ok"] == true).then_some(())
+    });
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced_and_a_live_one_is_not_stolen() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("admin.sock");
+    // What a crashed run leaves: a socket file nobody listens on.
+    drop(UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let config = format!("(admin: (socket: \"{}\"))", socket.display());
+    let first = Ward::start_in(dir, socket.clone(), &config);
+    assert_eq!(first.request(r#"{"cmd":"version"}"#)["ok"], true);
+
+    // A second ward on the same socket refuses to start and leaves it alone.
+    let second = Command::new(WARD)
+        .args(["run", "--config"])
+        .arg(&first.config)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("{} is in use by a running ward", socket.display())),
+        "{stderr}"
+    );
+    assert_eq!(first.request(r#"{"cmd":"version"}"#)["ok"], true);
+}
+
+#[test]
+fn metrics_are_served_at_slash_metrics() {
+    let ward = Ward::start("");
+    let response = ward.http_get("/metrics");
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert!(
+        response.contains("Content-Type: application/openmetrics-text"),
+        "{response}"
+    );
+    for needle in [
+        "ward_actors{kind=\"supervisor\"} 8",
+        "ward_actors{kind=\"admin\"} 1",
+        "ward_actors{kind=\"telemetry\"} 1",
+        "ward_open_fds ",
+        "ward_resident_memory_bytes ",
+        "# EOF",
+    ] {
+        assert!(response.contains(needle), "missing {needle}:\n{response}");
+    }
+    assert!(ward.http_get("/nope").starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn check_reports_errors_with_line_and_column_and_exits_2() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config");
+    let ok = Command::new(WARD)
+        .args(["check", "--config"])
+        .arg(fixtures.join("valid/full.ron"))
+        .output()
+        .unwrap();
+    assert_eq!(ok.status.code(), Some(0));
+    let default = Command::new(WARD).arg("check").output().unwrap();
+    assert_eq!(default.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&default.stdout).contains("<default config.ron>: ok"));
+
+    let bad = fixtures.join("invalid/bad_limits.ron");
+    let out = Command::new(WARD)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let prefix = bad.display().to_string();
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{prefix}:5:33: supervision.max_restarts: must be at least 1"
+        )),
+        "{stderr}"
+    );
+
+    // `run` refuses an invalid config the same way.
+    let out = Command::new(WARD)
+        .args(["run", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn ctl_reports_an_unreachable_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(WARD)
+        .args(["ctl", "--socket"])
+        .arg(dir.path().join("none.sock"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach ward"));
+}
+
+#[test]
+fn ctl_stats_and_version_print_what_the_service_reports() {
+    let ward = Ward::start("");
+    let version = String::from_utf8(ward.ctl(&["version"]).stdout).unwrap();
+    assert_eq!(
+        version,
+        format!("ward ctl {0}\nward {0}\n", env!("CARGO_PKG_VERSION"))
+    );
+    let stats: Value = serde_json::from_slice(&ward.ctl(&["stats", "--json"]).stdout).unwrap();
+    assert_eq!(stats["actors"]["supervisor"], 8);
+    assert!(stats["open_fds"].as_u64().unwrap() > 0);
+    assert_eq!(stats["nofile_soft"], stats["nofile_hard"]);
+    let text = String::from_utf8(ward.ctl(&["stats"]).stdout).unwrap();
+    assert!(text.contains("actors:         10"), "{text}");
+}

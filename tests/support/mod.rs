@@ -1,0 +1,184 @@
+//! Test harness: starts the real `ward` binary with a config of the test's
+//! own (admin socket in a temp dir, metrics on 127.0.0.1:0), talks to it over
+//! its admin socket, and stops it. Its log goes to a file in the temp dir and
+//! is printed when a test using it fails.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const WARD: &str = env!("CARGO_BIN_EXE_ward");
+
+/// Polls `check` until it returns `Some`, failing after `within`.
+pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A running `ward run`.
+pub struct Ward {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Ward {
+    /// Starts ward with the admin socket and metrics set by the harness and
+    /// `extra` (more top-level RON fields, each ending with a comma).
+    pub fn start(extra: &str) -> Ward {
+        Self::start_with(|dir| {
+            format!(
+                "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {extra}\n)\n",
+                dir.display()
+            )
+        })
+    }
+
+    /// Starts ward with a config written by `config(dir)`; the admin socket
+    /// must be `dir/admin.sock`.
+    pub fn start_with(config: impl FnOnce(&Path) -> String) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let text = config(dir.path());
+        Self::start_in(dir, socket, &text)
+    }
+
+    /// Starts ward with `config`, whose admin socket is `socket`.
+    pub fn start_in(dir: tempfile::TempDir, socket: PathBuf, config: &str) -> Ward {
+        let config_path = dir.path().join("ward.ron");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("ward.log")).unwrap();
+        let child = Command::new(WARD)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ward starts");
+        let ward = Ward {
+            child: Some(child),
+            socket,
+            config: config_path,
+            dir,
+        };
+        ward.wait_ready();
+        ward
+    }
+
+    /// Waits until the admin socket answers and every node runs.
+    pub fn wait_ready(&self) {
+        eventually("ward ready", Duration::from_secs(10), || {
+            let tree = self.try_request(r#"{"cmd":"tree"}"#).ok()?;
+            let all_running = walk(&tree["tree"]).iter().all(|n| n["status"] == "running");
+            all_running.then_some(())
+        });
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("ward.log")).unwrap_or_default()
+    }
+
+    /// One request, one reply, on a fresh connection.
+    pub fn try_request(&self, line: &str) -> std::io::Result<Value> {
+        let mut stream = UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        // A refused client may find the socket closed before it writes; the
+        // refusal is still there to read.
+        let _ = writeln!(stream, "{line}");
+        let mut reply = String::new();
+        BufReader::new(&stream).read_line(&mut reply)?;
+        serde_json::from_str(&reply).map_err(std::io::Error::other)
+    }
+
+    pub fn request(&self, line: &str) -> Value {
+        self.try_request(line)
+            .unwrap_or_else(|e| panic!("admin request {line}: {e}\n{}", self.log()))
+    }
+
+    pub fn tree(&self) -> Value {
+        self.request(r#"{"cmd":"tree"}"#)["tree"].clone()
+    }
+
+    pub fn node(&self, path: &str) -> Option<Value> {
+        walk(&self.tree()).into_iter().find(|n| n["path"] == path)
+    }
+
+    /// Runs `ward ctl --socket <ours> <args>`.
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(WARD)
+            .arg("ctl")
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// `GET path` on the metrics endpoint.
+    pub fn http_get(&self, path: &str) -> String {
+        let stats = self.request(r#"{"cmd":"stats"}"#);
+        let addr = stats["stats"]["metrics_addr"]
+            .as_str()
+            .expect("metrics on")
+            .to_string();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: ward\r\n\r\n").unwrap();
+        let mut out = String::new();
+        stream.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Sends `signal` and waits for the exit; the time it took.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> (ExitStatus, Duration) {
+        let mut child = self.child.take().expect("running");
+        let sent = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+        let status = eventually("ward exits", Duration::from_secs(30), || {
+            child.try_wait().unwrap()
+        });
+        (status, sent.elapsed())
+    }
+}
+
+impl Drop for Ward {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- ward log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Every node of a JSON tree, depth first.
+pub fn walk(node: &Value) -> Vec<Value> {
+    let mut out = vec![node.clone()];
+    if let Some(children) = node["children"].as_array() {
+        for child in children {
+            out.extend(walk(child));
+        }
+    }
+    out
+}
