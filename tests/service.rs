@@ -202,15 +202,24 @@ fn clients_past_the_cap_are_refused_and_served_again_once_one_leaves() {
             dir.display()
         )
     });
-    let first = UnixStream::connect(&ward.socket).unwrap();
-    let second = UnixStream::connect(&ward.socket).unwrap();
-    // Both are being served once they get replies.
-    for mut stream in [&first, &second] {
-        writeln!(stream, "{{\"cmd\":\"version\"}}").unwrap();
-        let mut reply = String::new();
-        BufReader::new(stream).read_line(&mut reply).unwrap();
-        assert!(reply.contains("\"ok\":true"));
-    }
+    // Connections of the readiness check may still hold their slots for a
+    // moment; retry until both of ours are being served.
+    let (first, _second) = eventually("two clients served", Duration::from_secs(10), || {
+        let first = UnixStream::connect(&ward.socket).ok()?;
+        let second = UnixStream::connect(&ward.socket).ok()?;
+        for mut stream in [&first, &second] {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .ok()?;
+            let _ = writeln!(stream, "{{\"cmd\":\"version\"}}");
+            let mut reply = String::new();
+            BufReader::new(stream).read_line(&mut reply).ok()?;
+            if !reply.contains("\"ok\":true") {
+                return None;
+            }
+        }
+        Some((first, second))
+    });
     let reply = ward.request(r#"{"cmd":"version"}"#);
     assert_eq!(reply["ok"], false);
     assert_eq!(reply["error"], "too many admin clients; try again");
