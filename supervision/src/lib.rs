@@ -11,7 +11,8 @@
 //! - [`backoff`]: restart delays — [`BackoffPolicy`].
 //! - [`intensity`]: the restart-rate window that makes a supervisor escalate.
 //! - [`table`]: the children table a supervisor writes and readers snapshot.
-//! - [`tree`]: [`TreeNode`] snapshots, lookups and kills by path.
+//! - [`tree`]: [`TreeNode`] snapshots, lookups by path, and [`Subtree`], what
+//!   a child shows below itself ([`ChildList`] for workers with child actors).
 //! - [`supervisor`]: the [`Supervisor`] actor itself.
 //! - [`observer`]: hooks for metrics — [`SupervisionObserver`].
 //! - [`task_guard`]: [`TaskGuard`] aborts a helper task when dropped;
@@ -35,4 +36,4 @@ pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, Supervi
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
 pub use table::SupervisorView;
 pub use task_guard::{TaskGuard, TaskScope};
-pub use tree::{FoundActor, TreeNode};
+pub use tree::{ChildList, FoundActor, Subtree, SubtreeRef, TreeNode};

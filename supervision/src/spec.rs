@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use crate::backoff::BackoffPolicy;
 use crate::intensity::Intensity;
 use crate::observer::{NoopObserver, SupervisionObserver};
-use crate::table::SupervisorView;
 use crate::task_guard::TaskScope;
+use crate::tree::{ChildList, SubtreeRef};
 
 /// When a child that ended is started again (OTP restart types).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,8 +47,9 @@ pub struct StartedChild {
     pub cell: ActorCell,
     /// Completes when the actor's task has ended and its state is dropped.
     pub join: JoinHandle<()>,
-    /// Set when the child is itself a supervisor, so the tree can descend.
-    pub view: Option<SupervisorView>,
+    /// Set when the child has children of its own (a supervisor, or a
+    /// worker that spawns child actors), so the tree can descend.
+    pub view: Option<SubtreeRef>,
 }
 
 /// What a start function is given.
@@ -137,6 +138,37 @@ impl ChildSpec {
                     cell: actor_ref.get_cell(),
                     join,
                     view: None,
+                })
+            })
+        });
+        Self::new(name, kind, restart, start)
+    }
+
+    /// A worker that spawns child actors of its own and lists them in the
+    /// [`ChildList`] it is given (a fresh one per incarnation), so they show
+    /// in the tree below it and can be killed by path.
+    pub fn worker_with_children<A, F>(
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        restart: Restart,
+        make: F,
+    ) -> Self
+    where
+        A: Actor,
+        F: Fn(&StartContext, Arc<ChildList>) -> (A, A::Arguments) + Send + Sync + 'static,
+    {
+        let make = Arc::new(make);
+        let start: StartFn = Arc::new(move |ctx: StartContext| {
+            let make = Arc::clone(&make);
+            Box::pin(async move {
+                let children = Arc::new(ChildList::default());
+                let (actor, args) = make(&ctx, children.clone());
+                let (actor_ref, join) =
+                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+                Ok(StartedChild {
+                    cell: actor_ref.get_cell(),
+                    join,
+                    view: Some(children),
                 })
             })
         });

@@ -125,7 +125,7 @@ impl Supervisor {
                 Ok(StartedChild {
                     cell: actor_ref.get_cell(),
                     join,
-                    view: Some(view),
+                    view: Some(Arc::new(view)),
                 })
             })
         });

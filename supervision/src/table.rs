@@ -16,6 +16,7 @@ use crate::exit::ExitReason;
 use crate::spec::ChildSpec;
 use crate::supervisor::SupervisorError;
 use crate::task_guard::TaskScope;
+use crate::tree::SubtreeRef;
 
 /// Where a child is in its life.
 pub(crate) enum Run {
@@ -44,8 +45,9 @@ pub(crate) struct Slot {
     pub(crate) join: Option<JoinHandle<()>>,
     /// Helper tasks of the current or last incarnation.
     pub(crate) tasks: TaskScope,
-    /// Set while the child is a supervisor.
-    pub(crate) view: Option<SupervisorView>,
+    /// What the child shows below itself (a supervisor's view, a worker's
+    /// own child actors).
+    pub(crate) view: Option<SubtreeRef>,
     pub(crate) restarts: u32,
     /// Consecutive failures, for backoff.
     pub(crate) failures: u32,
@@ -188,27 +190,5 @@ impl SupervisorView {
     /// The number of children, running or not.
     pub fn child_count(&self) -> usize {
         self.lock().len()
-    }
-
-    /// Takes the task handles of this subtree that have not finished yet
-    /// (aborting helper tasks), so a caller can wait until every old
-    /// incarnation below has dropped its state and its sockets.
-    pub(crate) fn take_unfinished_joins(&self) -> Vec<JoinHandle<()>> {
-        let mut joins = Vec::new();
-        let mut views = Vec::new();
-        {
-            let mut table = self.lock();
-            for slot in table.slots.values_mut() {
-                if slot.join.as_ref().is_some_and(|j| !j.is_finished()) {
-                    joins.extend(slot.join.take());
-                }
-                joins.extend(slot.tasks.abort_all());
-                views.extend(slot.view.clone());
-            }
-        }
-        for view in views {
-            joins.extend(view.take_unfinished_joins());
-        }
-        joins
     }
 }

@@ -5,8 +5,11 @@
 //! each supervisor's [`SupervisorView`] one level at a time, so no lock is held
 //! across levels and no supervisor is asked anything.
 
-use ractor::{ActorCell, ActorStatus};
+use std::sync::{Arc, Mutex};
+
+use ractor::{ActorCell, ActorId, ActorStatus};
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::table::{Run, Slot, SupervisorView};
@@ -101,6 +104,22 @@ fn millis_since(start: Option<Instant>, now: Instant) -> u64 {
     })
 }
 
+/// What a child shows in the tree below itself: a supervisor's children, or
+/// the child actors a worker spawned and listed in a [`ChildList`].
+pub trait Subtree: Send + Sync + 'static {
+    /// The nodes below the owner, whose path is `path`.
+    fn child_nodes(&self, path: &str) -> Vec<TreeNode>;
+    /// The running actor at `rest`, a non-empty path relative to the owner
+    /// (whose path is `owner`).
+    fn find(&self, owner: &str, rest: &str) -> Option<FoundActor>;
+    /// Tasks below the owner that have not finished (helper tasks are
+    /// aborted), so a replacement of the owner can wait until they have.
+    fn take_unfinished_joins(&self) -> Vec<JoinHandle<()>>;
+}
+
+/// A shared [`Subtree`].
+pub type SubtreeRef = Arc<dyn Subtree>;
+
 impl SupervisorView {
     /// The node of the supervisor owning this view, with everything below it.
     pub fn snapshot(&self, path: &str, kind: &str) -> TreeNode {
@@ -117,14 +136,29 @@ impl SupervisorView {
             restarts: 0,
             last_exit: None,
             uptime_ms: millis_since(me.map(|m| m.started_at), now),
-            children: self.child_nodes(path),
+            children: Subtree::child_nodes(self, path),
         }
     }
 
-    /// The nodes of this supervisor's children, with their subtrees.
-    pub fn child_nodes(&self, path: &str) -> Vec<TreeNode> {
+    /// The running actor at `path` below this supervisor (`""` is the
+    /// supervisor itself).
+    pub fn find(&self, path: &str) -> Option<FoundActor> {
+        let path = path.trim_matches('/');
+        if path.is_empty() {
+            return self.me().map(|me| FoundActor {
+                path: String::new(),
+                kind: "supervisor".to_string(),
+                cell: me.cell,
+            });
+        }
+        Subtree::find(self, "", path)
+    }
+}
+
+impl Subtree for SupervisorView {
+    fn child_nodes(&self, path: &str) -> Vec<TreeNode> {
         let now = Instant::now();
-        let copied: Vec<(TreeNode, Option<SupervisorView>)> = {
+        let copied: Vec<(TreeNode, Option<SubtreeRef>)> = {
             let table = self.lock();
             table
                 .slots
@@ -143,37 +177,138 @@ impl SupervisorView {
             .collect()
     }
 
-    /// The running actor at `path` below this supervisor (`""` is the
-    /// supervisor itself).
-    pub fn find(&self, path: &str) -> Option<FoundActor> {
-        let path = path.trim_matches('/');
-        if path.is_empty() {
-            return self.me().map(|me| FoundActor {
-                path: String::new(),
-                kind: "supervisor".to_string(),
-                cell: me.cell,
-            });
-        }
-        let mut view = self.clone();
-        let segments: Vec<&str> = path.split('/').collect();
-        for (depth, name) in segments.iter().enumerate() {
-            let next = {
-                let table = view.lock();
-                let slot = table
-                    .seq_of_name(name)
-                    .and_then(|seq| table.slots.get(&seq))?;
-                if depth + 1 == segments.len() {
+    fn find(&self, owner: &str, rest: &str) -> Option<FoundActor> {
+        let (name, deeper) = match rest.split_once('/') {
+            Some((name, deeper)) => (name, Some(deeper)),
+            None => (rest, None),
+        };
+        let path = child_path(owner, name);
+        let below = {
+            let table = self.lock();
+            let slot = table
+                .seq_of_name(name)
+                .and_then(|seq| table.slots.get(&seq))?;
+            match deeper {
+                None => {
                     return slot.run.cell().map(|cell| FoundActor {
-                        path: path.to_string(),
+                        path,
                         kind: slot.spec.kind.clone(),
                         cell: cell.clone(),
-                    });
+                    })
                 }
-                slot.view.clone()?
-            };
-            view = next;
+                Some(_) => slot.view.clone()?,
+            }
+        };
+        below.find(&path, deeper?)
+    }
+
+    fn take_unfinished_joins(&self) -> Vec<JoinHandle<()>> {
+        let mut joins = Vec::new();
+        let mut views = Vec::new();
+        {
+            let mut table = self.lock();
+            for slot in table.slots.values_mut() {
+                if slot.join.as_ref().is_some_and(|j| !j.is_finished()) {
+                    joins.extend(slot.join.take());
+                }
+                joins.extend(slot.tasks.abort_all());
+                views.extend(slot.view.clone());
+            }
         }
-        None
+        for view in views {
+            joins.extend(view.take_unfinished_joins());
+        }
+        joins
+    }
+}
+
+/// One child actor a worker spawned and listed.
+struct Listed {
+    name: String,
+    kind: String,
+    cell: ActorCell,
+    started_at: Instant,
+    join: Option<JoinHandle<()>>,
+}
+
+/// The child actors of a worker (an upstream's connections), for the tree:
+/// the worker adds each one it spawns and removes it when it ends.
+#[derive(Default)]
+pub struct ChildList {
+    children: Mutex<Vec<Listed>>,
+}
+
+impl ChildList {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Listed>> {
+        self.children.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Lists a child the worker spawned (linked to itself).
+    pub fn add(
+        &self,
+        name: impl Into<String>,
+        kind: impl Into<String>,
+        cell: ActorCell,
+        join: JoinHandle<()>,
+    ) {
+        self.lock().push(Listed {
+            name: name.into(),
+            kind: kind.into(),
+            cell,
+            started_at: Instant::now(),
+            join: Some(join),
+        });
+    }
+
+    /// Forgets a child that ended.
+    pub fn remove(&self, id: &ActorId) {
+        self.lock().retain(|c| c.cell.get_id() != *id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Subtree for ChildList {
+    fn child_nodes(&self, path: &str) -> Vec<TreeNode> {
+        let now = Instant::now();
+        self.lock()
+            .iter()
+            .map(|c| TreeNode {
+                path: child_path(path, &c.name),
+                kind: c.kind.clone(),
+                id: Some(c.cell.get_id().to_string()),
+                status: status_of_cell(&c.cell).to_string(),
+                restarts: 0,
+                last_exit: None,
+                uptime_ms: millis_since(Some(c.started_at), now),
+                children: Vec::new(),
+            })
+            .collect()
+    }
+
+    fn find(&self, owner: &str, rest: &str) -> Option<FoundActor> {
+        self.lock()
+            .iter()
+            .find(|c| c.name == rest)
+            .map(|c| FoundActor {
+                path: child_path(owner, &c.name),
+                kind: c.kind.clone(),
+                cell: c.cell.clone(),
+            })
+    }
+
+    fn take_unfinished_joins(&self) -> Vec<JoinHandle<()>> {
+        self.lock()
+            .iter_mut()
+            .filter(|c| c.join.as_ref().is_some_and(|j| !j.is_finished()))
+            .filter_map(|c| c.join.take())
+            .collect()
     }
 }
 

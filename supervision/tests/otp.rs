@@ -653,3 +653,47 @@ fn exit_reason_display_is_stable() {
     assert_eq!(ExitReason::Failed("x".into()).to_string(), "failed: x");
     let _unused: Option<ChildSpec> = None;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_workers_own_child_actors_show_in_the_tree_and_are_found_by_path() {
+    let log = Log::default();
+    let child_log = log.clone();
+    let parent = ChildSpec::worker_with_children(
+        "up",
+        "parent",
+        Restart::Permanent,
+        move |_ctx, children| {
+            (
+                Parent,
+                ParentArgs {
+                    children,
+                    log: child_log.clone(),
+                },
+            )
+        },
+    );
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![parent],
+    )
+    .await;
+    root.wait_running("up/conn-2").await;
+    let tree = root.tree();
+    let paths: Vec<&str> = tree.walk().iter().map(|n| n.path.as_str()).collect();
+    assert_eq!(paths, vec!["", "up", "up/conn-1", "up/conn-2"]);
+    assert_eq!(root.view.find("up/conn-1").unwrap().kind, "probe-conn");
+
+    // A killed child is forgotten by its parent; the parent stays.
+    let parent_id = root.id("up").unwrap();
+    root.cell("up/conn-1").unwrap().kill();
+    eventually("conn-1 gone", || root.node("up/conn-1").is_none()).await;
+    assert_eq!(root.id("up").unwrap(), parent_id);
+
+    // A killed parent takes its children along and comes back with new ones.
+    log.clear();
+    root.cell("up").unwrap().kill();
+    let up = root.wait_restarted("up", &parent_id).await;
+    assert_eq!(up.restarts, 1);
+    root.wait_running("up/conn-1").await;
+    assert_dropped_before_started(&log, &["conn-2"]);
+}

@@ -434,3 +434,50 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 pub async fn let_time_pass(span: Duration) {
     tokio::time::sleep(span).await;
 }
+
+/// A worker that spawns two probe children of its own and lists them.
+pub struct Parent;
+
+pub struct ParentArgs {
+    pub children: Arc<ward_supervision::ChildList>,
+    pub log: Log,
+}
+
+impl Actor for Parent {
+    type Msg = ();
+    type State = Arc<ward_supervision::ChildList>;
+    type Arguments = ParentArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<()>,
+        args: ParentArgs,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        for name in ["conn-1", "conn-2"] {
+            let probe_args = ProbeArgs {
+                name: name.to_string(),
+                log: args.log.clone(),
+                fail_starts: Arc::new(AtomicU32::new(0)),
+                panic_on_start: false,
+                hang_on_stop: false,
+            };
+            let (child, join) =
+                Actor::spawn_linked(None, Probe, probe_args, myself.get_cell()).await?;
+            args.children
+                .add(name, "probe-conn", child.get_cell(), join);
+        }
+        Ok(args.children)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<()>,
+        event: ractor::SupervisionEvent,
+        children: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((id, _)) = ward_supervision::ExitReason::from_event(&event) {
+            children.remove(&id);
+        }
+        Ok(())
+    }
+}
