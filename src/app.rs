@@ -4,7 +4,9 @@
 //! ```text
 //! root (one_for_one)
 //! ├── admin          ├── telemetry     ├── dialers (one_for_one)
-//! ├── dns (rest_for_one): upstreams, listeners (one_for_one each)
+//! ├── dns (rest_for_one)
+//! │   ├── upstreams (one_for_one): one dns-upstream per upstream
+//! │   └── listeners (one_for_one): udp:<addr> and tcp:<addr> per listen address
 //! └── udp (rest_for_one): inbounds, endpoints (one_for_one each)
 //! ```
 
@@ -14,6 +16,10 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::task::JoinHandle;
+use ward_actors::dns::listener_tcp::{DnsTcpListener, TcpListenerArgs};
+use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
+use ward_actors::dns::resolver::Resolver;
+use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
 use ward_supervision::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg, SupervisorView,
 };
@@ -53,7 +59,17 @@ impl Service {
         let nofile = raise_nofile();
         let metrics = Arc::new(Metrics::new());
         let view = SupervisorView::new();
-        let ctx = ServiceContext::new(view.clone(), metrics.clone(), nofile, config.source.clone());
+        let resolver = config
+            .dns
+            .clone()
+            .map(|dns| Resolver::new(dns, metrics.dns.clone()));
+        let ctx = ServiceContext::new(
+            view.clone(),
+            metrics.clone(),
+            nofile,
+            config.source.clone(),
+            resolver,
+        );
         let mut sup = SupervisorConfig::new(Strategy::OneForOne);
         sup.intensity = config.supervision.intensity;
         sup.backoff = config.supervision.backoff;
@@ -133,8 +149,8 @@ fn root_children(
             "dns",
             Strategy::RestForOne,
             vec![
-                group("upstreams", Strategy::OneForOne, vec![]),
-                group("listeners", Strategy::OneForOne, vec![]),
+                group("upstreams", Strategy::OneForOne, upstream_specs(ctx)),
+                group("listeners", Strategy::OneForOne, listener_specs(ctx)),
             ],
         ),
         group(
@@ -146,6 +162,72 @@ fn root_children(
             ],
         ),
     ]
+}
+
+fn upstream_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+    let Some(resolver) = &ctx.dns else {
+        return Vec::new();
+    };
+    resolver
+        .settings()
+        .upstreams
+        .keys()
+        .filter_map(|name| resolver.upstreams.get(name).cloned())
+        .map(|slot| {
+            let name = slot.name.clone();
+            ChildSpec::worker_with_children(
+                name,
+                "dns-upstream",
+                Restart::Permanent,
+                move |start, children| {
+                    let args = UpstreamArgs {
+                        slot: slot.clone(),
+                        children,
+                        tasks: start.tasks.clone(),
+                    };
+                    (UpstreamActor, args)
+                },
+            )
+        })
+        .collect()
+}
+
+fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+    let Some(resolver) = &ctx.dns else {
+        return Vec::new();
+    };
+    let mut specs = Vec::new();
+    for addr in resolver.settings().listen.clone() {
+        let udp = resolver.clone();
+        specs.push(ChildSpec::worker(
+            format!("udp:{addr}"),
+            "dns-listener-udp",
+            Restart::Permanent,
+            move |start| {
+                let args = UdpListenerArgs {
+                    addr,
+                    resolver: udp.clone(),
+                    tasks: start.tasks.clone(),
+                };
+                (UdpListener, args)
+            },
+        ));
+        let tcp = resolver.clone();
+        specs.push(ChildSpec::worker(
+            format!("tcp:{addr}"),
+            "dns-listener-tcp",
+            Restart::Permanent,
+            move |start| {
+                let args = TcpListenerArgs {
+                    addr,
+                    resolver: tcp.clone(),
+                    tasks: start.tasks.clone(),
+                };
+                (DnsTcpListener, args)
+            },
+        ));
+    }
+    specs
 }
 
 fn admin_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {

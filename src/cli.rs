@@ -73,6 +73,15 @@ pub enum CtlCommand {
     },
     /// Client and server versions.
     Version,
+    /// The DNS cache.
+    #[command(subcommand)]
+    Cache(CacheCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Forget every cached answer.
+    Flush,
 }
 
 /// Parses the command line and runs it.
@@ -165,6 +174,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlCommand::Kill { path } => ctl_kill(&socket, path),
         CtlCommand::Stats { json } => ctl_stats(&socket, json),
         CtlCommand::Version => ctl_version(&socket),
+        CtlCommand::Cache(CacheCommand::Flush) => ctl_cache_flush(&socket),
     };
     match result {
         Ok(text) => {
@@ -209,6 +219,11 @@ fn ctl_stats(socket: &std::path::Path, json: bool) -> Result<String, ClientError
     }
     let stats: Stats = field(reply, "stats")?;
     Ok(render::stats(&stats))
+}
+
+fn ctl_cache_flush(socket: &std::path::Path) -> Result<String, ClientError> {
+    let flushed: u64 = field(client::request(socket, &Request::CacheFlush)?, "flushed")?;
+    Ok(format!("flushed {flushed} cached answers\n"))
 }
 
 fn ctl_version(socket: &std::path::Path) -> Result<String, ClientError> {

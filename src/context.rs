@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ward_actors::dns::resolver::Resolver;
 use ward_supervision::{SupervisorView, TreeNode};
 
 use crate::telemetry::process::NofileLimit;
@@ -21,6 +22,8 @@ pub struct ServiceContext {
     pub nofile: NofileLimit,
     /// Where the configuration came from.
     pub config_source: String,
+    /// The DNS forwarder's query path, when DNS is configured.
+    pub dns: Option<Arc<Resolver>>,
     /// The address `/metrics` is served on, once bound.
     metrics_addr: Mutex<Option<SocketAddr>>,
 }
@@ -31,6 +34,7 @@ impl ServiceContext {
         metrics: Arc<Metrics>,
         nofile: NofileLimit,
         config_source: String,
+        dns: Option<Arc<Resolver>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             root,
@@ -38,6 +42,7 @@ impl ServiceContext {
             started: Instant::now(),
             nofile,
             config_source,
+            dns,
             metrics_addr: Mutex::new(None),
         })
     }

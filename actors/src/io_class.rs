@@ -15,6 +15,9 @@ pub enum IoSide {
     /// ward's own listening or receiving socket (a DNS listener, an inbound,
     /// the admin socket).
     Listener,
+    /// `accept()` on a listening socket: errors about the connection being
+    /// accepted (a client that gave up) are not the listener's.
+    Accept,
     /// Establishing an outbound path: connecting to an upstream or a proxy,
     /// a proxy handshake.
     Dial,
@@ -77,6 +80,12 @@ pub fn classify_io_error(err: &io::Error, side: IoSide) -> IoClass {
 
 fn classify_errno(errno: Errno, side: IoSide) -> IoClass {
     use Errno::*;
+    if side == IoSide::Accept {
+        return match errno {
+            EBADF | ENOTSOCK | EINVAL | EOPNOTSUPP => IoClass::SocketDead,
+            _ => IoClass::Transient,
+        };
+    }
     match errno {
         EAGAIN | EINTR | ENOBUFS | ENOMEM | EMFILE | ENFILE => IoClass::Transient,
         ENOTCONN | EBADF | ENOTSOCK => IoClass::SocketDead,
@@ -115,6 +124,9 @@ fn classify_errno(errno: Errno, side: IoSide) -> IoClass {
 
 fn classify_kind(kind: io::ErrorKind, side: IoSide) -> IoClass {
     use io::ErrorKind::*;
+    if side == IoSide::Accept {
+        return IoClass::Transient;
+    }
     match kind {
         WouldBlock | Interrupted | OutOfMemory => IoClass::Transient,
         UnexpectedEof | BrokenPipe | ConnectionReset | ConnectionAborted => match side {
@@ -178,6 +190,23 @@ mod tests {
                     "{errno} on {side:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn accept_survives_everything_but_a_dead_listener() {
+        for errno in [
+            Errno::ECONNABORTED,
+            Errno::EMFILE,
+            Errno::ENFILE,
+            Errno::ENOBUFS,
+            Errno::EPROTO,
+            Errno::EPERM,
+        ] {
+            assert_eq!(classify_io_error(&os(errno), Accept), Transient, "{errno}");
+        }
+        for errno in [Errno::EBADF, Errno::EINVAL, Errno::ENOTSOCK] {
+            assert_eq!(classify_io_error(&os(errno), Accept), SocketDead, "{errno}");
         }
     }
 

@@ -9,7 +9,9 @@
 //!   the architecture brief): peer gone, socket dead, transient, path failed,
 //!   normal.
 //! - [`throttle`]: first occurrence logged, then one summary per window.
+//! - [`dns`]: the DNS forwarder.
 
+pub mod dns;
 pub mod io_class;
 pub mod throttle;
 

@@ -26,6 +26,8 @@ pub enum Request {
     Stats,
     /// The server's version.
     Version,
+    /// Forget every cached DNS answer.
+    CacheFlush,
 }
 
 /// What `stats` reports.
@@ -44,6 +46,28 @@ pub struct Stats {
     pub log_suppressed: u64,
     /// Where `/metrics` is served, when it is.
     pub metrics_addr: Option<String>,
+    /// The DNS forwarder, when configured.
+    pub dns: Option<DnsStats>,
+}
+
+/// DNS figures in `stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DnsStats {
+    pub answered: u64,
+    pub in_flight: u64,
+    pub cache_entries: u64,
+    pub cache_capacity: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub cache_stale: u64,
+    pub upstreams: BTreeMap<String, UpstreamStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamStats {
+    pub up: bool,
+    pub answers: u64,
+    pub failures: u64,
 }
 
 impl Stats {

@@ -122,6 +122,30 @@ pub fn stats(stats: &Stats) -> String {
         .as_deref()
         .map_or("off".to_string(), |a| format!("http://{a}/metrics"));
     let _ = writeln!(out, "metrics:        {metrics}");
+    if let Some(dns) = &stats.dns {
+        let _ = writeln!(
+            out,
+            "dns answered:   {} ({} in flight)",
+            dns.answered, dns.in_flight
+        );
+        let _ = writeln!(
+            out,
+            "dns cache:      {}/{} entries, {} hits, {} misses, {} stale",
+            dns.cache_entries,
+            dns.cache_capacity,
+            dns.cache_hits,
+            dns.cache_misses,
+            dns.cache_stale
+        );
+        for (name, up) in &dns.upstreams {
+            let state = if up.up { "up" } else { "DOWN" };
+            let _ = writeln!(
+                out,
+                "  upstream {name:14} {state:4} {} answers, {} failures",
+                up.answers, up.failures
+            );
+        }
+    }
     out
 }
 

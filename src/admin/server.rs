@@ -19,10 +19,11 @@ use tokio::task::JoinSet;
 use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
 use ward_supervision::{TaskGuard, TaskScope};
 
-use super::protocol::{Killed, Request, Stats, VERSION};
+use super::protocol::{DnsStats, Killed, Request, Stats, UpstreamStats, VERSION};
 use super::socket_file::{self, SocketFile};
 use crate::context::ServiceContext;
 use crate::telemetry::process;
+use ward_actors::dns::resolver::Resolver;
 
 /// The longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -191,6 +192,14 @@ pub fn handle_request(line: &str, ctx: &ServiceContext) -> (Value, Option<ActorC
         Request::Kill { path } => kill(&path, ctx),
         Request::Stats => (json!({"ok": true, "stats": stats(ctx)}), None),
         Request::Version => (json!({"ok": true, "version": VERSION}), None),
+        Request::CacheFlush => match &ctx.dns {
+            Some(resolver) => {
+                let flushed = resolver.cache.flush();
+                tracing::info!(flushed, "DNS cache flushed on admin request");
+                (json!({"ok": true, "flushed": flushed}), None)
+            }
+            None => (error_reply("DNS is not configured"), None),
+        },
     }
 }
 
@@ -231,5 +240,34 @@ fn stats(ctx: &ServiceContext) -> Stats {
         nofile_hard: ctx.nofile.hard,
         log_suppressed: Throttle::global().suppressed_total(),
         metrics_addr: ctx.metrics_addr().map(|a| a.to_string()),
+        dns: ctx.dns.as_deref().map(dns_stats),
+    }
+}
+
+fn dns_stats(resolver: &Resolver) -> DnsStats {
+    use std::sync::atomic::Ordering::Relaxed;
+    let counters = &resolver.cache.counters;
+    let upstreams = resolver
+        .upstreams
+        .iter()
+        .map(|slot| {
+            let (answers, failures) = slot.health.totals();
+            let stats = UpstreamStats {
+                up: slot.health.is_up(),
+                answers,
+                failures,
+            };
+            (slot.name.clone(), stats)
+        })
+        .collect();
+    DnsStats {
+        answered: resolver.metrics.answered_total(),
+        in_flight: resolver.in_flight() as u64,
+        cache_entries: resolver.cache.len() as u64,
+        cache_capacity: resolver.cache.capacity() as u64,
+        cache_hits: counters.hits.load(Relaxed),
+        cache_misses: counters.misses.load(Relaxed),
+        cache_stale: counters.stale.load(Relaxed),
+        upstreams,
     }
 }

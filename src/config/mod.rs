@@ -6,6 +6,7 @@
 //! typed values. Every error names the file, line, column and field path.
 //! The shipped `config.ron` is embedded and used when no file is given.
 
+pub mod dns;
 pub mod error;
 pub mod locate;
 pub mod raw;
@@ -37,6 +38,8 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub supervision: SupervisionSettings,
+    /// The DNS forwarder; off when the section is absent.
+    pub dns: Option<ward_actors::dns::settings::DnsSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -194,7 +197,7 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn error(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn error(&mut self, path: &str, message: impl Into<String>) {
         let pos = self.locator.find(path);
         self.errors.push(ConfigError {
             file: self.file.to_string(),
@@ -212,6 +215,7 @@ impl Checker<'_> {
             log: self.log(raw.log),
             metrics: self.metrics(raw.metrics),
             supervision: self.supervision(raw.supervision),
+            dns: raw.dns.map(|dns| self.dns(dns)),
         }
     }
 
@@ -277,7 +281,7 @@ impl Checker<'_> {
         MetricsConfig { listen }
     }
 
-    fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
+    pub(crate) fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {
         match text.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
             Err(_) => {

@@ -12,6 +12,7 @@ pub struct RawConfig {
     pub log: RawLog,
     pub metrics: RawMetrics,
     pub supervision: RawSupervision,
+    pub dns: Option<super::dns::RawDns>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use ward_actors::dns::metrics::DnsMetrics;
 use ward_actors::Throttle;
 use ward_supervision::{ExitReason, SupervisionObserver, TreeNode};
 
@@ -44,6 +45,8 @@ pub struct Metrics {
     log_suppressed: Counter,
     log_suppressed_seen: AtomicU64,
     restarts_total: AtomicU64,
+    /// The DNS forwarder's metrics (registered even when DNS is off).
+    pub dns: std::sync::Arc<DnsMetrics>,
 }
 
 impl Default for Metrics {
@@ -93,7 +96,9 @@ impl Metrics {
             "Repeated log lines folded into summaries by the throttle",
             log_suppressed.clone(),
         );
+        let dns = DnsMetrics::register(&mut registry);
         Self {
+            dns,
             registry,
             restarts,
             escalations,
@@ -126,6 +131,7 @@ impl Metrics {
         }
         self.open_fds.set(process::open_fds() as i64);
         self.resident_memory.set(process::rss_bytes() as i64);
+        self.dns.refresh();
         let suppressed = Throttle::global().suppressed_total();
         let seen = self.log_suppressed_seen.swap(suppressed, Ordering::Relaxed);
         self.log_suppressed.inc_by(suppressed.saturating_sub(seen));

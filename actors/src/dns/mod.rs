@@ -1,0 +1,16 @@
+//! The DNS forwarder: listeners, upstreams, the resolver between them, and
+//! the wire format and cache they share.
+
+pub mod answer;
+pub mod cache;
+pub mod coalesce;
+pub mod limits;
+pub mod listener_tcp;
+pub mod listener_udp;
+pub mod metrics;
+pub mod resolver;
+pub mod settings;
+pub mod sockets;
+pub mod statics;
+pub mod upstream;
+pub mod wire;

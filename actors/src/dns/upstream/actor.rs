@@ -1,0 +1,461 @@
+//! The upstream actor (kind `dns-upstream`): owns one upstream's transports.
+//!
+//! UDP queries go out on its connected sockets without waiting. TCP, TLS
+//! and HTTPS queries go to a connection child actor (kind
+//! `dns-upstream-conn`, listed below the upstream in the tree), opened on
+//! demand; consecutive connect failures back off, and while backing off
+//! queries fail at once so the resolver moves on. When a connection dies its
+//! in-flight queries are sent again once on a fresh one. When the resolver
+//! marks the upstream down, the actor probes it (`. NS`) until it answers.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::oneshot;
+use ward_supervision::{ChildList, ExitReason, TaskGuard, TaskScope};
+
+use super::conn::{StreamConn, StreamConnArgs, StreamConnMsg, StreamTarget};
+use super::doh::{DohConn, DohConnArgs, DohConnMsg};
+use super::health::DOWN_AFTER;
+use super::pending::Pending;
+use super::tls;
+use super::udp::UdpTransport;
+use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
+use crate::dns::settings::Transport;
+use crate::warn_throttled;
+
+/// A connection idle this long is closed.
+pub const CONN_IDLE: Duration = Duration::from_secs(10);
+/// The probe sent to a downed upstream: `. IN NS`.
+const PROBE_QUESTION: [u8; 5] = [0, 0, 2, 0, 1];
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+const PROBE_FIRST: Duration = Duration::from_millis(500);
+const PROBE_MAX: Duration = Duration::from_secs(30);
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+pub enum UpstreamMsg {
+    Query(UpstreamQuery),
+    /// A connection child finished connecting.
+    ConnReady(u64),
+    /// The resolver marked the upstream down.
+    StartProbing,
+    Probe,
+    ProbeResult(bool),
+}
+
+pub struct UpstreamActor;
+
+pub struct UpstreamArgs {
+    pub slot: Arc<UpstreamSlot>,
+    /// The upstream's connections, as the tree shows them.
+    pub children: Arc<ChildList>,
+    pub tasks: TaskScope,
+}
+
+/// How stream queries travel.
+enum Streams {
+    None,
+    /// One target per server (TCP or TLS).
+    Dns(Vec<StreamTarget>),
+    Https {
+        target: StreamTarget,
+        uri: String,
+    },
+}
+
+enum ConnRef {
+    Stream(ActorRef<StreamConnMsg>),
+    Https(ActorRef<DohConnMsg>),
+}
+
+struct Conn {
+    conn_id: u64,
+    actor: ConnRef,
+    pending: Arc<Pending>,
+    ready: bool,
+}
+
+/// Detaches the actor from its slot however it dies.
+struct Attached {
+    slot: Arc<UpstreamSlot>,
+    actor: ActorRef<UpstreamMsg>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.slot.detach(&self.actor);
+    }
+}
+
+pub struct UpstreamState {
+    attached: Attached,
+    children: Arc<ChildList>,
+    udp: Vec<UdpTransport>,
+    streams: Streams,
+    conns: HashMap<ActorId, Conn>,
+    active: Option<ActorId>,
+    next_conn_id: u64,
+    connect_failures: u32,
+    retry_after: Option<Instant>,
+    probing: bool,
+    probe_delay: Duration,
+    probe_task: Option<TaskGuard>,
+}
+
+impl Actor for UpstreamActor {
+    type Msg = UpstreamMsg;
+    type State = UpstreamState;
+    type Arguments = UpstreamArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<UpstreamMsg>,
+        args: UpstreamArgs,
+    ) -> Result<UpstreamState, ActorProcessingErr> {
+        let name = args.slot.name.clone();
+        let (udp_servers, streams) = transports(&args.slot.spec.transport)?;
+        let udp = udp_servers
+            .iter()
+            .map(|addr| UdpTransport::open(*addr, &args.tasks, &name))
+            .collect::<Result<Vec<_>, _>>()?;
+        args.slot.attach(myself.clone());
+        Ok(UpstreamState {
+            attached: Attached {
+                slot: args.slot,
+                actor: myself,
+            },
+            children: args.children,
+            udp,
+            streams,
+            conns: HashMap::new(),
+            active: None,
+            next_conn_id: 1,
+            connect_failures: 0,
+            retry_after: None,
+            probing: false,
+            probe_delay: PROBE_FIRST,
+            probe_task: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<UpstreamMsg>,
+        message: UpstreamMsg,
+        state: &mut UpstreamState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            UpstreamMsg::Query(query) => state.dispatch(&myself, query).await,
+            UpstreamMsg::ConnReady(conn_id) => state.conn_ready(conn_id),
+            UpstreamMsg::StartProbing => {
+                if !state.probing {
+                    state.probing = true;
+                    state.probe_delay = PROBE_FIRST;
+                    state.schedule_probe(&myself);
+                }
+            }
+            UpstreamMsg::Probe => state.probe(&myself).await,
+            UpstreamMsg::ProbeResult(ok) => state.probe_result(&myself, ok),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<UpstreamMsg>,
+        event: SupervisionEvent,
+        state: &mut UpstreamState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((id, reason)) = ExitReason::from_event(&event) {
+            drop(event);
+            state.conn_ended(&myself, id, reason).await;
+        }
+        Ok(())
+    }
+}
+
+/// The UDP servers and the stream setup of a transport.
+fn transports(transport: &Transport) -> Result<(Vec<SocketAddr>, Streams), ActorProcessingErr> {
+    Ok(match transport {
+        Transport::Udp(addr) => (vec![*addr], Streams::None),
+        Transport::Tcp(addr) => (vec![], Streams::Dns(vec![StreamTarget::Tcp(*addr)])),
+        Transport::TcpUdp(addr) => (vec![*addr], Streams::Dns(vec![StreamTarget::Tcp(*addr)])),
+        Transport::System(path) => {
+            let servers = read_resolv_conf(path)?;
+            let streams = servers.iter().map(|a| StreamTarget::Tcp(*a)).collect();
+            (servers, Streams::Dns(streams))
+        }
+        Transport::Tls(target) => {
+            let config = tls::client_config(target.ca_file.as_deref(), &[])?;
+            let target = StreamTarget::Tls {
+                addr: target.addr,
+                name: tls::server_name(&target.server_name)?,
+                config,
+            };
+            (vec![], Streams::Dns(vec![target]))
+        }
+        Transport::Https(https) => {
+            let config = tls::client_config(https.tls.ca_file.as_deref(), &[b"h2"])?;
+            let target = StreamTarget::Tls {
+                addr: https.tls.addr,
+                name: tls::server_name(&https.tls.server_name)?,
+                config,
+            };
+            let uri = format!("https://{}{}", https.authority, https.path);
+            (vec![], Streams::Https { target, uri })
+        }
+    })
+}
+
+/// The nameservers of a resolv.conf (port 53).
+pub fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let servers: Vec<SocketAddr> = text
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|addr| addr.split('%').next()?.parse().ok())
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect();
+    if servers.is_empty() {
+        return Err(format!("{}: no nameserver lines", path.display()).into());
+    }
+    Ok(servers)
+}
+
+impl UpstreamState {
+    fn name(&self) -> &str {
+        &self.attached.slot.name
+    }
+
+    /// With several servers (system), move on after each run of failures.
+    fn server_index(&self, servers: usize) -> usize {
+        let failures = self.attached.slot.health.consecutive_failures();
+        (failures / DOWN_AFTER) as usize % servers.max(1)
+    }
+
+    async fn dispatch(&mut self, myself: &ActorRef<UpstreamMsg>, query: UpstreamQuery) {
+        let over_stream =
+            !matches!(self.streams, Streams::None) && (query.use_tcp || self.udp.is_empty());
+        if over_stream {
+            self.send_stream(myself, query).await;
+        } else if !self.udp.is_empty() {
+            let index = self.server_index(self.udp.len());
+            self.udp[index].send(query);
+        } else {
+            query.fail(UpstreamError::Unavailable);
+        }
+    }
+
+    async fn send_stream(&mut self, myself: &ActorRef<UpstreamMsg>, query: UpstreamQuery) {
+        if self.retry_after.is_some_and(|at| Instant::now() < at) {
+            return query.fail(UpstreamError::Unavailable);
+        }
+        let id = match self.active {
+            Some(id) => id,
+            None => match self.open_conn(myself).await {
+                Ok(id) => id,
+                Err(e) => {
+                    warn_throttled!(self.name(), upstream = %self.name(), error = %e, "cannot start an upstream connection");
+                    return query.fail(UpstreamError::Unavailable);
+                }
+            },
+        };
+        let Some(conn) = self.conns.get(&id) else {
+            return query.fail(UpstreamError::Unavailable);
+        };
+        let refused = match &conn.actor {
+            ConnRef::Stream(actor) => match actor.send_message(StreamConnMsg::Send(query)) {
+                Err(ractor::MessagingErr::SendErr(StreamConnMsg::Send(q))) => Some(q),
+                _ => None,
+            },
+            ConnRef::Https(actor) => match actor.send_message(DohConnMsg::Send(query)) {
+                Err(ractor::MessagingErr::SendErr(DohConnMsg::Send(q))) => Some(q),
+                _ => None,
+            },
+        };
+        if let Some(query) = refused {
+            query.fail(UpstreamError::Unavailable);
+        }
+    }
+
+    /// Starts a connection child; it connects in its own task.
+    async fn open_conn(
+        &mut self,
+        myself: &ActorRef<UpstreamMsg>,
+    ) -> Result<ActorId, ActorProcessingErr> {
+        let conn_id = self.next_conn_id;
+        self.next_conn_id += 1;
+        let pending = Arc::new(Pending::default());
+        let supervisor = myself.get_cell();
+        let (actor, cell, join) = match &self.streams {
+            Streams::None => return Err("no stream transport".into()),
+            Streams::Dns(targets) => {
+                let target = targets[self.server_index(targets.len())].clone();
+                let args = StreamConnArgs {
+                    target,
+                    pending: pending.clone(),
+                    owner: myself.clone(),
+                    conn_id,
+                    idle: CONN_IDLE,
+                };
+                let (actor, join) = Actor::spawn_linked(None, StreamConn, args, supervisor).await?;
+                let cell = actor.get_cell();
+                (ConnRef::Stream(actor), cell, join)
+            }
+            Streams::Https { target, uri } => {
+                let args = DohConnArgs {
+                    target: target.clone(),
+                    uri: uri.clone(),
+                    pending: pending.clone(),
+                    owner: myself.clone(),
+                    conn_id,
+                    idle: CONN_IDLE,
+                };
+                let (actor, join) = Actor::spawn_linked(None, DohConn, args, supervisor).await?;
+                let cell = actor.get_cell();
+                (ConnRef::Https(actor), cell, join)
+            }
+        };
+        let id = cell.get_id();
+        self.children
+            .add(format!("conn-{conn_id}"), "dns-upstream-conn", cell, join);
+        self.conns.insert(
+            id,
+            Conn {
+                conn_id,
+                actor,
+                pending,
+                ready: false,
+            },
+        );
+        self.active = Some(id);
+        Ok(id)
+    }
+
+    fn conn_ready(&mut self, conn_id: u64) {
+        if let Some(conn) = self.conns.values_mut().find(|c| c.conn_id == conn_id) {
+            conn.ready = true;
+            self.connect_failures = 0;
+            self.retry_after = None;
+        }
+    }
+
+    /// A connection child ended: forget it, back off if it never came up,
+    /// and send its queries again once.
+    async fn conn_ended(
+        &mut self,
+        myself: &ActorRef<UpstreamMsg>,
+        id: ActorId,
+        reason: ExitReason,
+    ) {
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        self.children.remove(&id);
+        if self.active == Some(id) {
+            self.active = None;
+        }
+        if !reason.is_normal() {
+            if conn.ready {
+                warn_throttled!(self.name(), upstream = %self.name(), %reason, "upstream connection lost");
+            } else {
+                self.connect_failures = self.connect_failures.saturating_add(1);
+                let delay = RECONNECT_MIN
+                    .saturating_mul(1 << self.connect_failures.min(10))
+                    .min(RECONNECT_MAX);
+                self.retry_after = Some(Instant::now() + delay);
+                warn_throttled!(self.name(), upstream = %self.name(), %reason,
+                    retry_in_ms = delay.as_millis() as u64, "cannot connect to upstream");
+            }
+        }
+        let now = Instant::now();
+        for mut query in conn.pending.take_all() {
+            if query.retried || query.deadline <= now {
+                query.fail(UpstreamError::ConnectionLost);
+            } else {
+                query.retried = true;
+                self.send_stream(myself, query).await;
+            }
+        }
+    }
+
+    fn schedule_probe(&mut self, myself: &ActorRef<UpstreamMsg>) {
+        let target = myself.clone();
+        let delay = self.probe_delay;
+        self.probe_task = Some(TaskGuard::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = target.send_message(UpstreamMsg::Probe);
+        }));
+    }
+
+    async fn probe(&mut self, myself: &ActorRef<UpstreamMsg>) {
+        if self.attached.slot.health.is_up() {
+            self.probing = false;
+            return;
+        }
+        let (reply, answer) = oneshot::channel();
+        let query = UpstreamQuery {
+            question: Arc::from(&PROBE_QUESTION[..]),
+            checking_disabled: false,
+            dnssec_ok: false,
+            use_tcp: false,
+            deadline: Instant::now() + PROBE_TIMEOUT,
+            retried: true,
+            reply,
+        };
+        self.dispatch(myself, query).await;
+        let target = myself.clone();
+        self.probe_task = Some(TaskGuard::spawn(async move {
+            let answered = matches!(
+                tokio::time::timeout(PROBE_TIMEOUT, answer).await,
+                Ok(Ok(Ok(_)))
+            );
+            let _ = target.send_message(UpstreamMsg::ProbeResult(answered));
+        }));
+    }
+
+    fn probe_result(&mut self, myself: &ActorRef<UpstreamMsg>, answered: bool) {
+        if answered {
+            self.attached.slot.health.record_success();
+            self.probing = false;
+            tracing::info!(upstream = %self.name(), "upstream answers again; marked up");
+        } else {
+            self.probe_delay = (self.probe_delay * 2).min(PROBE_MAX);
+            self.schedule_probe(myself);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolv_conf_nameservers_in_order() {
+        let dir = std::env::temp_dir().join(format!("ward-resolv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("resolv.conf");
+        std::fs::write(
+            &path,
+            "# x\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\noptions edns0\n",
+        )
+        .unwrap();
+        let servers = read_resolv_conf(&path).unwrap();
+        assert_eq!(
+            servers,
+            vec![
+                "127.0.0.53:53".parse().unwrap(),
+                "[fe80::1]:53".parse().unwrap()
+            ]
+        );
+        std::fs::write(&path, "search lan\n").unwrap();
+        assert!(read_resolv_conf(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

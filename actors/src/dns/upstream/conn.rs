@@ -1,0 +1,243 @@
+//! A TCP or TLS connection to an upstream, as a child actor of the upstream
+//! (kind `dns-upstream-conn`). It carries many queries at once: each gets a
+//! random id, frames go out through a bounded queue to its writer task, and
+//! its reader task completes queries as answers arrive, in any order.
+//!
+//! The connection ends when the server closes it, an I/O error breaks it,
+//! or it idles. Its pending queries live in a map its upstream also holds,
+//! so when it dies (even killed) the upstream sends them again once on a
+//! fresh connection.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use ward_supervision::TaskGuard;
+
+use super::actor::UpstreamMsg;
+use super::pending::Pending;
+use super::{UpstreamError, UpstreamQuery};
+use crate::io_class::{classify_io_error, IoClass, IoSide};
+
+/// How long connecting (and the TLS handshake) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames queued for the writer at most; past it queries fail at once.
+const QUEUE: usize = 512;
+
+/// Where a stream connection goes.
+#[derive(Clone)]
+pub enum StreamTarget {
+    Tcp(SocketAddr),
+    Tls {
+        addr: SocketAddr,
+        name: ServerName<'static>,
+        config: Arc<ClientConfig>,
+    },
+}
+
+impl StreamTarget {
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            StreamTarget::Tcp(addr) | StreamTarget::Tls { addr, .. } => *addr,
+        }
+    }
+}
+
+pub struct StreamConn;
+
+pub struct StreamConnArgs {
+    pub target: StreamTarget,
+    pub pending: Arc<Pending>,
+    pub owner: ActorRef<UpstreamMsg>,
+    pub conn_id: u64,
+    pub idle: Duration,
+}
+
+pub enum StreamConnMsg {
+    Send(UpstreamQuery),
+    /// From the connection's tasks: why it is over.
+    Ended(End),
+}
+
+/// Why a connection is over.
+#[derive(Debug)]
+pub enum End {
+    /// No query for the idle time: a normal exit.
+    Idle,
+    /// Connecting failed.
+    ConnectFailed(IoClass, String),
+    /// The server closed it, or I/O broke it.
+    Broken(IoClass, String),
+}
+
+pub struct StreamConnState {
+    frames: mpsc::Sender<Vec<u8>>,
+    pending: Arc<Pending>,
+    _io: TaskGuard,
+}
+
+impl Actor for StreamConn {
+    type Msg = StreamConnMsg;
+    type State = StreamConnState;
+    type Arguments = StreamConnArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<StreamConnMsg>,
+        args: StreamConnArgs,
+    ) -> Result<StreamConnState, ActorProcessingErr> {
+        let (frames, queue) = mpsc::channel(QUEUE);
+        let io = TaskGuard::spawn(run(
+            args.target,
+            queue,
+            args.pending.clone(),
+            myself,
+            args.owner,
+            args.conn_id,
+            args.idle,
+        ));
+        Ok(StreamConnState {
+            frames,
+            pending: args.pending,
+            _io: io,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<StreamConnMsg>,
+        message: StreamConnMsg,
+        state: &mut StreamConnState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StreamConnMsg::Send(query) => send(state, query),
+            StreamConnMsg::Ended(End::Idle) => myself.stop(Some("idle".to_string())),
+            StreamConnMsg::Ended(End::ConnectFailed(class, reason)) => {
+                return Err(format!("connect failed ({}): {reason}", class.label()).into())
+            }
+            StreamConnMsg::Ended(End::Broken(class, reason)) => {
+                return Err(format!("connection broken ({}): {reason}", class.label()).into())
+            }
+        }
+        Ok(())
+    }
+}
+
+fn send(state: &StreamConnState, query: UpstreamQuery) {
+    let (id, wire) = match state.pending.insert(query, |id, q| frame(&q.wire(id))) {
+        Ok(sent) => sent,
+        Err(query) => return query.fail(UpstreamError::Unavailable),
+    };
+    if state.frames.try_send(wire).is_err() {
+        if let Some(query) = state.pending.take(id) {
+            query.fail(UpstreamError::Unavailable);
+        }
+    }
+}
+
+/// A DNS message with its two-byte length prefix (RFC 1035 4.2.2).
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 2);
+    out.extend_from_slice(&(message.len() as u16).to_be_bytes());
+    out.extend_from_slice(message);
+    out
+}
+
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+async fn connect(target: &StreamTarget) -> io::Result<Box<dyn Stream>> {
+    let tcp = TcpStream::connect(target.addr()).await?;
+    tcp.set_nodelay(true)?;
+    match target {
+        StreamTarget::Tcp(_) => Ok(Box::new(tcp)),
+        StreamTarget::Tls { name, config, .. } => {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            Ok(Box::new(connector.connect(name.clone(), tcp).await?))
+        }
+    }
+}
+
+async fn run(
+    target: StreamTarget,
+    mut queue: mpsc::Receiver<Vec<u8>>,
+    pending: Arc<Pending>,
+    conn: ActorRef<StreamConnMsg>,
+    owner: ActorRef<UpstreamMsg>,
+    conn_id: u64,
+    idle: Duration,
+) {
+    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let class = classify_io_error(&e, IoSide::Dial);
+            let _ = conn.send_message(StreamConnMsg::Ended(End::ConnectFailed(
+                class,
+                e.to_string(),
+            )));
+            return;
+        }
+        Err(_) => {
+            let end = End::ConnectFailed(IoClass::PathFailed, "timed out".to_string());
+            let _ = conn.send_message(StreamConnMsg::Ended(end));
+            return;
+        }
+    };
+    let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
+    let (reader, mut writer) = tokio::io::split(stream);
+    let _reader = TaskGuard::spawn(read_answers(reader, pending.clone(), conn.clone()));
+    loop {
+        match tokio::time::timeout(idle, queue.recv()).await {
+            Ok(Some(frame)) => {
+                if let Err(e) = writer.write_all(&frame).await {
+                    let class = classify_io_error(&e, IoSide::Session);
+                    let _ =
+                        conn.send_message(StreamConnMsg::Ended(End::Broken(class, e.to_string())));
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) if pending.is_empty() => {
+                let _ = writer.shutdown().await;
+                let _ = conn.send_message(StreamConnMsg::Ended(End::Idle));
+                return;
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+async fn read_answers(
+    mut reader: impl AsyncRead + Unpin,
+    pending: Arc<Pending>,
+    conn: ActorRef<StreamConnMsg>,
+) {
+    let mut buf = vec![0u8; 65_535];
+    let end = loop {
+        let mut len = [0u8; 2];
+        if let Err(e) = reader.read_exact(&mut len).await {
+            break broken(e, "closed by the server");
+        }
+        let len = u16::from_be_bytes(len) as usize;
+        if let Err(e) = reader.read_exact(&mut buf[..len]).await {
+            break broken(e, "closed mid-answer");
+        }
+        pending.complete(&buf[..len]);
+    };
+    let _ = conn.send_message(StreamConnMsg::Ended(end));
+}
+
+fn broken(e: io::Error, eof: &str) -> End {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        End::Broken(IoClass::PeerGone, eof.to_string())
+    } else {
+        End::Broken(classify_io_error(&e, IoSide::Session), e.to_string())
+    }
+}

@@ -1,0 +1,182 @@
+//! Upstreams: one actor per configured upstream, owning its transports
+//! (UDP sockets; TCP, TLS and HTTP/2 connections as child actors), and the
+//! slots through which the resolver reaches them.
+//!
+//! The resolver never waits on an upstream's mailbox: it sends a query with
+//! a oneshot for the answer and awaits that, under its own deadline.
+
+pub mod actor;
+pub mod conn;
+pub mod doh;
+pub mod health;
+pub mod pending;
+pub mod tls;
+pub mod udp;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use ractor::ActorRef;
+use tokio::sync::oneshot;
+
+use crate::io_class::IoClass;
+
+use super::settings::{DnsSettings, UpstreamSpec};
+pub use actor::{UpstreamActor, UpstreamArgs, UpstreamMsg};
+pub use health::Health;
+
+/// Why an upstream gave no answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("no answer in time")]
+    Timeout,
+    #[error("i/o failure ({})", .0.label())]
+    Io(IoClass),
+    #[error("not reachable now (reconnecting, or its actor is restarting)")]
+    Unavailable,
+    #[error("its connection broke with the query in flight")]
+    ConnectionLost,
+    #[error("answer did not parse")]
+    Malformed,
+}
+
+impl UpstreamError {
+    /// A stable label for the failures metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Io(class) => class.label(),
+            UpstreamError::Unavailable => "unavailable",
+            UpstreamError::ConnectionLost => "connection_lost",
+            UpstreamError::Malformed => "malformed",
+        }
+    }
+}
+
+/// The answer bytes, or why there are none.
+pub type Reply = Result<Vec<u8>, UpstreamError>;
+
+/// One question for an upstream.
+#[derive(Debug)]
+pub struct UpstreamQuery {
+    /// Name (lowercase wire format), type and class.
+    pub question: Arc<[u8]>,
+    pub checking_disabled: bool,
+    pub dnssec_ok: bool,
+    /// Ask over TCP (a truncated UDP answer, or UDP failed).
+    pub use_tcp: bool,
+    /// After this nobody waits for the answer.
+    pub deadline: Instant,
+    /// Set once the query was sent again after its connection broke.
+    pub retried: bool,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+impl UpstreamQuery {
+    /// The wire query with this id.
+    pub fn wire(&self, id: u16) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.question.len() + 12 + 11);
+        super::wire::write_question_query(
+            &self.question,
+            id,
+            self.checking_disabled,
+            self.dnssec_ok,
+            &mut out,
+        );
+        out
+    }
+
+    pub fn fail(self, error: UpstreamError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// How the resolver reaches one upstream: its current actor (replaced when
+/// the actor restarts) and its health, which outlives restarts.
+pub struct UpstreamSlot {
+    pub name: String,
+    pub spec: UpstreamSpec,
+    pub health: Health,
+    actor: ArcSwapOption<ActorRef<UpstreamMsg>>,
+}
+
+impl UpstreamSlot {
+    pub fn new(name: String, spec: UpstreamSpec) -> Self {
+        Self {
+            name,
+            spec,
+            health: Health::default(),
+            actor: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Hands a query to the upstream's actor. When there is none (it is
+    /// restarting) the query fails with `Unavailable`.
+    pub fn send(&self, query: UpstreamQuery) {
+        let Some(actor) = self.actor.load_full() else {
+            query.fail(UpstreamError::Unavailable);
+            return;
+        };
+        if let Err(ractor::MessagingErr::SendErr(UpstreamMsg::Query(query))) =
+            actor.send_message(UpstreamMsg::Query(query))
+        {
+            query.fail(UpstreamError::Unavailable);
+        }
+        // Any other send error dropped the query, and with it the reply
+        // sender: the resolver reads that as `Unavailable` too.
+    }
+
+    /// Tells the actor its upstream went down, so it probes it back.
+    pub fn start_probing(&self) {
+        if let Some(actor) = self.actor.load_full() {
+            let _ = actor.send_message(UpstreamMsg::StartProbing);
+        }
+    }
+
+    pub(crate) fn attach(&self, actor: ActorRef<UpstreamMsg>) {
+        self.actor.store(Some(Arc::new(actor)));
+    }
+
+    pub(crate) fn detach(&self, actor: &ActorRef<UpstreamMsg>) {
+        let current = self.actor.load();
+        if current
+            .as_ref()
+            .is_some_and(|a| a.get_id() == actor.get_id())
+        {
+            self.actor.store(None);
+        }
+    }
+}
+
+/// Every upstream, by name. The set is fixed by the config; actors come and go.
+#[derive(Default)]
+pub struct Upstreams {
+    by_name: HashMap<String, Arc<UpstreamSlot>>,
+}
+
+impl Upstreams {
+    pub fn new(settings: &DnsSettings) -> Self {
+        Self {
+            by_name: settings
+                .upstreams
+                .iter()
+                .map(|(name, spec)| {
+                    (
+                        name.clone(),
+                        Arc::new(UpstreamSlot::new(name.clone(), spec.clone())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<UpstreamSlot>> {
+        self.by_name.get(name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<UpstreamSlot>> {
+        self.by_name.values()
+    }
+}

@@ -1,0 +1,477 @@
+//! The `dns` section: raw serde types and their validation into
+//! [`ward_actors::dns::settings::DnsSettings`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hickory_proto::rr::{Name, RecordType};
+use ipnet::IpNet;
+use serde::Deserialize;
+use ward_actors::dns::answer::TtlPolicy;
+use ward_actors::dns::settings::{
+    parse_upstream_url, CacheSettings, Chain, DnsSettings, Limits, Route, StaticData, StaticRecord,
+    Strategy, UpstreamSpec, UrlOptions,
+};
+use ward_actors::dns::statics::parse_hosts;
+
+use super::Checker;
+
+/// Who may query by default: loopback, private and link-local ranges.
+pub const DEFAULT_ALLOW: [&str; 8] = [
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, rename = "dns")]
+pub struct RawDns {
+    pub listen: Vec<String>,
+    pub allow: Vec<String>,
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    pub default: Vec<String>,
+    pub strategy: RawStrategy,
+    pub routes: Vec<RawRoute>,
+    pub timeout_ms: u64,
+    pub hosts_file: Option<String>,
+    pub records: Vec<RawRecord>,
+    pub limits: RawLimits,
+    pub cache: RawCache,
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:53".to_string()],
+            allow: DEFAULT_ALLOW.iter().map(|s| s.to_string()).collect(),
+            upstreams: BTreeMap::new(),
+            default: Vec::new(),
+            strategy: RawStrategy::Sequential,
+            routes: Vec::new(),
+            timeout_ms: 2000,
+            hosts_file: None,
+            records: Vec::new(),
+            limits: RawLimits::default(),
+            cache: RawCache::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename = "strategy")]
+pub enum RawStrategy {
+    #[default]
+    Sequential,
+    Race,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "upstream")]
+pub struct RawUpstream {
+    pub url: String,
+    #[serde(default = "direct")]
+    pub via: String,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub addr: Option<String>,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub resolv_conf: Option<String>,
+}
+
+fn direct() -> String {
+    "direct".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "route")]
+pub struct RawRoute {
+    #[serde(default)]
+    pub qname_suffix: Vec<String>,
+    #[serde(default)]
+    pub qtype: Vec<String>,
+    #[serde(default)]
+    pub client: Vec<String>,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub strategy: RawStrategy,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename = "record type")]
+pub enum RawRecordType {
+    A,
+    AAAA,
+    CNAME,
+    PTR,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "record")]
+pub struct RawRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: RawRecordType,
+    pub value: String,
+    #[serde(default = "default_record_ttl")]
+    pub ttl: u32,
+}
+
+fn default_record_ttl() -> u32 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, rename = "limits")]
+pub struct RawLimits {
+    pub in_flight: usize,
+    pub per_client_qps: Option<u32>,
+    pub tcp_clients_per_ip: usize,
+    pub tcp_idle_s: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = Limits::default();
+        Self {
+            in_flight: d.in_flight,
+            per_client_qps: d.per_client_qps,
+            tcp_clients_per_ip: d.tcp_clients_per_ip,
+            tcp_idle_s: d.tcp_idle.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default, rename = "cache")]
+pub struct RawCache {
+    pub size: usize,
+    pub min_ttl_s: u32,
+    pub max_ttl_s: u32,
+    pub negative_max_ttl_s: u32,
+    pub servfail_ttl_s: u32,
+    pub serve_stale_s: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        let d = CacheSettings::default();
+        Self {
+            size: d.size,
+            min_ttl_s: d.ttl.min_ttl,
+            max_ttl_s: d.ttl.max_ttl,
+            negative_max_ttl_s: d.ttl.negative_max_ttl,
+            servfail_ttl_s: d.ttl.servfail_ttl,
+            serve_stale_s: d.serve_stale_s,
+        }
+    }
+}
+
+fn strategy(raw: RawStrategy) -> Strategy {
+    match raw {
+        RawStrategy::Sequential => Strategy::Sequential,
+        RawStrategy::Race => Strategy::Race,
+    }
+}
+
+impl Checker<'_> {
+    pub(super) fn dns(&mut self, raw: RawDns) -> DnsSettings {
+        if raw.timeout_ms == 0 {
+            self.error("dns.timeout_ms", "must be at least 1");
+        }
+        let listen = self.listen(&raw.listen);
+        let allow = self.nets("dns.allow", &raw.allow);
+        let mut upstreams = raw.upstreams;
+        if upstreams.is_empty() {
+            upstreams.insert(
+                "system".to_string(),
+                RawUpstream {
+                    url: "system".to_string(),
+                    via: direct(),
+                    sni: None,
+                    addr: None,
+                    ca_file: None,
+                    resolv_conf: None,
+                },
+            );
+        }
+        let upstreams: BTreeMap<String, UpstreamSpec> = upstreams
+            .into_iter()
+            .filter_map(|(name, up)| self.upstream(&name, up).map(|spec| (name, spec)))
+            .collect();
+        let default_names = if raw.default.is_empty() && upstreams.len() == 1 {
+            upstreams.keys().cloned().collect()
+        } else {
+            raw.default
+        };
+        let default = self.chain(
+            "dns.default",
+            default_names,
+            strategy(raw.strategy),
+            &upstreams,
+        );
+        let routes = raw
+            .routes
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, route)| self.route(i, route, &upstreams))
+            .collect();
+        let statics = self.statics(raw.hosts_file, raw.records);
+        DnsSettings {
+            listen,
+            allow,
+            upstreams,
+            routes,
+            default,
+            timeout: Duration::from_millis(raw.timeout_ms.max(1)),
+            limits: self.limits(raw.limits),
+            cache: self.cache(raw.cache),
+            statics,
+        }
+    }
+
+    fn listen(&mut self, raw: &[String]) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            let path = format!("dns.listen[{i}]");
+            if let Some(addr) = self.socket_addr(&path, text) {
+                if out.contains(&addr) {
+                    self.error(&path, format!("{addr} is listed twice"));
+                } else {
+                    out.push(addr);
+                }
+            }
+        }
+        out
+    }
+
+    fn nets(&mut self, path: &str, raw: &[String]) -> Vec<IpNet> {
+        let mut out = Vec::new();
+        for (i, text) in raw.iter().enumerate() {
+            match text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from))
+            {
+                Ok(net) => out.push(net),
+                Err(_) => self.error(
+                    &format!("{path}[{i}]"),
+                    format!("{text:?} is not an address or CIDR"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<UpstreamSpec> {
+        let path = format!("dns.upstreams.{name}");
+        if name.is_empty() || name.contains('/') {
+            self.error(
+                &path,
+                format!("{name:?}: upstream names are non-empty and contain no '/'"),
+            );
+            return None;
+        }
+        if raw.via != "direct" {
+            self.error(
+                &format!("{path}.via"),
+                format!("no dialer or group named {:?}", raw.via),
+            );
+        }
+        let addr = raw
+            .addr
+            .as_deref()
+            .and_then(|a| self.socket_addr(&format!("{path}.addr"), a));
+        let options = UrlOptions {
+            sni: raw.sni,
+            addr,
+            ca_file: raw.ca_file.map(PathBuf::from),
+            resolv_conf: raw.resolv_conf.map(PathBuf::from),
+        };
+        match parse_upstream_url(&raw.url, &options) {
+            Ok(transport) => Some(UpstreamSpec {
+                transport,
+                via: raw.via,
+            }),
+            Err(message) => {
+                self.error(&format!("{path}.url"), message);
+                None
+            }
+        }
+    }
+
+    fn chain(
+        &mut self,
+        path: &str,
+        names: Vec<String>,
+        strategy: Strategy,
+        upstreams: &BTreeMap<String, UpstreamSpec>,
+    ) -> Chain {
+        if names.is_empty() {
+            self.error(path, "name at least one upstream");
+        }
+        for (i, name) in names.iter().enumerate() {
+            if !upstreams.contains_key(name) {
+                self.error(
+                    &format!("{path}[{i}]"),
+                    format!("no upstream named {name:?}"),
+                );
+            }
+        }
+        if strategy == Strategy::Race && names.len() < 2 {
+            self.error(path, "Race needs at least two upstreams");
+        }
+        Chain {
+            upstreams: names,
+            strategy,
+        }
+    }
+
+    fn route(
+        &mut self,
+        index: usize,
+        raw: RawRoute,
+        upstreams: &BTreeMap<String, UpstreamSpec>,
+    ) -> Option<Route> {
+        let path = format!("dns.routes[{index}]");
+        let mut qname_suffix = Vec::new();
+        for (i, suffix) in raw.qname_suffix.iter().enumerate() {
+            let trimmed = suffix.trim_end_matches('.').to_ascii_lowercase();
+            if trimmed.is_empty() || Name::from_ascii(&trimmed).is_ok() {
+                qname_suffix.push(trimmed);
+            } else {
+                self.error(
+                    &format!("{path}.qname_suffix[{i}]"),
+                    format!("{suffix:?} is not a domain name"),
+                );
+            }
+        }
+        let mut qtype = Vec::new();
+        for (i, name) in raw.qtype.iter().enumerate() {
+            match name.to_ascii_uppercase().parse::<RecordType>() {
+                Ok(RecordType::Unknown(_)) | Err(_) => self.error(
+                    &format!("{path}.qtype[{i}]"),
+                    format!("{name:?} is not a record type"),
+                ),
+                Ok(t) => qtype.push(u16::from(t)),
+            }
+        }
+        let client = self.nets(&format!("{path}.client"), &raw.client);
+        let chain = self.chain(
+            &format!("{path}.to"),
+            raw.to,
+            strategy(raw.strategy),
+            upstreams,
+        );
+        Some(Route {
+            qname_suffix,
+            qtype,
+            client,
+            chain,
+        })
+    }
+
+    fn statics(
+        &mut self,
+        hosts_file: Option<String>,
+        records: Vec<RawRecord>,
+    ) -> Vec<StaticRecord> {
+        let mut out = Vec::new();
+        if let Some(file) = hosts_file {
+            match std::fs::read_to_string(&file) {
+                Ok(text) => match parse_hosts(&text) {
+                    Ok(records) => out.extend(records),
+                    Err((line, message)) => {
+                        self.error("dns.hosts_file", format!("{file}:{line}: {message}"))
+                    }
+                },
+                Err(e) => self.error("dns.hosts_file", format!("cannot read {file}: {e}")),
+            }
+        }
+        for (i, raw) in records.into_iter().enumerate() {
+            let path = format!("dns.records[{i}]");
+            let name = raw.name.trim_end_matches('.').to_ascii_lowercase();
+            if Name::from_ascii(&name).is_err() || name.is_empty() {
+                self.error(
+                    &format!("{path}.name"),
+                    format!("{:?} is not a domain name", raw.name),
+                );
+                continue;
+            }
+            let data = match raw.rtype {
+                RawRecordType::A => raw.value.parse().ok().map(StaticData::A),
+                RawRecordType::AAAA => raw.value.parse().ok().map(StaticData::Aaaa),
+                RawRecordType::CNAME | RawRecordType::PTR => {
+                    let target = raw.value.trim_end_matches('.').to_ascii_lowercase();
+                    Name::from_ascii(&target).ok().map(|_| match raw.rtype {
+                        RawRecordType::CNAME => StaticData::Cname(target),
+                        _ => StaticData::Ptr(target),
+                    })
+                }
+            };
+            match data {
+                Some(data) => out.push(StaticRecord {
+                    name,
+                    ttl: raw.ttl,
+                    data,
+                }),
+                None => self.error(
+                    &format!("{path}.value"),
+                    format!("{:?} is not a valid {:?} value", raw.value, raw.rtype),
+                ),
+            }
+        }
+        out
+    }
+
+    fn limits(&mut self, raw: RawLimits) -> Limits {
+        for (field, value) in [
+            ("in_flight", raw.in_flight),
+            ("tcp_clients_per_ip", raw.tcp_clients_per_ip),
+            ("tcp_idle_s", raw.tcp_idle_s as usize),
+        ] {
+            if value == 0 {
+                self.error(&format!("dns.limits.{field}"), "must be at least 1");
+            }
+        }
+        if raw.per_client_qps == Some(0) {
+            self.error("dns.limits.per_client_qps", "must be at least 1 (or None)");
+        }
+        Limits {
+            in_flight: raw.in_flight.max(1),
+            per_client_qps: raw.per_client_qps.filter(|&q| q > 0),
+            tcp_clients_per_ip: raw.tcp_clients_per_ip.max(1),
+            tcp_idle: Duration::from_secs(raw.tcp_idle_s.max(1)),
+        }
+    }
+
+    fn cache(&mut self, raw: RawCache) -> CacheSettings {
+        if raw.size == 0 {
+            self.error("dns.cache.size", "must be at least 1");
+        }
+        if raw.min_ttl_s > raw.max_ttl_s {
+            self.error(
+                "dns.cache.min_ttl_s",
+                format!("{} is above max_ttl_s ({})", raw.min_ttl_s, raw.max_ttl_s),
+            );
+        }
+        CacheSettings {
+            size: raw.size.max(1),
+            ttl: TtlPolicy {
+                min_ttl: raw.min_ttl_s,
+                max_ttl: raw.max_ttl_s,
+                negative_max_ttl: raw.negative_max_ttl_s,
+                servfail_ttl: raw.servfail_ttl_s,
+            },
+            serve_stale_s: raw.serve_stale_s,
+        }
+    }
+}
