@@ -80,6 +80,8 @@ pub struct ChildSpec {
     pub restart: Restart,
     /// How long a graceful stop may take before the child is killed.
     pub shutdown: Duration,
+    /// The child's own restart delays, instead of its supervisor's.
+    pub backoff: Option<BackoffPolicy>,
     /// Spawns the child linked to the supervisor passed in.
     pub start: StartFn,
 }
@@ -111,6 +113,7 @@ impl ChildSpec {
             kind: kind.into(),
             restart,
             shutdown: DEFAULT_WORKER_SHUTDOWN,
+            backoff: None,
             start,
         }
     }
@@ -178,6 +181,13 @@ impl ChildSpec {
     /// Sets how long a graceful stop may take before the child is killed.
     pub fn with_shutdown(mut self, shutdown: Duration) -> Self {
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Gives the child its own restart delays (a front-door listener that
+    /// should rebind fast, say), instead of its supervisor's.
+    pub fn with_backoff(mut self, backoff: BackoffPolicy) -> Self {
+        self.backoff = Some(backoff);
         self
     }
 }

@@ -470,7 +470,11 @@ impl SupervisorState {
             let Some(slot) = table.get_mut(seq) else {
                 return now;
             };
-            let delay = self.config.backoff.next_delay(slot.failures);
+            let delay = slot
+                .spec
+                .backoff
+                .unwrap_or(self.config.backoff)
+                .next_delay(slot.failures);
             slot.failures = slot.failures.saturating_add(1);
             slot.last_exit = Some(ExitReason::SpawnFailed(reason.clone()));
             (
@@ -624,11 +628,11 @@ impl SupervisorState {
     /// The backoff for this failure; a child that stayed up long enough
     /// starts again from the minimum.
     fn next_delay(&mut self, seq: u64, uptime: Duration) -> Duration {
-        let backoff = self.config.backoff;
         let mut table = self.view.lock();
         let Some(slot) = table.get_mut(seq) else {
-            return backoff.min;
+            return self.config.backoff.min;
         };
+        let backoff = slot.spec.backoff.unwrap_or(self.config.backoff);
         if uptime >= backoff.reset_after {
             slot.failures = 0;
         }

@@ -697,3 +697,35 @@ async fn a_workers_own_child_actors_show_in_the_tree_and_are_found_by_path() {
     root.wait_running("up/conn-1").await;
     assert_dropped_before_started(&log, &["conn-2"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_child_with_its_own_backoff_uses_it() {
+    let log = Log::default();
+    let slow = BackoffPolicy {
+        min: Duration::from_secs(10),
+        max: Duration::from_secs(10),
+        reset_after: Duration::from_secs(60),
+        jitter: 0.0,
+    };
+    let quick = BackoffPolicy {
+        min: Duration::from_millis(20),
+        ..slow
+    };
+    let fast_child = ProbeSpec::new("fast", Restart::Permanent, &log)
+        .build()
+        .with_backoff(quick);
+    let root = Root::start(
+        config(Strategy::OneForOne, slow, lenient()),
+        vec![fast_child, probe("slow", Restart::Permanent, &log)],
+    )
+    .await;
+    root.wait_running("slow").await;
+    for (name, expected_ms) in [("fast", 20), ("slow", 10_000)] {
+        let old = root.id(name).unwrap();
+        let failed_at = tokio::time::Instant::now();
+        root.exit(name, Exit::Error);
+        root.wait_restarted(name, &old).await;
+        let started_at = log.timed().last().unwrap().0;
+        assert_eq!((started_at - failed_at).as_millis(), expected_ms, "{name}");
+    }
+}
