@@ -146,7 +146,8 @@ impl CachedAnswer {
         if header_flags & flags::TC != 0 {
             return Err(AnswerError::Truncated);
         }
-        let ext = wire::edns_of(response).map_or(0, |_| extended_rcode_bits(response, &records));
+        let edns = wire::edns_of(response).map_err(|_| AnswerError::Malformed)?;
+        let ext = edns.map_or(0, |_| extended_rcode_bits(response, &records));
         let code = (header_flags & flags::RCODE) | (u16::from(ext) << 4);
         let answers = records.iter().filter(|r| r.section == 0).count();
         let (kind, lifetime) = match code {
@@ -325,7 +326,7 @@ fn canonical(
     bytes[0..2].copy_from_slice(&[0, 0]);
     bytes[HEADER_LEN..HEADER_LEN + qname_len].make_ascii_lowercase();
     let mut ttl_at = Vec::with_capacity(records.len());
-    let mut additional = 0u16;
+    let mut counts = [0u16; 3];
     for record in records.iter().filter(|r| r.rtype != wire::TYPE_OPT) {
         let at = bytes.len() + (record.ttl_at - record.start);
         bytes.extend_from_slice(&response[record.start..record.end]);
@@ -338,9 +339,11 @@ fn canonical(
         if let Ok(at) = u16::try_from(at) {
             ttl_at.push(at);
         }
-        additional += u16::from(record.section == 2);
+        counts[record.section as usize] += 1;
     }
-    bytes[10..12].copy_from_slice(&additional.to_be_bytes());
+    for (i, count) in counts.iter().enumerate() {
+        bytes[6 + 2 * i..8 + 2 * i].copy_from_slice(&count.to_be_bytes());
+    }
     CachedAnswer {
         bytes: bytes.into_boxed_slice(),
         qname_len,

@@ -27,6 +27,10 @@ pub enum FetchError {
     Truncated,
     #[error("the query was cancelled")]
     Cancelled,
+    /// No upstream could be asked (their actors were restarting): nothing
+    /// is known about the name, so nothing is cached.
+    #[error("no upstream could be asked")]
+    Unavailable,
 }
 
 type Waiters = Vec<oneshot::Sender<Outcome>>;

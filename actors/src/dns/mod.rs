@@ -4,6 +4,7 @@
 pub mod answer;
 pub mod cache;
 pub mod coalesce;
+pub mod fuzzing;
 pub mod limits;
 pub mod listener_tcp;
 pub mod listener_udp;

@@ -309,6 +309,7 @@ impl Resolver {
                 }
                 Ok(answer)
             }
+            Err(FetchError::Unavailable) => Err(FetchError::Unavailable),
             Err(error) => {
                 let servfail = CachedAnswer::servfail(query, &self.settings.cache.ttl, now);
                 self.cache.insert(key.as_bytes(), Arc::new(servfail), now);
@@ -334,7 +335,7 @@ impl Resolver {
         slots: &[Arc<UpstreamSlot>],
         ask: &Ask,
     ) -> Result<super::answer::Accepted, FetchError> {
-        let mut last = FetchError::AllFailed;
+        let mut last = FetchError::Unavailable;
         for (i, slot) in slots.iter().enumerate() {
             let now = Instant::now();
             if now >= ask.deadline {
@@ -351,6 +352,8 @@ impl Resolver {
                 Ok(accepted) => return Ok(accepted),
                 Err(AttemptError::Truncated) => last = FetchError::Truncated,
                 Err(AttemptError::Upstream(UpstreamError::Timeout)) => last = FetchError::Timeout,
+                // Only unavailable so far: say so, unless another attempt reached an upstream.
+                Err(AttemptError::Upstream(UpstreamError::Unavailable)) => {}
                 Err(_) => last = FetchError::AllFailed,
             }
         }

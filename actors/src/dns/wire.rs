@@ -306,8 +306,10 @@ pub fn parse_query(packet: &[u8]) -> Result<Query<'_>, QueryError> {
 /// The EDNS facts of a message: at most one OPT, in the additional section,
 /// owned by the root name.
 fn find_edns(packet: &[u8]) -> Result<Option<Edns>, QueryError> {
-    let has_more = packet[6..12].iter().any(|&b| b != 0);
-    if !has_more {
+    let Some(counts) = packet.get(6..HEADER_LEN) else {
+        return Err(QueryError::Short);
+    };
+    if counts.iter().all(|&b| b == 0) {
         return Ok(None);
     }
     let records = records(packet).ok_or(QueryError::Malformed)?;
@@ -325,9 +327,10 @@ fn find_edns(packet: &[u8]) -> Result<Option<Edns>, QueryError> {
     }))
 }
 
-/// The EDNS facts of any message, for answers from upstreams.
-pub fn edns_of(packet: &[u8]) -> Option<Edns> {
-    find_edns(packet).ok().flatten()
+/// The EDNS facts of any message, for answers from upstreams: None without
+/// OPT, an error when OPT is misplaced or repeated.
+pub fn edns_of(packet: &[u8]) -> Result<Option<Edns>, QueryError> {
+    find_edns(packet)
 }
 
 /// Appends an OPT record: our payload size, DO echoed, extended rcode bits.

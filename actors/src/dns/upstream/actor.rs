@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use ward_supervision::{ChildList, ExitReason, TaskGuard, TaskScope};
 
-use super::conn::{StreamConn, StreamConnArgs, StreamConnMsg, StreamTarget};
-use super::doh::{DohConn, DohConnArgs, DohConnMsg};
+use super::conn::{frame, outgoing_queue, Outgoing, StreamConn, StreamConnArgs, StreamTarget};
+use super::doh::{DohConn, DohConnArgs};
 use super::health::DOWN_AFTER;
 use super::pending::Pending;
 use super::tls;
@@ -68,16 +68,25 @@ enum Streams {
     },
 }
 
-enum ConnRef {
-    Stream(ActorRef<StreamConnMsg>),
-    Https(ActorRef<DohConnMsg>),
-}
-
 struct Conn {
     conn_id: u64,
-    actor: ConnRef,
+    /// Where its queries go; closed once the connection's task has ended.
+    outgoing: mpsc::Sender<Outgoing>,
     pending: Arc<Pending>,
+    /// DNS over TCP/TLS frames each query with its length; DoH sends it
+    /// bare with id 0 (RFC 8484).
+    framed: bool,
     ready: bool,
+}
+
+impl Conn {
+    fn encode(framed: bool, id: u16, query: &UpstreamQuery) -> Vec<u8> {
+        if framed {
+            frame(&query.wire(id))
+        } else {
+            query.wire(0)
+        }
+    }
 }
 
 /// Detaches the actor from its slot however it dies.
@@ -252,36 +261,53 @@ impl UpstreamState {
         }
     }
 
-    async fn send_stream(&mut self, myself: &ActorRef<UpstreamMsg>, query: UpstreamQuery) {
-        if self.retry_after.is_some_and(|at| Instant::now() < at) {
-            return query.fail(UpstreamError::Unavailable);
-        }
-        let id = match self.active {
-            Some(id) => id,
-            None => match self.open_conn(myself).await {
-                Ok(id) => id,
-                Err(e) => {
-                    warn_throttled!(self.name(), upstream = %self.name(), error = %e, "cannot start an upstream connection");
-                    return query.fail(UpstreamError::Unavailable);
+    /// Files the query with the active connection (opening one if needed)
+    /// and queues its bytes. A connection whose task has just ended is
+    /// replaced at once; its exit event comes later.
+    async fn send_stream(&mut self, myself: &ActorRef<UpstreamMsg>, mut query: UpstreamQuery) {
+        for _ in 0..2 {
+            if self.retry_after.is_some_and(|at| Instant::now() < at) {
+                return query.fail(UpstreamError::Unavailable);
+            }
+            let id = match self.active {
+                Some(id) => id,
+                None => match self.open_conn(myself).await {
+                    Ok(id) => id,
+                    Err(e) => {
+                        warn_throttled!(self.name(), upstream = %self.name(), error = %e, "cannot start an upstream connection");
+                        return query.fail(UpstreamError::Unavailable);
+                    }
+                },
+            };
+            let Some(conn) = self.conns.get(&id) else {
+                return query.fail(UpstreamError::Unavailable);
+            };
+            let framed = conn.framed;
+            let (key, wire) = match conn
+                .pending
+                .insert(query, |id, q| Conn::encode(framed, id, q))
+            {
+                Ok(filed) => filed,
+                Err(query) => return query.fail(UpstreamError::Unavailable),
+            };
+            match conn.outgoing.try_send(Outgoing { key, wire }) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    if let Some(query) = conn.pending.take(key) {
+                        query.fail(UpstreamError::Unavailable);
+                    }
+                    return;
                 }
-            },
-        };
-        let Some(conn) = self.conns.get(&id) else {
-            return query.fail(UpstreamError::Unavailable);
-        };
-        let refused = match &conn.actor {
-            ConnRef::Stream(actor) => match actor.send_message(StreamConnMsg::Send(query)) {
-                Err(ractor::MessagingErr::SendErr(StreamConnMsg::Send(q))) => Some(q),
-                _ => None,
-            },
-            ConnRef::Https(actor) => match actor.send_message(DohConnMsg::Send(query)) {
-                Err(ractor::MessagingErr::SendErr(DohConnMsg::Send(q))) => Some(q),
-                _ => None,
-            },
-        };
-        if let Some(query) = refused {
-            query.fail(UpstreamError::Unavailable);
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    let Some(taken) = conn.pending.take(key) else {
+                        return;
+                    };
+                    query = taken;
+                    self.active = None;
+                }
+            }
         }
+        query.fail(UpstreamError::Unavailable);
     }
 
     /// Starts a connection child; it connects in its own task.
@@ -292,34 +318,35 @@ impl UpstreamState {
         let conn_id = self.next_conn_id;
         self.next_conn_id += 1;
         let pending = Arc::new(Pending::default());
+        let (outgoing, queue) = outgoing_queue();
         let supervisor = myself.get_cell();
-        let (actor, cell, join) = match &self.streams {
+        let (cell, join, framed) = match &self.streams {
             Streams::None => return Err("no stream transport".into()),
             Streams::Dns(targets) => {
                 let target = targets[self.server_index(targets.len())].clone();
                 let args = StreamConnArgs {
                     target,
                     pending: pending.clone(),
+                    outgoing: queue,
                     owner: myself.clone(),
                     conn_id,
                     idle: CONN_IDLE,
                 };
                 let (actor, join) = Actor::spawn_linked(None, StreamConn, args, supervisor).await?;
-                let cell = actor.get_cell();
-                (ConnRef::Stream(actor), cell, join)
+                (actor.get_cell(), join, true)
             }
             Streams::Https { target, uri } => {
                 let args = DohConnArgs {
                     target: target.clone(),
                     uri: uri.clone(),
                     pending: pending.clone(),
+                    outgoing: queue,
                     owner: myself.clone(),
                     conn_id,
                     idle: CONN_IDLE,
                 };
                 let (actor, join) = Actor::spawn_linked(None, DohConn, args, supervisor).await?;
-                let cell = actor.get_cell();
-                (ConnRef::Https(actor), cell, join)
+                (actor.get_cell(), join, false)
             }
         };
         let id = cell.get_id();
@@ -329,8 +356,9 @@ impl UpstreamState {
             id,
             Conn {
                 conn_id,
-                actor,
+                outgoing,
                 pending,
+                framed,
                 ready: false,
             },
         );

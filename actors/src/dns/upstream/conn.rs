@@ -1,12 +1,15 @@
 //! A TCP or TLS connection to an upstream, as a child actor of the upstream
-//! (kind `dns-upstream-conn`). It carries many queries at once: each gets a
-//! random id, frames go out through a bounded queue to its writer task, and
-//! its reader task completes queries as answers arrive, in any order.
+//! (kind `dns-upstream-conn`). It carries many queries at once: the upstream
+//! files each under a random id in the connection's pending map and pushes
+//! its frame into the connection's bounded outgoing queue; the writer task
+//! sends frames, the reader task completes queries as answers arrive, in any
+//! order.
 //!
-//! The connection ends when the server closes it, an I/O error breaks it,
-//! or it idles. Its pending queries live in a map its upstream also holds,
-//! so when it dies (even killed) the upstream sends them again once on a
-//! fresh connection.
+//! Queries never wait in the actor's mailbox, where they would die with it:
+//! a query is either pending (and sent again once on a fresh connection when
+//! this one dies, even killed) or refused at once because the queue is
+//! closed. The connection ends when the server closes it, an I/O error
+//! breaks it, or it idles.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,7 +26,6 @@ use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
 use super::pending::Pending;
-use super::{UpstreamError, UpstreamQuery};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 
 /// How long connecting (and the TLS handshake) may take.
@@ -52,16 +54,27 @@ impl StreamTarget {
 
 pub struct StreamConn;
 
+/// A query's bytes on its way out: `key` files it in the pending map.
+pub struct Outgoing {
+    pub key: u16,
+    pub wire: Vec<u8>,
+}
+
+/// The outgoing queue of a connection: the upstream keeps the sender.
+pub fn outgoing_queue() -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>) {
+    mpsc::channel(QUEUE)
+}
+
 pub struct StreamConnArgs {
     pub target: StreamTarget,
     pub pending: Arc<Pending>,
+    pub outgoing: mpsc::Receiver<Outgoing>,
     pub owner: ActorRef<UpstreamMsg>,
     pub conn_id: u64,
     pub idle: Duration,
 }
 
 pub enum StreamConnMsg {
-    Send(UpstreamQuery),
     /// From the connection's tasks: why it is over.
     Ended(End),
 }
@@ -78,8 +91,6 @@ pub enum End {
 }
 
 pub struct StreamConnState {
-    frames: mpsc::Sender<Vec<u8>>,
-    pending: Arc<Pending>,
     _io: TaskGuard,
 }
 
@@ -93,31 +104,25 @@ impl Actor for StreamConn {
         myself: ActorRef<StreamConnMsg>,
         args: StreamConnArgs,
     ) -> Result<StreamConnState, ActorProcessingErr> {
-        let (frames, queue) = mpsc::channel(QUEUE);
         let io = TaskGuard::spawn(run(
             args.target,
-            queue,
-            args.pending.clone(),
+            args.outgoing,
+            args.pending,
             myself,
             args.owner,
             args.conn_id,
             args.idle,
         ));
-        Ok(StreamConnState {
-            frames,
-            pending: args.pending,
-            _io: io,
-        })
+        Ok(StreamConnState { _io: io })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<StreamConnMsg>,
         message: StreamConnMsg,
-        state: &mut StreamConnState,
+        _state: &mut StreamConnState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            StreamConnMsg::Send(query) => send(state, query),
             StreamConnMsg::Ended(End::Idle) => myself.stop(Some("idle".to_string())),
             StreamConnMsg::Ended(End::ConnectFailed(class, reason)) => {
                 return Err(format!("connect failed ({}): {reason}", class.label()).into())
@@ -127,18 +132,6 @@ impl Actor for StreamConn {
             }
         }
         Ok(())
-    }
-}
-
-fn send(state: &StreamConnState, query: UpstreamQuery) {
-    let (id, wire) = match state.pending.insert(query, |id, q| frame(&q.wire(id))) {
-        Ok(sent) => sent,
-        Err(query) => return query.fail(UpstreamError::Unavailable),
-    };
-    if state.frames.try_send(wire).is_err() {
-        if let Some(query) = state.pending.take(id) {
-            query.fail(UpstreamError::Unavailable);
-        }
     }
 }
 
@@ -167,7 +160,7 @@ async fn connect(target: &StreamTarget) -> io::Result<Box<dyn Stream>> {
 
 async fn run(
     target: StreamTarget,
-    mut queue: mpsc::Receiver<Vec<u8>>,
+    mut queue: mpsc::Receiver<Outgoing>,
     pending: Arc<Pending>,
     conn: ActorRef<StreamConnMsg>,
     owner: ActorRef<UpstreamMsg>,
@@ -196,7 +189,7 @@ async fn run(
     loop {
         match tokio::time::timeout(idle, queue.recv()).await {
             Ok(Some(frame)) => {
-                if let Err(e) = writer.write_all(&frame).await {
+                if let Err(e) = writer.write_all(&frame.wire).await {
                     let class = classify_io_error(&e, IoSide::Session);
                     let _ =
                         conn.send_message(StreamConnMsg::Ended(End::Broken(class, e.to_string())));

@@ -1,10 +1,11 @@
 //! A DNS-over-HTTPS connection (RFC 8484) as a child actor of its upstream
 //! (kind `dns-upstream-conn`): one HTTP/2 connection over TLS, each query a
-//! POST on its own stream. When the connection ends (GOAWAY, close, error),
-//! queries still in flight stay in the pending map the upstream holds and
-//! are sent again once on a fresh connection.
+//! POST on its own stream. Queries reach it as they reach a TCP connection:
+//! filed in its pending map by the upstream and pushed into its outgoing
+//! queue. When the connection ends (GOAWAY, close, error), queries still in
+//! flight stay pending and the upstream sends them again once on a fresh
+//! connection.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,18 +13,17 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
-use super::conn::{End, StreamTarget, CONNECT_TIMEOUT};
+use super::conn::{End, Outgoing, StreamTarget, CONNECT_TIMEOUT};
 use super::pending::Pending;
-use super::{UpstreamError, UpstreamQuery};
+use super::UpstreamError;
 use crate::dns::wire;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 
-/// Queries waiting for the connection to come up, at most.
-const WAITING: usize = 512;
 /// The largest answer body accepted.
 const MAX_BODY: usize = 65_535;
 const MEDIA_TYPE: &str = "application/dns-message";
@@ -35,28 +35,18 @@ pub struct DohConnArgs {
     /// `https://authority/path`.
     pub uri: String,
     pub pending: Arc<Pending>,
+    pub outgoing: mpsc::Receiver<Outgoing>,
     pub owner: ActorRef<UpstreamMsg>,
     pub conn_id: u64,
     pub idle: Duration,
 }
 
 pub enum DohConnMsg {
-    Send(UpstreamQuery),
-    /// From the connection task: HTTP/2 is up.
-    Ready(SendRequest<Bytes>),
+    /// From the connection's tasks: why it is over.
     Ended(End),
 }
 
 pub struct DohConnState {
-    uri: Arc<str>,
-    sender: Option<SendRequest<Bytes>>,
-    waiting: Vec<UpstreamQuery>,
-    pending: Arc<Pending>,
-    requests: JoinSet<()>,
-    last_used: Arc<AtomicU64>,
-    started: Instant,
-    owner: ActorRef<UpstreamMsg>,
-    conn_id: u64,
     _io: TaskGuard,
 }
 
@@ -70,111 +60,28 @@ impl Actor for DohConn {
         myself: ActorRef<DohConnMsg>,
         args: DohConnArgs,
     ) -> Result<DohConnState, ActorProcessingErr> {
-        let last_used = Arc::new(AtomicU64::new(0));
-        let started = Instant::now();
-        let io = TaskGuard::spawn(run(
-            args.target,
-            myself,
-            args.pending.clone(),
-            last_used.clone(),
-            started,
-            args.idle,
-        ));
-        Ok(DohConnState {
-            uri: args.uri.into(),
-            sender: None,
-            waiting: Vec::new(),
-            pending: args.pending,
-            requests: JoinSet::new(),
-            last_used,
-            started,
-            owner: args.owner,
-            conn_id: args.conn_id,
-            _io: io,
-        })
+        let io = TaskGuard::spawn(run(args, myself));
+        Ok(DohConnState { _io: io })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<DohConnMsg>,
         message: DohConnMsg,
-        state: &mut DohConnState,
+        _state: &mut DohConnState,
     ) -> Result<(), ActorProcessingErr> {
-        while state.requests.try_join_next().is_some() {}
         match message {
-            DohConnMsg::Send(query) => state.send(query, &myself),
-            DohConnMsg::Ready(sender) => {
-                state.sender = Some(sender);
-                let _ = state
-                    .owner
-                    .send_message(UpstreamMsg::ConnReady(state.conn_id));
-                for query in std::mem::take(&mut state.waiting) {
-                    state.send(query, &myself);
-                }
+            DohConnMsg::Ended(End::Idle) => {
+                myself.stop(Some("idle".to_string()));
+                Ok(())
             }
-            DohConnMsg::Ended(End::Idle) => myself.stop(Some("idle".to_string())),
             DohConnMsg::Ended(End::ConnectFailed(class, reason)) => {
-                return Err(format!("connect failed ({}): {reason}", class.label()).into())
+                Err(format!("connect failed ({}): {reason}", class.label()).into())
             }
             DohConnMsg::Ended(End::Broken(class, reason)) => {
-                return Err(format!("connection broken ({}): {reason}", class.label()).into())
+                Err(format!("connection broken ({}): {reason}", class.label()).into())
             }
         }
-        Ok(())
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<DohConnMsg>,
-        state: &mut DohConnState,
-    ) -> Result<(), ActorProcessingErr> {
-        for query in state.waiting.drain(..) {
-            query.fail(UpstreamError::Unavailable);
-        }
-        Ok(())
-    }
-}
-
-impl DohConnState {
-    fn send(&mut self, query: UpstreamQuery, myself: &ActorRef<DohConnMsg>) {
-        let Some(sender) = self.sender.clone() else {
-            if self.waiting.len() >= WAITING {
-                return query.fail(UpstreamError::Unavailable);
-            }
-            self.waiting.push(query);
-            return;
-        };
-        // RFC 8484 asks for id 0; the pending key is ours only.
-        let (key, body) = match self.pending.insert(query, |_, q| q.wire(0)) {
-            Ok(sent) => sent,
-            Err(query) => return query.fail(UpstreamError::Unavailable),
-        };
-        self.last_used
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
-        let uri = self.uri.clone();
-        let pending = self.pending.clone();
-        let conn = myself.clone();
-        self.requests.spawn(async move {
-            match request(sender, &uri, body).await {
-                Ok(answer) => match pending.take(key) {
-                    Some(query) if wire::same_question(&answer, &query.question) => {
-                        let _ = query.reply.send(Ok(answer));
-                    }
-                    Some(query) => query.fail(UpstreamError::Malformed),
-                    None => {}
-                },
-                Err(RequestError::Status(_)) => {
-                    if let Some(query) = pending.take(key) {
-                        query.fail(UpstreamError::Malformed);
-                    }
-                }
-                // The query stays pending: the upstream retries it on a new
-                // connection once this one is gone.
-                Err(RequestError::Connection(class, reason)) => {
-                    let _ = conn.send_message(DohConnMsg::Ended(End::Broken(class, reason)));
-                }
-            }
-        });
     }
 }
 
@@ -223,16 +130,48 @@ async fn request(
     Ok(answer)
 }
 
-async fn run(
-    target: StreamTarget,
-    conn: ActorRef<DohConnMsg>,
+/// One query: its answer completes it; an HTTP error fails it; a broken
+/// connection leaves it pending (for the retry) and ends the connection.
+async fn exchange(
+    sender: SendRequest<Bytes>,
+    uri: Arc<str>,
+    out: Outgoing,
     pending: Arc<Pending>,
-    last_used: Arc<AtomicU64>,
-    started: Instant,
-    idle: Duration,
+    conn: ActorRef<DohConnMsg>,
 ) {
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, handshake(&target)).await;
-    let (sender, connection) = match connected {
+    match request(sender, &uri, out.wire).await {
+        Ok(answer) => {
+            if let Some(query) = pending.take(out.key) {
+                if wire::same_question(&answer, &query.question) {
+                    let _ = query.reply.send(Ok(answer));
+                } else {
+                    query.fail(UpstreamError::Malformed);
+                }
+            }
+        }
+        Err(RequestError::Status(_)) => {
+            if let Some(query) = pending.take(out.key) {
+                query.fail(UpstreamError::Malformed);
+            }
+        }
+        Err(RequestError::Connection(class, reason)) => {
+            let _ = conn.send_message(DohConnMsg::Ended(End::Broken(class, reason)));
+        }
+    }
+}
+
+async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
+    let DohConnArgs {
+        target,
+        uri,
+        pending,
+        mut outgoing,
+        owner,
+        conn_id,
+        idle,
+    } = args;
+    let (sender, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake(&target)).await
+    {
         Ok(Ok(pair)) => pair,
         Ok(Err((class, reason))) => {
             let _ = conn.send_message(DohConnMsg::Ended(End::ConnectFailed(class, reason)));
@@ -244,10 +183,13 @@ async fn run(
             return;
         }
     };
-    let _ = conn.send_message(DohConnMsg::Ready(sender));
+    let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
+    let uri: Arc<str> = uri.into();
+    let mut requests = JoinSet::new();
     let mut connection = std::pin::pin!(connection);
-    let mut check = tokio::time::interval(idle / 2);
+    let mut last_used = Instant::now();
     let end = loop {
+        while requests.try_join_next().is_some() {}
         tokio::select! {
             result = &mut connection => break match result {
                 Ok(()) => End::Broken(IoClass::PeerGone, "closed by the server".to_string()),
@@ -256,11 +198,18 @@ async fn run(
                     RequestError::Status(code) => End::Broken(IoClass::PeerGone, format!("status {code}")),
                 },
             },
-            _ = check.tick() => {
-                let used = Duration::from_millis(last_used.load(Ordering::Relaxed));
-                if pending.is_empty() && started.elapsed().saturating_sub(used) >= idle {
+            next = outgoing.recv() => match next {
+                Some(out) => {
+                    last_used = Instant::now();
+                    requests.spawn(exchange(sender.clone(), uri.clone(), out, pending.clone(), conn.clone()));
+                }
+                None => return,
+            },
+            _ = tokio::time::sleep_until((last_used + idle).into()) => {
+                if pending.is_empty() {
                     break End::Idle;
                 }
+                last_used = Instant::now();
             }
         }
     };
