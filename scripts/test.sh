@@ -7,8 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: setpriv (util-linux) to run ward as an
-# unprivileged user.
-PACKAGES=(util-linux)
+# unprivileged user; knot as the authoritative upstream and kdig as the
+# client; unbound as a DNS-over-TLS/HTTPS upstream; ss (iproute2) to destroy
+# sockets from outside.
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never

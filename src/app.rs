@@ -21,7 +21,8 @@ use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
 use ward_actors::dns::resolver::Resolver;
 use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
 use ward_supervision::{
-    ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg, SupervisorView,
+    BackoffPolicy, ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg,
+    SupervisorView,
 };
 
 use crate::admin::{AdminArgs, AdminServer};
@@ -32,6 +33,18 @@ use crate::telemetry::{Metrics, MetricsObserver, TelemetryActor, TelemetryArgs};
 
 /// How long a graceful stop may take before the tree is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_millis(4500);
+
+/// Restart delays of the front door (DNS listeners) and of the supervisors
+/// above everything. A listener that can bind again should do so at once:
+/// every client depends on it, and a retry after a second must find it back.
+/// A supervisor fails only when killed or when its children exceed their
+/// intensity, which already bounds a crash loop.
+pub const QUICK_RESTART: BackoffPolicy = BackoffPolicy {
+    min: Duration::from_millis(10),
+    max: Duration::from_millis(250),
+    reset_after: Duration::from_secs(5),
+    jitter: 0.2,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -140,6 +153,7 @@ fn root_children(
             sup.with_strategy(strategy),
             children,
         )
+        .with_backoff(QUICK_RESTART)
     };
     vec![
         admin_spec(config, ctx),
@@ -199,33 +213,39 @@ fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
     let mut specs = Vec::new();
     for addr in resolver.settings().listen.clone() {
         let udp = resolver.clone();
-        specs.push(ChildSpec::worker(
-            format!("udp:{addr}"),
-            "dns-listener-udp",
-            Restart::Permanent,
-            move |start| {
-                let args = UdpListenerArgs {
-                    addr,
-                    resolver: udp.clone(),
-                    tasks: start.tasks.clone(),
-                };
-                (UdpListener, args)
-            },
-        ));
+        specs.push(
+            ChildSpec::worker(
+                format!("udp:{addr}"),
+                "dns-listener-udp",
+                Restart::Permanent,
+                move |start| {
+                    let args = UdpListenerArgs {
+                        addr,
+                        resolver: udp.clone(),
+                        tasks: start.tasks.clone(),
+                    };
+                    (UdpListener, args)
+                },
+            )
+            .with_backoff(QUICK_RESTART),
+        );
         let tcp = resolver.clone();
-        specs.push(ChildSpec::worker(
-            format!("tcp:{addr}"),
-            "dns-listener-tcp",
-            Restart::Permanent,
-            move |start| {
-                let args = TcpListenerArgs {
-                    addr,
-                    resolver: tcp.clone(),
-                    tasks: start.tasks.clone(),
-                };
-                (DnsTcpListener, args)
-            },
-        ));
+        specs.push(
+            ChildSpec::worker(
+                format!("tcp:{addr}"),
+                "dns-listener-tcp",
+                Restart::Permanent,
+                move |start| {
+                    let args = TcpListenerArgs {
+                        addr,
+                        resolver: tcp.clone(),
+                        tasks: start.tasks.clone(),
+                    };
+                    (DnsTcpListener, args)
+                },
+            )
+            .with_backoff(QUICK_RESTART),
+        );
     }
     specs
 }

@@ -1,15 +1,21 @@
 //! The shipped default config, run the way a new user runs it: as an
 //! unprivileged user (here `nobody`, switched to with setpriv when the tests
 //! run as root), with and without XDG_RUNTIME_DIR. The admin socket lands
-//! where the docs say and `ward ctl` finds it without being told.
+//! where the docs say, `ward ctl` finds it without being told, and DNS is
+//! served on 127.0.0.1:5353. (Only questions ward answers itself are asked:
+//! the `system` upstream points off this machine.)
 
 mod support;
 
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{DNSClass, RecordType};
+use support::dns::{query, udp_exchange};
 use support::{eventually, WARD};
 
 const NOBODY: u32 = 65534;
@@ -24,18 +30,18 @@ fn as_nobody(xdg: Option<&Path>) -> Command {
     cmd
 }
 
-fn skip_unless_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("skipped: needs root to switch to an unprivileged user");
-    true
+/// A CHAOS-class question: ward refuses it itself, nothing goes upstream.
+fn chaos_query() -> Vec<u8> {
+    let mut q = query("version.bind.", RecordType::TXT);
+    let class_at = q.len() - 2;
+    q[class_at..].copy_from_slice(&u16::from(DNSClass::CH).to_be_bytes());
+    q
 }
 
 fn run_default_and_check(xdg: Option<&Path>, expected_socket: &Path) {
     let mut ward: Child = as_nobody(xdg)
         .arg("run")
-        .stderr(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let tree = eventually("ctl tree as nobody", Duration::from_secs(10), || {
@@ -58,6 +64,15 @@ fn run_default_and_check(xdg: Option<&Path>, expected_socket: &Path) {
         0o700
     );
 
+    let dns: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+    let reply = eventually("DNS on 127.0.0.1:5353", Duration::from_secs(10), || {
+        udp_exchange(dns, &chaos_query(), Duration::from_millis(300))
+    });
+    assert_eq!(
+        Message::from_vec(&reply).unwrap().metadata.response_code,
+        ResponseCode::Refused
+    );
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(ward.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -71,21 +86,16 @@ fn run_default_and_check(xdg: Option<&Path>, expected_socket: &Path) {
 }
 
 #[test]
-fn default_config_as_a_user_without_xdg_runtime_dir_uses_tmp() {
-    if skip_unless_root() {
+fn the_default_config_runs_as_a_user_with_and_without_xdg_runtime_dir() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to switch to an unprivileged user");
         return;
     }
+    // Without XDG_RUNTIME_DIR: under /tmp.
     let socket = PathBuf::from(format!("/tmp/ward-{NOBODY}/admin.sock"));
     run_default_and_check(None, &socket);
-}
-
-#[test]
-fn default_config_as_a_user_with_xdg_runtime_dir_uses_it() {
-    if skip_unless_root() {
-        return;
-    }
+    // With it: there.
     let dir = tempfile::tempdir().unwrap();
     nix::unistd::chown(dir.path(), Some(NOBODY.into()), Some(NOBODY.into())).unwrap();
-    let socket = dir.path().join("ward/admin.sock");
-    run_default_and_check(Some(dir.path()), &socket);
+    run_default_and_check(Some(dir.path()), &dir.path().join("ward/admin.sock"));
 }

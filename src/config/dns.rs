@@ -1,7 +1,7 @@
 //! The `dns` section: raw serde types and their validation into
 //! [`ward_actors::dns::settings::DnsSettings`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -204,26 +204,24 @@ impl Checker<'_> {
                 },
             );
         }
+        // Chains are checked against every configured name, so one bad
+        // upstream is one error, not one more per chain that names it.
+        let names: BTreeSet<String> = upstreams.keys().cloned().collect();
         let upstreams: BTreeMap<String, UpstreamSpec> = upstreams
             .into_iter()
             .filter_map(|(name, up)| self.upstream(&name, up).map(|spec| (name, spec)))
             .collect();
-        let default_names = if raw.default.is_empty() && upstreams.len() == 1 {
-            upstreams.keys().cloned().collect()
+        let default_names = if raw.default.is_empty() && names.len() == 1 {
+            names.iter().cloned().collect()
         } else {
             raw.default
         };
-        let default = self.chain(
-            "dns.default",
-            default_names,
-            strategy(raw.strategy),
-            &upstreams,
-        );
+        let default = self.chain("dns.default", default_names, strategy(raw.strategy), &names);
         let routes = raw
             .routes
             .into_iter()
             .enumerate()
-            .filter_map(|(i, route)| self.route(i, route, &upstreams))
+            .filter_map(|(i, route)| self.route(i, route, &names))
             .collect();
         let statics = self.statics(raw.hosts_file, raw.records);
         DnsSettings {
@@ -313,13 +311,13 @@ impl Checker<'_> {
         path: &str,
         names: Vec<String>,
         strategy: Strategy,
-        upstreams: &BTreeMap<String, UpstreamSpec>,
+        upstreams: &BTreeSet<String>,
     ) -> Chain {
         if names.is_empty() {
             self.error(path, "name at least one upstream");
         }
         for (i, name) in names.iter().enumerate() {
-            if !upstreams.contains_key(name) {
+            if !upstreams.contains(name) {
                 self.error(
                     &format!("{path}[{i}]"),
                     format!("no upstream named {name:?}"),
@@ -339,7 +337,7 @@ impl Checker<'_> {
         &mut self,
         index: usize,
         raw: RawRoute,
-        upstreams: &BTreeMap<String, UpstreamSpec>,
+        upstreams: &BTreeSet<String>,
     ) -> Option<Route> {
         let path = format!("dns.routes[{index}]");
         let mut qname_suffix = Vec::new();

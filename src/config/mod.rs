@@ -287,7 +287,7 @@ impl Checker<'_> {
             Err(_) => {
                 self.error(
                     path,
-                    format!("{text:?} is not an IP address with a port (\"127.0.0.1:9153\", \"[::1]:9153\")"),
+                    format!("{text:?} is not an IP address with a port, like \"127.0.0.1:53\" or \"[::1]:53\""),
                 );
                 None
             }

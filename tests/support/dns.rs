@@ -1,0 +1,230 @@
+//! DNS test peers: a real knot authoritative server on a loopback port the
+//! kernel picked, kdig as the client (JSON output), and raw UDP/TCP
+//! exchanges for what kdig will not send.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+use serde_json::Value;
+
+use super::eventually;
+
+/// The zone every test's knot serves.
+pub const ZONE: &str = r#"$ORIGIN test.
+$TTL 3600
+@       IN SOA ns.test. admin.test. 1 3600 600 86400 60
+@       IN NS  ns.test.
+ns      IN A   127.0.0.1
+www     IN A   192.0.2.1
+www     IN AAAA 2001:db8::1
+short 1 IN A   192.0.2.2
+*.load  IN A   192.0.2.3
+"#;
+
+/// True when the tools are installed. Missing tools fail the test when
+/// running as root (the test command installs them), and skip it otherwise.
+pub fn tools_present(tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|tool| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map_or(true, |o| !o.status.success())
+        })
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if nix::unistd::geteuid().is_root() {
+        panic!("missing {missing:?}: scripts/test.sh installs them");
+    }
+    eprintln!("skipped: {missing:?} not installed (run scripts/test.sh as root)");
+    false
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A knotd serving [`ZONE`] (plus `extra` records) on 127.0.0.1.
+pub struct Knot {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Knot {
+    pub fn start(extra: &str) -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("test.zone"), format!("{ZONE}{extra}")).unwrap();
+        let mut knot = Knot {
+            child: None,
+            dir,
+            port,
+        };
+        knot.launch();
+        knot
+    }
+
+    fn conf(&self) -> PathBuf {
+        let d = self.dir.path().display();
+        let conf = format!(
+            "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
+             database:\n    storage: {d}\nzone:\n  - domain: test\n    file: {d}/test.zone\n    zonefile-load: whole\n    journal-content: none\n\
+             log:\n  - target: stderr\n    any: error\n",
+            port = self.port
+        );
+        let path = self.dir.path().join("knot.conf");
+        std::fs::write(&path, conf).unwrap();
+        path
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("knot.log")).unwrap();
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(self.conf())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("knotd starts");
+        self.child = Some(child);
+        let addr = self.addr();
+        eventually("knot answers", Duration::from_secs(10), || {
+            udp_exchange(
+                addr,
+                &query("www.test.", RecordType::A),
+                Duration::from_millis(200),
+            )
+        });
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Stops knot: its port answers ICMP port-unreachable from now on.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A query built with hickory (RD set, no EDNS).
+pub fn query(name: &str, qtype: RecordType) -> Vec<u8> {
+    let mut msg = Message::query();
+    msg.metadata.id = rand_id();
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    msg.to_vec().unwrap()
+}
+
+fn rand_id() -> u16 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        & 0xffff) as u16
+}
+
+/// One UDP exchange; None on timeout.
+pub fn udp_exchange(server: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    socket.set_read_timeout(Some(timeout)).ok()?;
+    socket.send_to(packet, server).ok()?;
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    Some(buf[..n].to_vec())
+}
+
+/// Writes framed queries on one TCP connection and reads `answers` answers.
+pub fn tcp_exchange(stream: &mut TcpStream, answers: usize) -> Vec<Message> {
+    let mut out = Vec::new();
+    for _ in 0..answers {
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).unwrap();
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf).unwrap();
+        out.push(Message::from_vec(&buf).unwrap());
+    }
+    out
+}
+
+pub fn write_framed(stream: &mut TcpStream, packet: &[u8]) {
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    stream.write_all(&framed).unwrap();
+}
+
+/// kdig's JSON answer (RFC 8427) for `name`/`qtype` at `server`, with
+/// `extra` kdig options; None when kdig got no answer.
+pub fn kdig(server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> Option<Value> {
+    let out = Command::new("kdig")
+        .arg(format!("@{}", server.ip()))
+        .args([
+            "-p",
+            &server.port().to_string(),
+            "+json",
+            "+timeout=2",
+            "+retry=0",
+        ])
+        .args(extra)
+        .args([name, qtype])
+        .output()
+        .expect("kdig runs");
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// The A/AAAA/TXT data of an answer, in order.
+pub fn answers(reply: &Value) -> Vec<String> {
+    reply["answerRRs"]
+        .as_array()
+        .map(|rrs| {
+            rrs.iter()
+                .filter_map(|rr| {
+                    rr.get("rdataA")
+                        .or_else(|| rr.get("rdataAAAA"))
+                        .or_else(|| rr.get("rdataTXT"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// TTLs of the answer section.
+pub fn ttls(reply: &Value) -> Vec<u64> {
+    reply["answerRRs"]
+        .as_array()
+        .map(|rrs| rrs.iter().filter_map(|rr| rr["TTL"].as_u64()).collect())
+        .unwrap_or_default()
+}
