@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -65,7 +67,7 @@ struct Slot {
 }
 
 struct Shard {
-    index: HashMap<Box<[u8]>, usize>,
+    index: HashMap<Box<[u8]>, usize, RandomState>,
     slots: Vec<Slot>,
     hand: usize,
     capacity: usize,
@@ -152,7 +154,9 @@ pub struct CacheCounters {
 /// The cache.
 pub struct Cache {
     shards: Vec<Mutex<Shard>>,
-    hasher: std::collections::hash_map::RandomState,
+    /// Picks the shard; seeded apart from the shards' own maps, so keys of
+    /// one shard still spread over its whole table.
+    hasher: RandomState,
     serve_stale_s: u32,
     pub counters: CacheCounters,
 }
@@ -166,7 +170,10 @@ impl Cache {
             shards: (0..SHARDS)
                 .map(|_| {
                     Mutex::new(Shard {
-                        index: HashMap::with_capacity(per_shard.min(1 << 16)),
+                        index: HashMap::with_capacity_and_hasher(
+                            per_shard.min(1 << 16),
+                            RandomState::default(),
+                        ),
                         slots: Vec::with_capacity(per_shard.min(1 << 16)),
                         hand: 0,
                         capacity: per_shard,

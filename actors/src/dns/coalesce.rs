@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
@@ -34,12 +36,14 @@ pub enum FetchError {
 }
 
 type Waiters = Vec<oneshot::Sender<Outcome>>;
+/// Misses of one shard, by cache key.
+type InFlight = HashMap<Box<[u8]>, Waiters, RandomState>;
 
 /// Misses in flight, by cache key.
 #[derive(Default)]
 pub struct Coalescer {
-    shards: [Mutex<HashMap<Box<[u8]>, Waiters>>; SHARDS],
-    hasher: std::collections::hash_map::RandomState,
+    shards: [Mutex<InFlight>; SHARDS],
+    hasher: RandomState,
 }
 
 /// The caller's part in a miss.
@@ -51,7 +55,7 @@ pub enum Role<'a> {
 }
 
 impl Coalescer {
-    fn shard(&self, key: &[u8]) -> &Mutex<HashMap<Box<[u8]>, Waiters>> {
+    fn shard(&self, key: &[u8]) -> &Mutex<InFlight> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 

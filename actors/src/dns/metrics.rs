@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -235,12 +234,14 @@ impl DnsMetrics {
         self.dropped[reason as usize].inc();
     }
 
-    pub fn upstream_answered(&self, upstream: &str, took: Duration) {
+    /// The latency histogram of one upstream, to keep and observe into
+    /// without a lookup per answer.
+    pub fn upstream_latency(&self, upstream: &str) -> Histogram {
         self.upstream_latency
             .get_or_create(&UpstreamLabel {
                 upstream: upstream.to_string(),
             })
-            .observe(took.as_secs_f64());
+            .clone()
     }
 
     pub fn upstream_failed(&self, upstream: &str, kind: &'static str) {

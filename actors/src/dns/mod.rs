@@ -13,5 +13,6 @@ pub mod resolver;
 pub mod settings;
 pub mod sockets;
 pub mod statics;
+pub mod udp_batch;
 pub mod upstream;
 pub mod wire;

@@ -100,7 +100,7 @@ impl Resolver {
         Arc::new(Resolver {
             cache,
             coalescer: Coalescer::default(),
-            upstreams: Upstreams::new(&settings),
+            upstreams: Upstreams::new(&settings, &metrics),
             statics: Statics::new(&settings.statics),
             acl: Acl::new(settings.allow.clone()),
             rate: settings.limits.per_client_qps.map(RateLimiter::new),
@@ -420,8 +420,7 @@ impl Resolver {
             });
             match result {
                 Ok(accepted) => {
-                    self.metrics
-                        .upstream_answered(&slot.name, started.elapsed());
+                    slot.latency.observe(started.elapsed().as_secs_f64());
                     slot.health.record_success();
                     return Ok(accepted);
                 }
@@ -453,7 +452,7 @@ impl Resolver {
         until: Instant,
     ) -> Result<Vec<u8>, AttemptError> {
         let (reply, answer) = oneshot::channel();
-        slot.send(UpstreamQuery {
+        let query = UpstreamQuery {
             question: ask.question.clone(),
             checking_disabled: ask.checking_disabled,
             dnssec_ok: ask.dnssec_ok,
@@ -461,7 +460,16 @@ impl Resolver {
             deadline: until,
             retried: false,
             reply,
-        });
+        };
+        // UDP goes straight to the transport; the rest through the actor.
+        let query = if use_tcp {
+            Err(query)
+        } else {
+            slot.send_udp(query)
+        };
+        if let Err(query) = query {
+            slot.send(query);
+        }
         match tokio::time::timeout_at(until.into(), answer).await {
             Err(_) => Err(AttemptError::Upstream(UpstreamError::Timeout)),
             Ok(Err(_)) => Err(AttemptError::Upstream(UpstreamError::Unavailable)),

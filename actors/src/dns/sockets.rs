@@ -20,13 +20,14 @@ fn socket(addr: SocketAddr, kind: Type, protocol: Protocol) -> io::Result<Socket
     Ok(socket)
 }
 
-/// A UDP socket bound to `addr`.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+/// A non-blocking UDP socket bound to `addr`.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket(addr, Type::DGRAM, Protocol::UDP)?;
-    // Best effort: a smaller buffer still works.
+    // Best effort: smaller buffers still work.
     let _ = socket.set_recv_buffer_size(UDP_RECV_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_RECV_BUFFER);
     socket.bind(&addr.into())?;
-    tokio::net::UdpSocket::from_std(socket.into())
+    Ok(socket.into())
 }
 
 /// A TCP listener bound to `addr`.

@@ -104,7 +104,7 @@ impl Drop for Attached {
 pub struct UpstreamState {
     attached: Attached,
     children: Arc<ChildList>,
-    udp: Vec<UdpTransport>,
+    udp: Arc<Vec<UdpTransport>>,
     streams: Streams,
     conns: HashMap<ActorId, Conn>,
     active: Option<ActorId>,
@@ -128,11 +128,13 @@ impl Actor for UpstreamActor {
     ) -> Result<UpstreamState, ActorProcessingErr> {
         let name = args.slot.name.clone();
         let (udp_servers, streams) = transports(&args.slot.spec.transport)?;
-        let udp = udp_servers
-            .iter()
-            .map(|addr| UdpTransport::open(*addr, &args.tasks, &name))
-            .collect::<Result<Vec<_>, _>>()?;
-        args.slot.attach(myself.clone());
+        let udp = Arc::new(
+            udp_servers
+                .iter()
+                .map(|addr| UdpTransport::open(*addr, &args.tasks, &name))
+                .collect::<Result<Vec<_>, _>>()?,
+        );
+        args.slot.attach(myself.clone(), Arc::clone(&udp));
         Ok(UpstreamState {
             attached: Attached {
                 slot: args.slot,

@@ -23,9 +23,12 @@ use tokio::sync::oneshot;
 
 use crate::io_class::IoClass;
 
+use super::metrics::DnsMetrics;
 use super::settings::{DnsSettings, UpstreamSpec};
 pub use actor::{UpstreamActor, UpstreamArgs, UpstreamMsg};
 pub use health::Health;
+use prometheus_client::metrics::histogram::Histogram;
+use udp::UdpTransport;
 
 /// Why an upstream gave no answer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -99,17 +102,37 @@ pub struct UpstreamSlot {
     pub name: String,
     pub spec: UpstreamSpec,
     pub health: Health,
+    /// Time to this upstream's answers (a metrics handle made once).
+    pub latency: Histogram,
     actor: ArcSwapOption<ActorRef<UpstreamMsg>>,
+    /// The actor's UDP transports, published so UDP queries go out without a
+    /// trip through its mailbox.
+    udp: ArcSwapOption<Vec<UdpTransport>>,
 }
 
 impl UpstreamSlot {
-    pub fn new(name: String, spec: UpstreamSpec) -> Self {
+    pub fn new(name: String, spec: UpstreamSpec, latency: Histogram) -> Self {
         Self {
             name,
             spec,
             health: Health::default(),
+            latency,
             actor: ArcSwapOption::empty(),
+            udp: ArcSwapOption::empty(),
         }
+    }
+
+    /// Sends a query over the upstream's UDP transport when it has one;
+    /// gives the query back otherwise (it then goes to the actor).
+    pub fn send_udp(&self, query: UpstreamQuery) -> Result<(), UpstreamQuery> {
+        let udp = self.udp.load();
+        let Some(transports) = udp.as_ref().filter(|t| !t.is_empty()) else {
+            return Err(query);
+        };
+        let index =
+            (self.health.consecutive_failures() / health::DOWN_AFTER) as usize % transports.len();
+        transports[index].send(query);
+        Ok(())
     }
 
     /// Hands a query to the upstream's actor. When there is none (it is
@@ -135,7 +158,8 @@ impl UpstreamSlot {
         }
     }
 
-    pub(crate) fn attach(&self, actor: ActorRef<UpstreamMsg>) {
+    pub(crate) fn attach(&self, actor: ActorRef<UpstreamMsg>, udp: Arc<Vec<UdpTransport>>) {
+        self.udp.store(Some(udp));
         self.actor.store(Some(Arc::new(actor)));
     }
 
@@ -146,6 +170,7 @@ impl UpstreamSlot {
             .is_some_and(|a| a.get_id() == actor.get_id())
         {
             self.actor.store(None);
+            self.udp.store(None);
         }
     }
 }
@@ -157,16 +182,15 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &DnsSettings) -> Self {
+    pub fn new(settings: &DnsSettings, metrics: &DnsMetrics) -> Self {
         Self {
             by_name: settings
                 .upstreams
                 .iter()
                 .map(|(name, spec)| {
-                    (
-                        name.clone(),
-                        Arc::new(UpstreamSlot::new(name.clone(), spec.clone())),
-                    )
+                    let latency = metrics.upstream_latency(name);
+                    let slot = UpstreamSlot::new(name.clone(), spec.clone(), latency);
+                    (name.clone(), Arc::new(slot))
                 })
                 .collect(),
         }
