@@ -20,20 +20,6 @@ use serde_json::Value;
 use support::dns::*;
 use support::{eventually, walk, Ward};
 
-/// ward on a free port with this `dns` body (upstreams, chains, options).
-fn ward_with(dns_body: &str) -> (Ward, SocketAddr) {
-    let port = free_port();
-    let dns = SocketAddr::from(([127, 0, 0, 1], port));
-    let body = dns_body.to_string();
-    let ward = Ward::start_with(move |dir| {
-        format!(
-            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    dns: (\n        listen: [\"127.0.0.1:{port}\"],\n        {body}\n    ),\n)\n",
-            dir.display()
-        )
-    });
-    (ward, dns)
-}
-
 fn knot_upstream(knot: &Knot, scheme: &str) -> String {
     format!(
         "upstreams: {{ \"knot\": (url: \"{scheme}://{}\") }}, default: [\"knot\"],",
@@ -229,6 +215,71 @@ fn the_fallback_chain_moves_past_dead_and_silent_upstreams() {
         metrics.contains("upstream=\"dead\",kind=\"peer_gone\""),
         "{metrics}"
     );
+
+    // Three failures in a row mark the dead upstream down; from then on the
+    // chain asks knot first and the dead one is left alone.
+    for name in ["a1.load.test.", "a2.load.test."] {
+        assert_eq!(rcode(&kdig(dns, name, "A", &[]).unwrap()), 0);
+    }
+    let dead = |ward: &Ward| {
+        let stats = ward.request(r#"{"cmd":"stats"}"#);
+        let dead = stats["stats"]["dns"]["upstreams"]["dead"].clone();
+        (
+            dead["up"].as_bool().unwrap(),
+            dead["failures"].as_u64().unwrap(),
+        )
+    };
+    let (up, failures) = dead(&ward);
+    assert!(!up, "marked down after {failures} failures");
+    for name in ["a3.load.test.", "a4.load.test."] {
+        let started = Instant::now();
+        assert_eq!(rcode(&kdig(dns, name, "A", &[]).unwrap()), 0);
+        assert!(started.elapsed() < Duration::from_millis(300));
+    }
+    assert_eq!(
+        dead(&ward),
+        (false, failures),
+        "a downed upstream is asked last"
+    );
+}
+
+#[test]
+fn ipv6_listeners_answer_and_the_cache_can_be_flushed() {
+    if !tools_present(&["knotd", "kdig"]) {
+        return;
+    }
+    let knot = Knot::start("");
+    let port = free_port();
+    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
+    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
+    let upstream = knot.addr();
+    let ward = Ward::start_with(|dir| {
+        format!(
+            "(admin: (socket: \"{}/admin.sock\"), dns: (listen: [\"{v4}\", \"{v6}\"], \
+             upstreams: {{ \"knot\": (url: \"udp://{upstream}\") }}))",
+            dir.display()
+        )
+    });
+    assert_eq!(
+        answers(&kdig(v6, "www.test.", "AAAA", &[]).unwrap()),
+        vec!["2001:db8::1"]
+    );
+    assert_eq!(
+        answers(&kdig(v6, "www.test.", "A", &["+tcp"]).unwrap()),
+        vec!["192.0.2.1"]
+    );
+    assert_eq!(
+        answers(&kdig(v4, "www.test.", "A", &[]).unwrap()),
+        vec!["192.0.2.1"]
+    );
+    let flushed = ward.ctl(&["cache", "flush"]);
+    assert!(flushed.status.success());
+    assert_eq!(
+        String::from_utf8(flushed.stdout).unwrap(),
+        "flushed 2 cached answers\n"
+    );
+    let stats = ward.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(stats["stats"]["dns"]["cache_entries"], 0);
 }
 
 #[test]

@@ -130,21 +130,8 @@ impl ChildSpec {
         A: Actor,
         F: Fn(&StartContext) -> (A, A::Arguments) + Send + Sync + 'static,
     {
-        let make = Arc::new(make);
-        let start: StartFn = Arc::new(move |ctx: StartContext| {
-            let make = Arc::clone(&make);
-            Box::pin(async move {
-                let (actor, args) = make(&ctx);
-                let (actor_ref, join) =
-                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
-                Ok(StartedChild {
-                    cell: actor_ref.get_cell(),
-                    join,
-                    view: None,
-                })
-            })
-        });
-        Self::new(name, kind, restart, start)
+        // A worker is one whose child list stays empty.
+        Self::worker_with_children(name, kind, restart, move |ctx, _children| make(ctx))
     }
 
     /// A worker that spawns child actors of its own and lists them in the

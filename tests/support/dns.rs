@@ -12,7 +12,7 @@ use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use serde_json::Value;
 
-use super::eventually;
+use super::{eventually, Ward};
 
 /// The zone every test's knot serves.
 pub const ZONE: &str = r#"$ORIGIN test.
@@ -227,4 +227,19 @@ pub fn ttls(reply: &Value) -> Vec<u64> {
         .as_array()
         .map(|rrs| rrs.iter().filter_map(|rr| rr["TTL"].as_u64()).collect())
         .unwrap_or_default()
+}
+
+/// ward on a free loopback port with this `dns` section body (upstreams,
+/// chains, options), metrics on, and the DNS address it answers on.
+pub fn ward_with(dns_body: &str) -> (Ward, SocketAddr) {
+    let port = free_port();
+    let dns = SocketAddr::from(([127, 0, 0, 1], port));
+    let body = dns_body.to_string();
+    let ward = Ward::start_with(move |dir| {
+        format!(
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    dns: (\n        listen: [\"{dns}\"],\n        {body}\n    ),\n)\n",
+            dir.display()
+        )
+    });
+    (ward, dns)
 }
