@@ -273,6 +273,30 @@ impl SupervisorState {
         if let Some(at) = slot.due {
             self.dues.insert((at, seq));
         }
+        drop(table);
+        self.forget_if_gone(seq);
+    }
+
+    /// Forgets a child marked for removal once it is down and its old
+    /// incarnation is gone, and answers everyone waiting for that. Until
+    /// then its name stays taken, so a new child of that name cannot meet
+    /// the old one's sockets.
+    fn forget_if_gone(&mut self, seq: u64) {
+        let mut table = self.view.lock();
+        let done = table
+            .get_mut(seq)
+            .is_some_and(|slot| slot.removing && slot.gone && matches!(slot.run, Run::Down));
+        if !done {
+            return;
+        }
+        if let Some(removed) = table.remove(seq) {
+            if let Some(at) = removed.due {
+                self.dues.remove(&(at, seq));
+            }
+            for reply in removed.on_removed {
+                let _ = reply.send(Ok(()));
+            }
+        }
     }
 
     /// Watches the ended incarnation of a child until its task and every
@@ -284,13 +308,10 @@ impl SupervisorState {
             let Some(slot) = table.get_mut(seq) else {
                 return;
             };
-            if slot.spec.restart == Restart::Temporary || slot.removing {
-                // Never started again: nothing to wait for.
-                return;
-            }
             let mut joins: Vec<JoinHandle<()>> = slot.join.take().into_iter().collect();
             joins.extend(slot.tasks.abort_all());
-            (joins, slot.view.clone())
+            // The dead incarnation's subtree leaves the tree now.
+            (joins, slot.view.take())
         };
         if let Some(view) = old_view {
             joins.extend(view.take_unfinished_joins());
@@ -408,6 +429,15 @@ impl SupervisorState {
         }
         for (i, &seq) in due.iter().enumerate() {
             self.unschedule_start(seq);
+            if self
+                .view
+                .lock()
+                .get_mut(seq)
+                .is_some_and(|slot| slot.removing)
+            {
+                self.forget_if_gone(seq);
+                continue;
+            }
             if let Err(reason) = self.start_slot(myself, seq).await {
                 let retry_at = self.spawn_failed(seq, reason, now);
                 if self.grouped() {
@@ -534,13 +564,8 @@ impl SupervisorState {
         if let Some(at) = slot.stop_by.take() {
             self.deadlines.remove(&(at, seq));
         }
-        if slot.removing {
-            if let Some(removed) = table.remove(seq) {
-                if let Some(reply) = removed.on_removed {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-        }
+        drop(table);
+        self.forget_if_gone(seq);
     }
 
     /// A child ended without being asked: apply its restart type and the strategy.
@@ -558,17 +583,27 @@ impl SupervisorState {
             };
             slot.last_exit = Some(reason.clone());
             let uptime = slot.started_at.map_or(Duration::ZERO, |s| now - s);
+            if slot.spec.restart == Restart::Temporary {
+                slot.removing = true;
+            }
+            // Already waiting to restart with its group (it crashed before
+            // its turn to be stopped): one group restart, counted once.
+            let in_pending_group = slot.due.is_some() && !slot.removing;
             let info = (
                 child_path(&self.path, &slot.spec.name),
                 slot.spec.kind.clone(),
                 slot.spec.restart,
                 uptime,
             );
-            if slot.spec.restart == Restart::Temporary {
-                table.remove(seq);
+            if in_pending_group {
+                drop(table);
+                self.stop_queue.retain(|&s| s != seq);
+                self.config.observer.child_exited(&info.0, &info.1, &reason);
+                return Ok(());
             }
             info
         };
+        self.forget_if_gone(seq);
         self.config.observer.child_exited(&path, &kind, &reason);
         let restart = match restart {
             Restart::Permanent => true,
@@ -601,21 +636,21 @@ impl SupervisorState {
     }
 
     /// Temporary siblings of a group restart are stopped and not started again.
-    fn mark_temporaries_removing(&self, siblings: &[u64]) {
-        let mut table = self.view.lock();
-        for seq in siblings {
-            if let Some(slot) = table.get_mut(*seq) {
+    fn mark_temporaries_removing(&mut self, siblings: &[u64]) {
+        for &seq in siblings {
+            if let Some(slot) = self.view.lock().get_mut(seq) {
                 if slot.spec.restart == Restart::Temporary {
                     slot.removing = true;
                 }
             }
+            self.forget_if_gone(seq);
         }
     }
 
     /// Stops the next queued sibling once the previous one has ended, so a
     /// group goes down in reverse start order.
     fn advance_stops(&mut self, now: Instant) {
-        if self.any_stopping() {
+        if self.stop_queue.is_empty() || self.any_stopping() {
             return;
         }
         while let Some(seq) = self.stop_queue.pop_front() {
@@ -712,12 +747,9 @@ impl SupervisorState {
             return;
         };
         slot.removing = true;
-        if matches!(slot.run, Run::Down) {
-            table.remove(seq);
-            let _ = reply.send(Ok(()));
-        } else if let Some(previous) = slot.on_removed.replace(reply) {
-            let _ = previous.send(Ok(()));
-        }
+        slot.on_removed.push(reply);
+        drop(table);
+        self.forget_if_gone(seq);
     }
 
     /// Stops every child in reverse start order, killing those that overrun

@@ -63,7 +63,8 @@ pub(crate) struct Slot {
     pub(crate) stop_by: Option<Instant>,
     /// Forget the child once it has stopped.
     pub(crate) removing: bool,
-    pub(crate) on_removed: Option<RpcReplyPort<Result<(), SupervisorError>>>,
+    /// Callers waiting for the removal to complete.
+    pub(crate) on_removed: Vec<RpcReplyPort<Result<(), SupervisorError>>>,
 }
 
 impl Slot {
@@ -83,7 +84,7 @@ impl Slot {
             gone: true,
             stop_by: None,
             removing: false,
-            on_removed: None,
+            on_removed: Vec::new(),
         }
     }
 }

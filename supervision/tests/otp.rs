@@ -729,3 +729,119 @@ async fn a_child_with_its_own_backoff_uses_it() {
         assert_eq!((started_at - failed_at).as_millis(), expected_ms, "{name}");
     }
 }
+
+// Several worker threads, so the old incarnation's teardown can overlap the
+// new add on another thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_childs_name_is_free_only_once_its_sockets_are_released() {
+    let addr = Arc::new(Mutex::new(None));
+    let bind_failures = Arc::new(AtomicU32::new(0));
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![],
+    )
+    .await;
+    for round in 0..20 {
+        let spec = udp_holder("flow", &addr, &bind_failures, true);
+        let reply = root
+            .actor
+            .call(|r| SupervisorMsg::AddChild(spec, r), None)
+            .await
+            .unwrap();
+        assert!(matches!(reply, CallResult::Success(Ok(_))), "add {round}");
+        let reply = root
+            .actor
+            .call(|r| SupervisorMsg::RemoveChild("flow".to_string(), r), None)
+            .await
+            .unwrap();
+        assert!(
+            matches!(reply, CallResult::Success(Ok(()))),
+            "remove {round}"
+        );
+    }
+    assert_eq!(
+        bind_failures.load(Ordering::SeqCst),
+        0,
+        "every re-add bound the same address"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sibling_crashing_while_its_group_restarts_is_counted_once() {
+    let log = Log::default();
+    let mut slow = ProbeSpec::new("c", Restart::Permanent, &log);
+    slow.hang_on_stop = true;
+    slow.shutdown = Duration::from_secs(1);
+    let group = Supervisor::spec(
+        "group",
+        Restart::Permanent,
+        config(
+            Strategy::OneForAll,
+            fast_backoff(),
+            Intensity {
+                max_restarts: 1,
+                within: Duration::from_secs(60),
+            },
+        ),
+        vec![
+            probe("a", Restart::Permanent, &log),
+            probe("b", Restart::Permanent, &log),
+            slow.build(),
+        ],
+    );
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![group],
+    )
+    .await;
+    root.wait_running("group/c").await;
+    let group_id = root.id("group").unwrap();
+
+    root.exit("group/a", Exit::Error);
+    // c hangs on its way down; b is queued behind it and crashes meanwhile.
+    eventually("c stopping", || {
+        root.node("group/c").is_some_and(|n| n.status == "stopping")
+    })
+    .await;
+    root.exit("group/b", Exit::Error);
+    for name in ["group/a", "group/b", "group/c"] {
+        root.wait_running(name).await;
+    }
+    assert_eq!(
+        root.id("group").unwrap(),
+        group_id,
+        "one group restart: no escalation"
+    );
+    assert_eq!(root.node("group/b").unwrap().restarts, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_child_waiting_in_backoff_shows_no_dead_subtree() {
+    let log = Log::default();
+    let sub = Supervisor::spec(
+        "sub",
+        Restart::Permanent,
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![probe("inner", Restart::Permanent, &log)],
+    )
+    .with_backoff(BackoffPolicy {
+        min: Duration::from_secs(600),
+        ..BackoffPolicy::default()
+    });
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![sub],
+    )
+    .await;
+    root.wait_running("sub/inner").await;
+    root.cell("sub").unwrap().kill();
+    eventually("sub in backoff", || {
+        root.node("sub").is_some_and(|n| n.status == "backoff")
+    })
+    .await;
+    assert!(root.node("sub").unwrap().children.is_empty());
+    assert!(
+        root.view.find("sub/inner").is_none(),
+        "no dead cell to kill by path"
+    );
+}
