@@ -29,6 +29,8 @@ use ward_actors::dns::resolver::Resolver;
 const MAX_LINE: usize = 64 * 1024;
 /// A client idle this long is disconnected.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// A client that takes longer than this to accept a reply is disconnected.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct AdminServer;
 
@@ -115,7 +117,7 @@ async fn accept_loop(
                 }
                 Err(_) => refuse(stream),
             },
-            Err(e) => match classify_io_error(&e, IoSide::Listener) {
+            Err(e) => match classify_io_error(&e, IoSide::Accept) {
                 IoClass::SocketDead | IoClass::PathFailed => {
                     let _ = owner.send_message(AdminMsg::ListenerFailed(e.to_string()));
                     return;
@@ -154,7 +156,11 @@ async fn serve_client(stream: UnixStream, ctx: &ServiceContext) {
         }
         if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
             let reply = error_reply(&format!("request longer than {MAX_LINE} bytes"));
-            let _ = write.write_all(format!("{reply}\n").as_bytes()).await;
+            let _ = tokio::time::timeout(
+                WRITE_TIMEOUT,
+                write.write_all(format!("{reply}\n").as_bytes()),
+            )
+            .await;
             return;
         }
         let text = String::from_utf8_lossy(&line);
@@ -163,14 +169,15 @@ async fn serve_client(stream: UnixStream, ctx: &ServiceContext) {
             continue;
         }
         let (reply, to_kill) = handle_request(text, ctx);
-        if write
-            .write_all(format!("{reply}\n").as_bytes())
-            .await
-            .is_err()
-        {
+        // A client that does not read its replies gives its slot back.
+        let sent = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            write.write_all(format!("{reply}\n").as_bytes()),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
             return;
         }
-        let _ = write.flush().await;
         if let Some(cell) = to_kill {
             cell.kill();
         }

@@ -8,6 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
 
+/// Rotated log files kept: a week.
+const KEEP_DAYS: usize = 7;
+
 /// Keeps the file writer flushing (held only for its drop); drop it last, at exit.
 pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
 
@@ -21,8 +24,13 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
             let dir = dir.unwrap_or_else(|| std::path::Path::new("."));
             std::fs::create_dir_all(dir)?;
-            let prefix = path.file_name().unwrap_or_default();
-            let appender = tracing_appender::rolling::daily(dir, prefix);
+            let prefix = path.file_name().unwrap_or_default().to_string_lossy();
+            let appender = tracing_appender::rolling::Builder::new()
+                .rotation(tracing_appender::rolling::Rotation::DAILY)
+                .filename_prefix(prefix.as_ref())
+                .max_log_files(KEEP_DAYS)
+                .build(dir)
+                .map_err(std::io::Error::other)?;
             let (writer, guard) = tracing_appender::non_blocking(appender);
             (BoxMakeWriter::new(writer), Some(guard))
         }

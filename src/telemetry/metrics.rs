@@ -45,6 +45,7 @@ pub struct Metrics {
     log_suppressed: Counter,
     log_suppressed_seen: AtomicU64,
     restarts_total: AtomicU64,
+    rendering: std::sync::Mutex<()>,
     /// The DNS forwarder's metrics (registered even when DNS is off).
     pub dns: std::sync::Arc<DnsMetrics>,
 }
@@ -109,6 +110,7 @@ impl Metrics {
             log_suppressed,
             log_suppressed_seen: AtomicU64::new(0),
             restarts_total: AtomicU64::new(0),
+            rendering: std::sync::Mutex::new(()),
         }
     }
 
@@ -119,6 +121,8 @@ impl Metrics {
 
     /// The text exposition, with tree and process gauges refreshed from `tree`.
     pub fn render(&self, tree: &TreeNode) -> String {
+        // Two scrapes at once must not see each other's half-refreshed gauges.
+        let _rendering = self.rendering.lock().unwrap_or_else(|e| e.into_inner());
         self.actors.clear();
         for node in tree.walk() {
             if node.id.is_some() {

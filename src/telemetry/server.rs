@@ -38,6 +38,17 @@ pub struct TelemetryArgs {
 pub struct TelemetryState {
     _server: Option<TaskGuard>,
     _flush: TaskGuard,
+    _published: Option<Published>,
+}
+
+/// The metrics address as the service context shows it; cleared however
+/// the actor dies, so `ward ctl stats` never shows a dead address.
+struct Published(Arc<ServiceContext>);
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        self.0.set_metrics_addr(None);
+    }
 }
 
 pub enum TelemetryMsg {
@@ -55,15 +66,19 @@ impl Actor for TelemetryActor {
         myself: ActorRef<TelemetryMsg>,
         args: TelemetryArgs,
     ) -> Result<TelemetryState, ActorProcessingErr> {
-        let server = match args.listen {
+        let (server, published) = match args.listen {
             Some(addr) => {
                 let listener = TcpListener::bind(addr).await?;
                 let bound = listener.local_addr()?;
                 args.ctx.set_metrics_addr(Some(bound));
                 tracing::info!(addr = %bound, "metrics served at http://{bound}/metrics");
-                Some(args.tasks.spawn(accept_loop(listener, args.ctx, myself)))
+                let published = Published(args.ctx.clone());
+                (
+                    Some(args.tasks.spawn(accept_loop(listener, args.ctx, myself))),
+                    Some(published),
+                )
             }
-            None => None,
+            None => (None, None),
         };
         let flush = TaskGuard::spawn(async {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
@@ -75,6 +90,7 @@ impl Actor for TelemetryActor {
         Ok(TelemetryState {
             _server: server,
             _flush: flush,
+            _published: published,
         })
     }
 
@@ -110,7 +126,7 @@ async fn accept_loop(
                     drop(permit);
                 });
             }
-            Err(e) => match classify_io_error(&e, IoSide::Listener) {
+            Err(e) => match classify_io_error(&e, IoSide::Accept) {
                 IoClass::Transient | IoClass::Normal | IoClass::PeerGone => {
                     warn_throttled!("metrics accept", error = %e, "metrics listener: accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
