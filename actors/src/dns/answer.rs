@@ -241,7 +241,9 @@ impl CachedAnswer {
             response_flags |= flags::AA;
         }
         out[2..4].copy_from_slice(&response_flags.to_be_bytes());
-        out[HEADER_LEN..HEADER_LEN + self.qname_len].copy_from_slice(query.qname);
+        // The whole question is the asker's: its case, and (for a static
+        // name's shared answer) its type.
+        out[HEADER_LEN..HEADER_LEN + self.qname_len + 4].copy_from_slice(query.question());
         self.write_ttls(now, stale, out);
         if query.edns.is_some() {
             let additional = wire::read_u16(out, 10).unwrap_or(0) + 1;
@@ -305,6 +307,10 @@ fn negative_lifetime(response: &[u8], records: &[RecordInfo], policy: &TtlPolicy
     let soa = records
         .iter()
         .find(|r| r.section == 1 && r.rtype == wire::TYPE_SOA)?;
+    // Two names (at least a byte each) and five 32-bit numbers.
+    if soa.rdata_len < 22 {
+        return None;
+    }
     let minimum = wire::read_u32(response, soa.rdata_at + soa.rdata_len - 4)?;
     Some(soa.ttl.min(minimum).min(policy.negative_max_ttl))
 }

@@ -52,15 +52,19 @@ impl RateLimiter {
         }
     }
 
-    /// True when the client may send this query now.
+    /// True when the client may send this query now. IPv6 clients are
+    /// limited per /64, the block one host can pick addresses from. When
+    /// every bucket is in use, an unknown client is refused, not waved
+    /// through.
     pub fn allow(&self, client: IpAddr, now: Instant) -> bool {
+        let client = client_key(client);
         let shard = &self.shards[shard_of(client)];
         let mut buckets = shard.lock().unwrap_or_else(|e| e.into_inner());
         if buckets.len() >= MAX_CLIENTS / SHARDS && !buckets.contains_key(&client) {
             let qps = self.qps;
             buckets.retain(|_, b| refill(b, qps, now) < qps);
             if buckets.len() >= MAX_CLIENTS / SHARDS {
-                return true;
+                return false;
             }
         }
         let bucket = buckets.entry(client).or_insert(Bucket {
@@ -84,12 +88,28 @@ fn refill(bucket: &mut Bucket, qps: f64, now: Instant) -> f64 {
     bucket.tokens
 }
 
-fn shard_of(ip: IpAddr) -> usize {
-    let last = match ip {
+/// The address a limit applies to: IPv4 as is, IPv6 by its /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut octets = v6.octets();
+                octets[8..].fill(0);
+                IpAddr::from(octets)
+            }
+        },
+        v4 => v4,
+    }
+}
+
+fn shard_of(key: IpAddr) -> usize {
+    let varying = match key {
         IpAddr::V4(v4) => v4.octets()[3],
-        IpAddr::V6(v6) => v6.octets()[15],
+        // The last byte of the /64 prefix: the host half is zero in keys.
+        IpAddr::V6(v6) => v6.octets()[7],
     };
-    last as usize % SHARDS
+    varying as usize % SHARDS
 }
 
 #[cfg(test)]
@@ -122,6 +142,22 @@ mod tests {
         assert!(
             limiter.allow("10.0.0.2".parse().unwrap(), t0),
             "clients are independent"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_per_64() {
+        let limiter = RateLimiter::new(2);
+        let t0 = Instant::now();
+        assert!(limiter.allow("2001:db8:1:2::1".parse().unwrap(), t0));
+        assert!(limiter.allow("2001:db8:1:2::ffff".parse().unwrap(), t0));
+        assert!(
+            !limiter.allow("2001:db8:1:2:abcd::7".parse().unwrap(), t0),
+            "same /64, new address"
+        );
+        assert!(
+            limiter.allow("2001:db8:1:3::1".parse().unwrap(), t0),
+            "another /64"
         );
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use ward_supervision::{TaskGuard, TaskScope};
 
+use super::limits::client_key;
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
 use super::sockets::bind_tcp;
@@ -27,6 +28,8 @@ use crate::warn_throttled;
 
 /// Answers queued per connection before its reader waits.
 const ANSWER_QUEUE: usize = 64;
+/// A client that takes longer than this to accept an answer is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
@@ -126,7 +129,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                match counts.take(peer.ip(), cap) {
+                match counts.take(client_key(peer.ip()), cap) {
                     Some(slot) => {
                         connections.spawn(serve(stream, peer, resolver.clone(), slot));
                     }
@@ -183,9 +186,10 @@ async fn serve(stream: TcpStream, peer: SocketAddr, resolver: Arc<Resolver>, _sl
                     let answers = answers.clone();
                     tokio::spawn(async move {
                         let answer = resolver
-                            .resolve(&packet, peer.ip(), Transport::Tcp, pending)
+                            .resolve(&packet, peer.ip(), Transport::Tcp, pending.stale)
                             .await;
                         let _ = answers.send(frame(&answer)).await;
+                        drop(pending.permit);
                     });
                 }
             }
@@ -193,8 +197,11 @@ async fn serve(stream: TcpStream, peer: SocketAddr, resolver: Arc<Resolver>, _sl
     };
     let write = async move {
         while let Some(answer) = queue.recv().await {
-            if writer.write_all(&answer).await.is_err() {
-                return;
+            // A client that stops reading is dropped; the reader and the
+            // tasks answering it then fail fast and give their permits back.
+            match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&answer)).await {
+                Ok(Ok(())) => {}
+                _ => return,
             }
         }
         // Every sender is gone: the reader stopped and every answer is out.

@@ -152,9 +152,10 @@ fn handle(
             let answers = answers.clone();
             tokio::spawn(async move {
                 let answer = resolver
-                    .resolve(&packet, client.ip(), Transport::Udp, pending)
+                    .resolve(&packet, client.ip(), Transport::Udp, pending.stale)
                     .await;
                 let _ = answers.send((client, answer)).await;
+                drop(pending.permit);
             });
         }
     }

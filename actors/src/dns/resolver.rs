@@ -207,12 +207,14 @@ impl Resolver {
     }
 
     /// Resolves a query `decide` sent upstream; the answer's bytes.
+    /// The caller keeps the query's permit until the answer is on its way
+    /// out, so answers waiting for a slow client count against the bound.
     pub async fn resolve(
         self: &Arc<Self>,
         packet: &[u8],
         client: IpAddr,
         transport: Transport,
-        pending: Pending,
+        stale: Option<Arc<CachedAnswer>>,
     ) -> Vec<u8> {
         let _in_flight = InFlight::new(&self.metrics);
         let mut out = Vec::new();
@@ -221,17 +223,17 @@ impl Resolver {
             return out;
         };
         let key = KeyBuf::of(&query);
-        let outcome = match self.coalescer.join(key.as_bytes()) {
+        let (outcome, led) = match self.coalescer.join(key.as_bytes()) {
             Role::Leader(leader) => {
                 let outcome = self.fetch(&query, client).await;
                 leader.finish(&outcome);
-                outcome
+                (outcome, true)
             }
-            Role::Follower(waiting) => waiting.await.unwrap_or(Err(FetchError::Cancelled)),
+            Role::Follower(waiting) => (waiting.await.unwrap_or(Err(FetchError::Cancelled)), false),
         };
         let now = Instant::now();
         let limit = limit(&query, transport);
-        match (outcome, pending.stale) {
+        match (outcome, stale) {
             (Ok(answer), _) => {
                 answer.write(&query, now, false, limit, &mut out);
             }
@@ -241,9 +243,12 @@ impl Resolver {
             (Err(_), Some(stale)) => {
                 stale.write(&query, now, true, limit, &mut out);
                 self.cache.count_stale();
-                self.cache
-                    .insert(key.as_bytes(), Arc::new(stale.restaled(now)), now);
-                self.refresh_later(packet.to_vec(), client);
+                // The leader keeps the stale copy and refreshes it, once.
+                if led {
+                    self.cache
+                        .insert(key.as_bytes(), Arc::new(stale.restaled(now)), now);
+                    self.refresh_later(packet.to_vec(), client);
+                }
             }
             (Err(_), None) => {
                 wire::write_empty_response(&query, rcode::SERVFAIL as u16, false, &mut out);
@@ -253,7 +258,6 @@ impl Resolver {
             transport,
             wire::read_u16(&out, 2).map_or(0, |f| (f & 0xf) as u8),
         );
-        drop(pending.permit);
         out
     }
 
@@ -309,7 +313,9 @@ impl Resolver {
                 }
                 Ok(answer)
             }
-            Err(FetchError::Unavailable) => Err(FetchError::Unavailable),
+            // Nothing known about the name (no upstream asked), or only that
+            // it does not fit UDP (TCP will do): nothing to remember.
+            Err(error @ (FetchError::Unavailable | FetchError::Truncated)) => Err(error),
             Err(error) => {
                 let servfail = CachedAnswer::servfail(query, &self.settings.cache.ttl, now);
                 self.cache.insert(key.as_bytes(), Arc::new(servfail), now);
@@ -335,7 +341,16 @@ impl Resolver {
         slots: &[Arc<UpstreamSlot>],
         ask: &Ask,
     ) -> Result<super::answer::Accepted, FetchError> {
-        let mut last = FetchError::Unavailable;
+        self.sequential_after(slots, ask, Failures::default()).await
+    }
+
+    /// [`Self::sequential`], adding to failures already seen.
+    async fn sequential_after(
+        &self,
+        slots: &[Arc<UpstreamSlot>],
+        ask: &Ask,
+        mut failures: Failures,
+    ) -> Result<super::answer::Accepted, FetchError> {
         for (i, slot) in slots.iter().enumerate() {
             let now = Instant::now();
             if now >= ask.deadline {
@@ -350,14 +365,10 @@ impl Resolver {
             };
             match self.attempt(slot, ask, now + budget).await {
                 Ok(accepted) => return Ok(accepted),
-                Err(AttemptError::Truncated) => last = FetchError::Truncated,
-                Err(AttemptError::Upstream(UpstreamError::Timeout)) => last = FetchError::Timeout,
-                // Only unavailable so far: say so, unless another attempt reached an upstream.
-                Err(AttemptError::Upstream(UpstreamError::Unavailable)) => {}
-                Err(_) => last = FetchError::AllFailed,
+                Err(error) => failures.add(error),
             }
         }
-        Err(last)
+        Err(failures.into_error())
     }
 
     /// The first two at once; the first good answer wins; then the rest in order.
@@ -370,23 +381,24 @@ impl Resolver {
         let second = self.attempt(&slots[1], ask, ask.deadline);
         tokio::pin!(first, second);
         let (mut first_done, mut second_done) = (false, false);
+        let mut failures = Failures::default();
         while !(first_done && second_done) {
-            tokio::select! {
+            let result = tokio::select! {
                 result = &mut first, if !first_done => {
                     first_done = true;
-                    if let Ok(accepted) = result {
-                        return Ok(accepted);
-                    }
+                    result
                 }
                 result = &mut second, if !second_done => {
                     second_done = true;
-                    if let Ok(accepted) = result {
-                        return Ok(accepted);
-                    }
+                    result
                 }
+            };
+            match result {
+                Ok(accepted) => return Ok(accepted),
+                Err(error) => failures.add(error),
             }
         }
-        self.sequential(&slots[2..], ask).await
+        self.sequential_after(&slots[2..], ask, failures).await
     }
 
     /// One upstream, until `until`: UDP, then TCP where the upstream has it
@@ -475,6 +487,33 @@ impl Resolver {
             Ok(Err(_)) => Err(AttemptError::Upstream(UpstreamError::Unavailable)),
             Ok(Ok(result)) => result.map_err(AttemptError::Upstream),
         }
+    }
+}
+
+/// What the failed attempts of one fetch add up to.
+#[derive(Default)]
+struct Failures {
+    last: Option<FetchError>,
+}
+
+impl Failures {
+    fn add(&mut self, error: AttemptError) {
+        self.last = Some(match error {
+            AttemptError::Truncated => FetchError::Truncated,
+            AttemptError::Upstream(UpstreamError::Timeout) => FetchError::Timeout,
+            // Not asked at all: says nothing unless nothing else happened.
+            AttemptError::Upstream(UpstreamError::Unavailable) => {
+                if self.last.is_some() {
+                    return;
+                }
+                FetchError::Unavailable
+            }
+            _ => FetchError::AllFailed,
+        });
+    }
+
+    fn into_error(self) -> FetchError {
+        self.last.unwrap_or(FetchError::Unavailable)
     }
 }
 

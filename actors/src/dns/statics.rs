@@ -12,6 +12,7 @@ use std::sync::Arc;
 use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, PTR};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::serialize::binary::BinEncodable;
 
 use super::answer::CachedAnswer;
 use super::settings::{StaticData, StaticRecord};
@@ -100,11 +101,36 @@ fn record_of(name: &Name, record: &StaticRecord) -> Option<Record> {
     Some(Record::from_rdata(name.clone(), record.ttl, data))
 }
 
-/// Pre-built answers by (lowercased name, qtype).
+/// The types static records hold; every other type gets the name's shared
+/// answer (its CNAME chain, or NODATA).
+const HELD_TYPES: [RecordType; 4] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::CNAME,
+    RecordType::PTR,
+];
+/// The type the shared answer is built for; a query's own type replaces it.
+const OTHER_TYPE: RecordType = RecordType::TXT;
+
+/// Pre-built answers, found without allocating: by qtype and lowercased
+/// wire name for the held types, by name alone for every other type.
 #[derive(Default)]
 pub struct Statics {
     by_name: HashMap<String, Vec<StaticRecord>>,
-    answers: HashMap<(String, u16), Arc<CachedAnswer>>,
+    held: HashMap<Box<[u8]>, Arc<CachedAnswer>>,
+    other: HashMap<Box<[u8]>, Arc<CachedAnswer>>,
+}
+
+/// `qtype` then the lowercased wire name, on the stack.
+fn held_key<'b>(qtype: u16, wire_name: &[u8], buf: &'b mut [u8; 2 + 255]) -> Option<&'b [u8]> {
+    let len = wire_name.len();
+    if len > 255 {
+        return None;
+    }
+    buf[..2].copy_from_slice(&qtype.to_be_bytes());
+    buf[2..2 + len].copy_from_slice(wire_name);
+    buf[2..2 + len].make_ascii_lowercase();
+    Some(&buf[..2 + len])
 }
 
 impl Statics {
@@ -116,59 +142,56 @@ impl Statics {
                 entry.push(record.clone());
             }
         }
-        Self {
+        let mut statics = Self {
             by_name,
-            answers: HashMap::new(),
-        }
-        .built()
+            ..Self::default()
+        };
+        statics.build_all();
+        statics
     }
 
-    fn built(mut self) -> Self {
-        let mut answers = HashMap::new();
+    fn build_all(&mut self) {
+        let mut held = HashMap::new();
+        let mut other = HashMap::new();
+        let mut buf = [0u8; 2 + 255];
         for name in self.by_name.keys() {
-            for qtype in [
-                RecordType::A,
-                RecordType::AAAA,
-                RecordType::CNAME,
-                RecordType::PTR,
-                RecordType::MX,
-                RecordType::TXT,
-                RecordType::HTTPS,
-                RecordType::SRV,
-                RecordType::NS,
-                RecordType::SOA,
-            ] {
-                if let Some(answer) = self.build(name, qtype) {
-                    answers.insert((name.clone(), u16::from(qtype)), Arc::new(answer));
+            let Ok(wire_name) = Name::from_ascii(format!("{name}.")).and_then(|n| n.to_bytes())
+            else {
+                continue;
+            };
+            for qtype in HELD_TYPES {
+                if let (Some(answer), Some(key)) = (
+                    self.build(name, qtype),
+                    held_key(u16::from(qtype), &wire_name, &mut buf),
+                ) {
+                    held.insert(key.into(), Arc::new(answer));
                 }
             }
+            if let Some(answer) = self.build(name, OTHER_TYPE) {
+                let mut key = wire_name.clone();
+                key.make_ascii_lowercase();
+                other.insert(key.into_boxed_slice(), Arc::new(answer));
+            }
         }
-        self.answers = answers;
-        self
+        self.held = held;
+        self.other = other;
     }
 
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
     }
 
-    /// The answer for a query about a static name. Other types than the
-    /// pre-built ones get NODATA built on the spot. None for other names.
+    /// The answer for a query about a static name; None for other names.
     pub fn lookup(&self, query: &Query<'_>) -> Option<Arc<CachedAnswer>> {
         if self.by_name.is_empty() {
             return None;
         }
-        let name = query
-            .qname_text()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        if let Some(answer) = self.answers.get(&(name.clone(), query.qtype)) {
+        let mut buf = [0u8; 2 + 255];
+        let key = held_key(query.qtype, query.qname, &mut buf)?;
+        if let Some(answer) = self.held.get(key) {
             return Some(answer.clone());
         }
-        if !self.by_name.contains_key(&name) {
-            return None;
-        }
-        self.build(&name, RecordType::from(query.qtype))
-            .map(Arc::new)
+        self.other.get(&key[2..]).cloned()
     }
 
     fn build(&self, name: &str, qtype: RecordType) -> Option<CachedAnswer> {

@@ -238,7 +238,9 @@ pub fn records(buf: &[u8]) -> Option<Vec<RecordInfo>> {
         return None;
     }
     let total: usize = counts.iter().map(|&c| c as usize).sum();
-    let mut out = Vec::with_capacity(total);
+    // Counts come from the packet: never reserve more than it can hold
+    // (a record takes at least 11 bytes).
+    let mut out = Vec::with_capacity(total.min(buf.len() / 11));
     for (section, &count) in counts.iter().enumerate() {
         for _ in 0..count {
             let start = pos;
@@ -426,15 +428,18 @@ pub fn lowercase_question(query: &Query<'_>) -> Vec<u8> {
     question
 }
 
-/// True when `answer` answers `question` (same name ignoring case, type,
-/// class): checked before an upstream answer is accepted.
+/// True when `answer` answers `question`: the same name ignoring case, the
+/// same type and class exactly. Checked before an upstream answer is accepted.
 pub fn same_question(answer: &[u8], question: &[u8]) -> bool {
-    if read_u16(answer, 4) != Some(1) {
+    if read_u16(answer, 4) != Some(1) || question.len() < 5 {
         return false;
     }
-    answer
-        .get(HEADER_LEN..HEADER_LEN + question.len())
-        .is_some_and(|q| q.eq_ignore_ascii_case(question))
+    let Some(asked) = answer.get(HEADER_LEN..HEADER_LEN + question.len()) else {
+        return false;
+    };
+    let name_len = question.len() - 4;
+    asked[..name_len].eq_ignore_ascii_case(&question[..name_len])
+        && asked[name_len..] == question[name_len..]
 }
 
 #[cfg(test)]
@@ -567,6 +572,37 @@ pub mod tests {
             })
         );
         assert!(same_question(&out, q.question()));
+    }
+
+    #[test]
+    fn answers_must_match_type_and_class_exactly() {
+        // Type 65 (HTTPS) is 0x0041, 'A'; type 97 is 0x0061, 'a'. Ignoring
+        // case over the whole question once made one answer the other.
+        let https = query_bytes("Name.test.", 65, None);
+        let q = parse_query(&https).unwrap();
+        let mut out = Vec::new();
+        write_upstream_query(&q, 1, &mut out);
+        assert!(same_question(&out, q.question()));
+        let other = query_bytes("name.test.", 97, None);
+        assert!(same_question(
+            &query_bytes("NAME.TEST.", 65, None),
+            q.question()
+        ));
+        assert!(!same_question(&other, q.question()));
+        let mut two = out.clone();
+        two[5] = 2;
+        assert!(!same_question(&two, q.question()));
+        let cut = HEADER_LEN + q.question().len() - 1;
+        assert!(!same_question(&out[..cut], q.question()));
+    }
+
+    #[test]
+    fn record_counts_cannot_reserve_more_than_the_packet() {
+        let mut packet = query_bytes("a.test.", 1, None);
+        packet[6..8].copy_from_slice(&u16::MAX.to_be_bytes());
+        packet[8..10].copy_from_slice(&u16::MAX.to_be_bytes());
+        packet[10..12].copy_from_slice(&u16::MAX.to_be_bytes());
+        assert!(records(&packet).is_none());
     }
 
     #[test]
