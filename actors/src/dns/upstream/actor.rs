@@ -44,6 +44,9 @@ pub enum UpstreamMsg {
     ConnReady(u64),
     /// The resolver marked the upstream down.
     StartProbing,
+    /// A UDP socket of the upstream stopped working: the actor ends and
+    /// starts again with new ones.
+    TransportFailed(String),
     Probe,
     ProbeResult(bool),
 }
@@ -131,14 +134,14 @@ impl Actor for UpstreamActor {
         let udp = Arc::new(
             udp_servers
                 .iter()
-                .map(|addr| UdpTransport::open(*addr, &args.tasks, &name))
+                .map(|addr| UdpTransport::open(*addr, &args.tasks, &name, &myself))
                 .collect::<Result<Vec<_>, _>>()?,
         );
         args.slot.attach(myself.clone(), Arc::clone(&udp));
-        Ok(UpstreamState {
+        let mut state = UpstreamState {
             attached: Attached {
                 slot: args.slot,
-                actor: myself,
+                actor: myself.clone(),
             },
             children: args.children,
             udp,
@@ -151,7 +154,13 @@ impl Actor for UpstreamActor {
             probing: false,
             probe_delay: PROBE_FIRST,
             probe_task: None,
-        })
+        };
+        // Restarted while its upstream is down: keep probing it back.
+        if !state.attached.slot.health.is_up() {
+            state.probing = true;
+            state.schedule_probe(&myself);
+        }
+        Ok(state)
     }
 
     async fn handle(
@@ -172,6 +181,9 @@ impl Actor for UpstreamActor {
             }
             UpstreamMsg::Probe => state.probe(&myself).await,
             UpstreamMsg::ProbeResult(ok) => state.probe_result(&myself, ok),
+            UpstreamMsg::TransportFailed(reason) => {
+                return Err(format!("UDP socket failed: {reason}").into())
+            }
         }
         Ok(())
     }
@@ -292,7 +304,12 @@ impl UpstreamState {
                 Ok(filed) => filed,
                 Err(query) => return query.fail(UpstreamError::Unavailable),
             };
-            match conn.outgoing.try_send(Outgoing { key, wire }) {
+            let deadline = conn.pending.deadline_of(key).unwrap_or_else(Instant::now);
+            match conn.outgoing.try_send(Outgoing {
+                key,
+                wire,
+                deadline,
+            }) {
                 Ok(()) => return,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     if let Some(query) = conn.pending.take(key) {

@@ -58,7 +58,12 @@ pub struct StreamConn;
 pub struct Outgoing {
     pub key: u16,
     pub wire: Vec<u8>,
+    /// After this nobody waits for the answer.
+    pub deadline: std::time::Instant,
 }
+
+/// How often a connection fails queries past their deadline.
+pub const SWEEP: Duration = Duration::from_millis(250);
 
 /// The outgoing queue of a connection: the upstream keeps the sender.
 pub fn outgoing_queue() -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>) {
@@ -186,23 +191,30 @@ async fn run(
     let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
     let (reader, mut writer) = tokio::io::split(stream);
     let _reader = TaskGuard::spawn(read_answers(reader, pending.clone(), conn.clone()));
+    let mut sweep = tokio::time::interval(SWEEP);
+    let mut last_used = std::time::Instant::now();
     loop {
-        match tokio::time::timeout(idle, queue.recv()).await {
-            Ok(Some(frame)) => {
+        tokio::select! {
+            frame = queue.recv() => {
+                let Some(frame) = frame else { return };
+                last_used = std::time::Instant::now();
                 if let Err(e) = writer.write_all(&frame.wire).await {
                     let class = classify_io_error(&e, IoSide::Session);
-                    let _ =
-                        conn.send_message(StreamConnMsg::Ended(End::Broken(class, e.to_string())));
+                    let _ = conn.send_message(StreamConnMsg::Ended(End::Broken(class, e.to_string())));
                     return;
                 }
             }
-            Ok(None) => return,
-            Err(_) if pending.is_empty() => {
-                let _ = writer.shutdown().await;
-                let _ = conn.send_message(StreamConnMsg::Ended(End::Idle));
-                return;
+            _ = sweep.tick() => {
+                // A server that never answers a query must not keep it (and
+                // the connection) forever.
+                let now = std::time::Instant::now();
+                pending.expire(now);
+                if pending.is_empty() && now.duration_since(last_used) >= idle {
+                    let _ = writer.shutdown().await;
+                    let _ = conn.send_message(StreamConnMsg::Ended(End::Idle));
+                    return;
+                }
             }
-            Err(_) => {}
         }
     }
 }

@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
-use super::conn::{End, Outgoing, StreamTarget, CONNECT_TIMEOUT};
+use super::conn::{End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP};
 use super::pending::Pending;
 use super::UpstreamError;
 use crate::dns::wire;
@@ -87,10 +87,15 @@ impl Actor for DohConn {
 
 enum RequestError {
     Status(u16),
+    /// The server reset this one stream; the connection lives on.
+    Stream,
     Connection(IoClass, String),
 }
 
 fn h2_error(e: h2::Error) -> RequestError {
+    if e.is_reset() && !e.is_go_away() {
+        return RequestError::Stream;
+    }
     let class = match e.get_io() {
         Some(io) => classify_io_error(io, IoSide::Session),
         None => IoClass::PeerGone,
@@ -139,7 +144,17 @@ async fn exchange(
     pending: Arc<Pending>,
     conn: ActorRef<DohConnMsg>,
 ) {
-    match request(sender, &uri, out.wire).await {
+    let result =
+        match tokio::time::timeout_at(out.deadline.into(), request(sender, &uri, out.wire)).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let Some(query) = pending.take(out.key) {
+                    query.fail(UpstreamError::Timeout);
+                }
+                return;
+            }
+        };
+    match result {
         Ok(answer) => {
             if let Some(query) = pending.take(out.key) {
                 if wire::same_question(&answer, &query.question) {
@@ -152,6 +167,11 @@ async fn exchange(
         Err(RequestError::Status(_)) => {
             if let Some(query) = pending.take(out.key) {
                 query.fail(UpstreamError::Malformed);
+            }
+        }
+        Err(RequestError::Stream) => {
+            if let Some(query) = pending.take(out.key) {
+                query.fail(UpstreamError::Unavailable);
             }
         }
         Err(RequestError::Connection(class, reason)) => {
@@ -188,6 +208,7 @@ async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
     let mut requests = JoinSet::new();
     let mut connection = std::pin::pin!(connection);
     let mut last_used = Instant::now();
+    let mut sweep = tokio::time::interval(SWEEP);
     let end = loop {
         while requests.try_join_next().is_some() {}
         tokio::select! {
@@ -195,7 +216,10 @@ async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
                 Ok(()) => End::Broken(IoClass::PeerGone, "closed by the server".to_string()),
                 Err(e) => match h2_error(e) {
                     RequestError::Connection(class, reason) => End::Broken(class, reason),
-                    RequestError::Status(code) => End::Broken(IoClass::PeerGone, format!("status {code}")),
+                    other => End::Broken(IoClass::PeerGone, match other {
+                        RequestError::Status(code) => format!("status {code}"),
+                        _ => "stream reset".to_string(),
+                    }),
                 },
             },
             next = outgoing.recv() => match next {
@@ -205,11 +229,12 @@ async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
                 }
                 None => return,
             },
-            _ = tokio::time::sleep_until((last_used + idle).into()) => {
-                if pending.is_empty() {
+            _ = sweep.tick() => {
+                let now = Instant::now();
+                pending.expire(now);
+                if pending.is_empty() && now.duration_since(last_used) >= idle {
                     break End::Idle;
                 }
-                last_used = Instant::now();
             }
         }
     };

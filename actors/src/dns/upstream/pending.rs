@@ -44,6 +44,11 @@ impl Pending {
         Ok((id, wire))
     }
 
+    /// The deadline of the query with this id.
+    pub fn deadline_of(&self, id: u16) -> Option<std::time::Instant> {
+        self.lock().get(&id).map(|q| q.deadline)
+    }
+
     /// Removes the query with this id.
     pub fn take(&self, id: u16) -> Option<UpstreamQuery> {
         self.lock().remove(&id)

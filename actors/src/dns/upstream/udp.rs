@@ -10,10 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use nix::errno::Errno;
+use ractor::ActorRef;
 use tokio::net::UdpSocket;
 use ward_supervision::{TaskGuard, TaskScope};
 
+use super::actor::UpstreamMsg;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
@@ -39,7 +40,12 @@ pub struct UdpTransport {
 impl UdpTransport {
     /// Opens `SOCKETS` sockets connected to `addr`; their receive tasks run
     /// in `scope`. `label` names the upstream in logs.
-    pub fn open(addr: SocketAddr, scope: &TaskScope, label: &str) -> io::Result<UdpTransport> {
+    pub fn open(
+        addr: SocketAddr,
+        scope: &TaskScope,
+        label: &str,
+        owner: &ActorRef<UpstreamMsg>,
+    ) -> io::Result<UdpTransport> {
         let bind: SocketAddr = match addr {
             SocketAddr::V4(_) => "0.0.0.0:0".parse().map_err(io::Error::other)?,
             SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
@@ -51,7 +57,12 @@ impl UdpTransport {
             std_socket.set_nonblocking(true)?;
             let socket = Arc::new(UdpSocket::from_std(std_socket)?);
             let pending = Arc::new(Pending::default());
-            let recv = scope.spawn(receive(socket.clone(), pending.clone(), label.to_string()));
+            let recv = scope.spawn(receive(
+                socket.clone(),
+                pending.clone(),
+                label.to_string(),
+                owner.clone(),
+            ));
             links.push(Link {
                 socket,
                 pending,
@@ -83,14 +94,14 @@ impl UdpTransport {
             }
         }
     }
-
-    /// Queries waiting for an answer.
-    pub fn pending(&self) -> usize {
-        self.links.iter().map(|l| l.pending.len()).sum()
-    }
 }
 
-async fn receive(socket: Arc<UdpSocket>, pending: Arc<Pending>, label: String) {
+async fn receive(
+    socket: Arc<UdpSocket>,
+    pending: Arc<Pending>,
+    label: String,
+    owner: ActorRef<UpstreamMsg>,
+) {
     let mut buf = vec![0u8; 65_535];
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
@@ -99,21 +110,21 @@ async fn receive(socket: Arc<UdpSocket>, pending: Arc<Pending>, label: String) {
                 Ok(n) => {
                     pending.complete(&buf[..n]);
                 }
-                Err(e) if e.raw_os_error() == Some(Errno::ECONNREFUSED as i32) => {
-                    // ICMP port unreachable: nobody answers there now.
-                    pending.fail_all(UpstreamError::Io(IoClass::PeerGone));
-                }
-                Err(e) => {
-                    let class = classify_io_error(&e, IoSide::Session);
-                    if class == IoClass::Transient {
-                        continue;
-                    }
-                    warn_throttled!(&label, upstream = %label, error = %e, "upstream UDP socket failed");
-                    pending.fail_all(UpstreamError::Io(class));
-                    if class == IoClass::SocketDead {
+                Err(e) => match classify_io_error(&e, IoSide::Session) {
+                    IoClass::Transient | IoClass::Normal => {}
+                    // The socket is gone: the actor starts again with new ones.
+                    IoClass::SocketDead => {
+                        pending.fail_all(UpstreamError::Io(IoClass::SocketDead));
+                        let _ = owner.send_message(UpstreamMsg::TransportFailed(e.to_string()));
                         return;
                     }
-                }
+                    // ICMP port unreachable and the like: nobody answers
+                    // there now; the resolver counts it against the upstream.
+                    class => {
+                        warn_throttled!(&label, upstream = %label, error = %e, "upstream UDP receive failed");
+                        pending.fail_all(UpstreamError::Io(class));
+                    }
+                },
             },
             _ = sweep.tick() => pending.expire(Instant::now()),
         }
