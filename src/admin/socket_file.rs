@@ -21,6 +21,8 @@ pub enum SocketFileError {
     InUse(PathBuf),
     #[error("{0} exists and is not a socket; refusing to replace it")]
     NotASocket(PathBuf),
+    #[error("{path}: {why}; the admin socket's directory must be owned by this user and not writable by others")]
+    UnsafeDir { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -75,17 +77,16 @@ impl Drop for SocketFile {
     }
 }
 
-/// Binds the admin socket at `path`: creates its directory (0700) when
-/// missing, replaces a stale file, sets mode 0600 (0660 and the group when
-/// `gid` is given).
+/// Binds the admin socket at `path`: creates its directory when missing
+/// (0700, or 0750 with group `gid` so the group can reach the socket),
+/// refuses a directory someone else could swap files in, replaces a stale
+/// file, sets mode 0600 (0660 and the group when `gid` is given).
 pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile), SocketFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(io_err(dir))?;
+        if dir.exists() {
+            check_dir(dir)?;
+        } else {
+            create_dir(dir, gid)?;
         }
     }
     remove_if_stale(path)?;
@@ -102,6 +103,49 @@ pub fn bind(path: &Path, gid: Option<u32>) -> Result<(UnixListener, SocketFile),
         identity: FileIdentity::of(&meta),
     };
     Ok((listener, file))
+}
+
+fn create_dir(dir: &Path, gid: Option<u32>) -> Result<(), SocketFileError> {
+    let mode = if gid.is_some() { 0o750 } else { 0o700 };
+    DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    if let Some(gid) = gid {
+        nix::unistd::chown(dir, None, Some(nix::unistd::Gid::from_raw(gid)))
+            .map_err(|e| io_err(dir)(io::Error::from(e)))?;
+    }
+    Ok(())
+}
+
+/// An existing directory is used only when nobody but this user (or root)
+/// can replace what is in it: owned by us or root, and not group- or
+/// world-writable unless sticky (like /tmp, where only owners delete).
+fn check_dir(dir: &Path) -> Result<(), SocketFileError> {
+    let meta = std::fs::metadata(dir).map_err(io_err(dir))?;
+    let unsafe_dir = |why: String| SocketFileError::UnsafeDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("not a directory".to_string()));
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != euid && meta.uid() != 0 {
+        return Err(unsafe_dir(format!(
+            "owned by uid {}, not {euid}",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode();
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(unsafe_dir(format!(
+            "mode {:o} lets others replace files in it",
+            mode & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Fails when a live ward already serves `path` (checked before starting).
@@ -170,6 +214,36 @@ mod tests {
             Err(SocketFileError::NotASocket(_))
         ));
         assert_eq!(std::fs::read(&path).unwrap(), b"not a socket");
+    }
+
+    #[tokio::test]
+    async fn a_directory_others_can_write_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("open");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o777)).unwrap();
+        let path = dir.join("admin.sock");
+        assert!(matches!(
+            bind(&path, None),
+            Err(SocketFileError::UnsafeDir { .. })
+        ));
+        assert!(!path.exists());
+        // Sticky, like /tmp: others cannot remove or rename our files.
+        std::fs::set_permissions(&dir, Permissions::from_mode(0o1777)).unwrap();
+        let (_listener, _file) = bind(&path, None).expect("sticky directory is fine");
+    }
+
+    #[tokio::test]
+    async fn a_group_gets_a_directory_it_can_enter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("run/admin.sock");
+        let gid = nix::unistd::getegid().as_raw();
+        let (_listener, _file) = bind(&path, Some(gid)).unwrap();
+        let dir = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(dir.mode() & 0o777, 0o750);
+        assert_eq!(dir.gid(), gid);
+        let sock = std::fs::symlink_metadata(&path).unwrap();
+        assert_eq!(sock.mode() & 0o777, 0o660);
     }
 
     #[tokio::test]
