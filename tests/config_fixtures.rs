@@ -38,7 +38,7 @@ fn the_shipped_config_is_valid_and_is_the_embedded_default() {
 fn valid_fixtures_load() {
     for path in fixtures("valid") {
         let text = std::fs::read_to_string(&path).unwrap();
-        if let Err(errors) = config::parse(&text, &name(&path)) {
+        if let Err(errors) = config::parse_at(&text, &name(&path), path.parent().unwrap()) {
             panic!("{} should be valid:\n{errors}", path.display());
         }
     }
@@ -80,11 +80,34 @@ fn invalid_fixtures_fail_with_their_expected_messages() {
             "{} has no expect lines",
             path.display()
         );
-        let errors = match config::parse(&text, &name(&path)) {
+        let errors = match config::parse_at(&text, &name(&path), path.parent().unwrap()) {
             Ok(_) => panic!("{} should be invalid", path.display()),
             Err(errors) => errors,
         };
-        let got: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+        // Relative file paths are resolved against the fixture's directory;
+        // the expectations name them as written.
+        let dir = format!("{}/", path.parent().unwrap().display());
+        let got: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| e.to_string().replace(&dir, ""))
+            .collect();
         assert_eq!(got, expected, "{}", path.display());
+    }
+}
+
+#[test]
+fn relative_file_paths_start_at_the_config_directory() {
+    use ward_actors::dns::settings::Transport;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid");
+    let config = Config::load(&dir.join("dns_full.ron")).unwrap();
+    let dns = config.dns.unwrap();
+    match &dns.upstreams["dot"].transport {
+        Transport::Tls(tls) => assert_eq!(tls.ca_file.as_deref(), Some(&*dir.join("ca.pem"))),
+        other => panic!("dot is {other:?}"),
+    }
+    match &dns.upstreams["sys"].transport {
+        Transport::System(file) => assert_eq!(file, &dir.join("resolv.conf")),
+        other => panic!("sys is {other:?}"),
     }
 }

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use hickory_proto::rr::{Name, RecordType};
@@ -11,12 +10,16 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use ward_actors::dns::answer::TtlPolicy;
 use ward_actors::dns::settings::{
-    parse_upstream_url, CacheSettings, Chain, DnsSettings, Limits, Route, StaticData, StaticRecord,
-    Strategy, UpstreamSpec, UrlOptions,
+    parse_upstream_url, resolv_conf_servers, CacheSettings, Chain, DnsSettings, Limits, Route,
+    StaticData, StaticRecord, Strategy, Transport, UpstreamSpec, UrlOptions,
 };
 use ward_actors::dns::statics::parse_hosts;
+use ward_actors::dns::upstream::tls::client_config;
 
 use super::Checker;
+
+/// Queries in flight at most (a semaphore's permits; each holds a buffer).
+pub const MAX_IN_FLIGHT: usize = 1_000_000;
 
 /// Who may query by default: loopback, private and link-local ranges.
 pub const DEFAULT_ALLOW: [&str; 8] = [
@@ -211,6 +214,7 @@ impl Checker<'_> {
             .into_iter()
             .filter_map(|(name, up)| self.upstream(&name, up).map(|spec| (name, spec)))
             .collect();
+        self.no_loops(&listen, &upstreams);
         let default_names = if raw.default.is_empty() && names.len() == 1 {
             names.iter().cloned().collect()
         } else {
@@ -284,24 +288,103 @@ impl Checker<'_> {
                 format!("no dialer or group named {:?}", raw.via),
             );
         }
+        let is = |schemes: &[&str]| {
+            schemes
+                .iter()
+                .any(|scheme| raw.url.starts_with(&format!("{scheme}://")))
+        };
+        let tls = is(&["tls", "https"]);
+        for (field, set) in [
+            ("sni", raw.sni.is_some()),
+            ("addr", raw.addr.is_some()),
+            ("ca_file", raw.ca_file.is_some()),
+        ] {
+            if set && !tls {
+                self.error(
+                    &format!("{path}.{field}"),
+                    "only for tls:// and https:// upstreams",
+                );
+            }
+        }
+        if raw.resolv_conf.is_some() && raw.url != "system" {
+            self.error(
+                &format!("{path}.resolv_conf"),
+                "only for the system upstream",
+            );
+        }
         let addr = raw
             .addr
             .as_deref()
             .and_then(|a| self.socket_addr(&format!("{path}.addr"), a));
+        let ca_file = raw.ca_file.as_deref().map(|f| self.file_path(f));
+        if let (Some(file), true) = (&ca_file, tls) {
+            if let Err(e) = client_config(Some(file), &[]) {
+                self.error(&format!("{path}.ca_file"), e.to_string());
+            }
+        }
         let options = UrlOptions {
             sni: raw.sni,
             addr,
-            ca_file: raw.ca_file.map(PathBuf::from),
-            resolv_conf: raw.resolv_conf.map(PathBuf::from),
+            ca_file,
+            resolv_conf: raw.resolv_conf.as_deref().map(|f| self.file_path(f)),
         };
         match parse_upstream_url(&raw.url, &options) {
-            Ok(transport) => Some(UpstreamSpec {
-                transport,
-                via: raw.via,
-            }),
+            Ok(transport) => {
+                if let Transport::System(file) = &transport {
+                    // Checked now so a missing file is a config error, and
+                    // read again at every start so a changed one is followed.
+                    let at = match options.resolv_conf {
+                        Some(_) => format!("{path}.resolv_conf"),
+                        None => format!("{path}.url"),
+                    };
+                    match std::fs::read_to_string(file) {
+                        Ok(text) if resolv_conf_servers(&text).is_empty() => self.error(
+                            &at,
+                            format!("{} has no usable nameserver lines", file.display()),
+                        ),
+                        Ok(_) => {}
+                        Err(e) => self.error(&at, format!("cannot read {}: {e}", file.display())),
+                    }
+                }
+                Some(UpstreamSpec {
+                    transport,
+                    via: raw.via,
+                })
+            }
             Err(message) => {
                 self.error(&format!("{path}.url"), message);
                 None
+            }
+        }
+    }
+
+    /// An upstream at one of ward's own listening addresses would send
+    /// every miss back to ward until the timeout.
+    fn no_loops(&mut self, listen: &[SocketAddr], upstreams: &BTreeMap<String, UpstreamSpec>) {
+        let ours = |addr: &SocketAddr| {
+            listen.iter().any(|l| {
+                l.port() == addr.port()
+                    && (l.ip() == addr.ip()
+                        || (l.ip().is_unspecified()
+                            && (addr.ip().is_loopback() || addr.ip().is_unspecified())))
+            })
+        };
+        for (name, spec) in upstreams {
+            let servers = match &spec.transport {
+                Transport::Udp(a) | Transport::Tcp(a) | Transport::TcpUdp(a) => vec![*a],
+                Transport::Tls(t) => vec![t.addr],
+                Transport::Https(h) => vec![h.tls.addr],
+                Transport::System(file) => std::fs::read_to_string(file)
+                    .map(|text| resolv_conf_servers(&text))
+                    .unwrap_or_default(),
+            };
+            if let Some(addr) = servers.iter().find(|a| ours(a)) {
+                self.error(
+                    &format!("dns.upstreams.{name}.url"),
+                    format!(
+                        "{addr} is one of ward's own listeners (dns.listen): queries would loop"
+                    ),
+                );
             }
         }
     }
@@ -384,6 +467,7 @@ impl Checker<'_> {
     ) -> Vec<StaticRecord> {
         let mut out = Vec::new();
         if let Some(file) = hosts_file {
+            let file = self.file_path(&file).display().to_string();
             match std::fs::read_to_string(&file) {
                 Ok(text) => match parse_hosts(&text) {
                     Ok(records) => out.extend(records),
@@ -440,11 +524,17 @@ impl Checker<'_> {
                 self.error(&format!("dns.limits.{field}"), "must be at least 1");
             }
         }
+        if raw.in_flight > MAX_IN_FLIGHT {
+            self.error(
+                "dns.limits.in_flight",
+                format!("{} is above the limit of {MAX_IN_FLIGHT}", raw.in_flight),
+            );
+        }
         if raw.per_client_qps == Some(0) {
             self.error("dns.limits.per_client_qps", "must be at least 1 (or None)");
         }
         Limits {
-            in_flight: raw.in_flight.max(1),
+            in_flight: raw.in_flight.clamp(1, MAX_IN_FLIGHT),
             per_client_qps: raw.per_client_qps.filter(|&q| q > 0),
             tcp_clients_per_ip: raw.tcp_clients_per_ip.max(1),
             tcp_idle: Duration::from_secs(raw.tcp_idle_s.max(1)),

@@ -28,6 +28,8 @@ use raw::RawConfig;
 pub const DEFAULT_CONFIG: &str = include_str!("../../config.ron");
 /// How the embedded default is named in messages.
 pub const DEFAULT_NAME: &str = "<default config.ron>";
+/// Admin clients served at once, at most (each holds a task and a socket).
+pub const MAX_ADMIN_CLIENTS: usize = 4096;
 
 /// A validated configuration.
 #[derive(Clone, Debug)]
@@ -99,7 +101,8 @@ impl Config {
                 message: format!("cannot read: {e}"),
             }])
         })?;
-        parse(&text, &name)
+        let base = path.parent().unwrap_or(Path::new("."));
+        parse_at(&text, &name, base)
     }
 
     /// The file if given, else the embedded default.
@@ -111,11 +114,19 @@ impl Config {
     }
 }
 
-/// Parses and validates RON text; `file` names it in errors.
+/// Parses and validates RON text; `file` names it in errors. Relative
+/// file paths in it are taken from the working directory.
 pub fn parse(src: &str, file: &str) -> Result<Config, ConfigErrors> {
+    parse_at(src, file, Path::new("."))
+}
+
+/// [`parse`], with relative file paths taken from `base` (the directory
+/// of the config file).
+pub fn parse_at(src: &str, file: &str, base: &Path) -> Result<Config, ConfigErrors> {
     let raw = deserialize(src, file)?;
     let mut checker = Checker {
         file,
+        base,
         locator: Locator::new(src),
         errors: Vec::new(),
     };
@@ -192,6 +203,8 @@ fn push_field(out: &mut String, name: &str) {
 /// Collects semantic errors with their positions.
 struct Checker<'a> {
     file: &'a str,
+    /// Where relative file paths start.
+    base: &'a Path,
     locator: Locator,
     errors: Vec<ConfigError>,
 }
@@ -206,6 +219,12 @@ impl Checker<'_> {
             path: path.to_string(),
             message: message.into(),
         });
+    }
+
+    /// A file path from the config: relative ones start at the config's
+    /// directory, so a daemon's working directory does not matter.
+    pub(crate) fn file_path(&self, text: &str) -> PathBuf {
+        self.base.join(text)
     }
 
     fn config(&mut self, raw: RawConfig, source: &str) -> Config {
@@ -242,11 +261,19 @@ impl Checker<'_> {
             });
         if raw.max_clients == 0 {
             self.error("admin.max_clients", "must be at least 1");
+        } else if raw.max_clients > MAX_ADMIN_CLIENTS {
+            self.error(
+                "admin.max_clients",
+                format!(
+                    "{} is above the limit of {MAX_ADMIN_CLIENTS}",
+                    raw.max_clients
+                ),
+            );
         }
         AdminConfig {
             socket,
             group,
-            max_clients: raw.max_clients.max(1),
+            max_clients: raw.max_clients.clamp(1, MAX_ADMIN_CLIENTS),
         }
     }
 

@@ -237,6 +237,35 @@ pub fn parse_upstream_url(url: &str, options: &UrlOptions) -> Result<Transport, 
     }
 }
 
+/// The nameservers a resolv.conf lists, in order, at port 53. A link-local
+/// address keeps its zone (`fe80::1%eth0`); one whose interface does not
+/// exist is left out, since it cannot be reached.
+pub fn resolv_conf_servers(text: &str) -> Vec<SocketAddr> {
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|entry| {
+            let (ip, zone) = match entry.split_once('%') {
+                Some((ip, zone)) => (ip, Some(zone)),
+                None => (entry, None),
+            };
+            let ip: IpAddr = ip.parse().ok()?;
+            match (ip, zone) {
+                (IpAddr::V6(v6), Some(zone)) => {
+                    let scope = zone
+                        .parse::<u32>()
+                        .ok()
+                        .or_else(|| nix::net::if_::if_nametoindex(zone).ok())?;
+                    Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                        v6, 53, 0, scope,
+                    )))
+                }
+                _ => Some(SocketAddr::new(ip, 53)),
+            }
+        })
+        .collect()
+}
+
 fn split_host_port(text: &str) -> (&str, Option<&str>) {
     if let Some(rest) = text.strip_prefix('[') {
         if let Some((host, tail)) = rest.split_once(']') {

@@ -25,7 +25,7 @@ use super::pending::Pending;
 use super::tls;
 use super::udp::UdpTransport;
 use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
-use crate::dns::settings::Transport;
+use crate::dns::settings::{resolv_conf_servers, Transport};
 use crate::warn_throttled;
 
 /// A connection idle this long is closed.
@@ -238,15 +238,9 @@ fn transports(transport: &Transport) -> Result<(Vec<SocketAddr>, Streams), Actor
 /// The nameservers of a resolv.conf (port 53).
 pub fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let servers: Vec<SocketAddr> = text
-        .lines()
-        .filter_map(|line| line.trim().strip_prefix("nameserver"))
-        .filter_map(|rest| rest.split_whitespace().next())
-        .filter_map(|addr| addr.split('%').next()?.parse().ok())
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect();
+    let servers = resolv_conf_servers(&text);
     if servers.is_empty() {
-        return Err(format!("{}: no nameserver lines", path.display()).into());
+        return Err(format!("{}: no usable nameserver lines", path.display()).into());
     }
     Ok(servers)
 }
@@ -490,16 +484,15 @@ mod tests {
         let path = dir.join("resolv.conf");
         std::fs::write(
             &path,
-            "# x\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%eth0\noptions edns0\n",
+            "# x\nsearch lan\nnameserver 127.0.0.53\nnameserver fe80::1%lo\nnameserver fe80::2%nonexistent0\noptions edns0\n",
         )
         .unwrap();
         let servers = read_resolv_conf(&path).unwrap();
+        let lo = nix::net::if_::if_nametoindex("lo").unwrap();
+        let link_local = std::net::SocketAddrV6::new("fe80::1".parse().unwrap(), 53, 0, lo);
         assert_eq!(
             servers,
-            vec![
-                "127.0.0.53:53".parse().unwrap(),
-                "[fe80::1]:53".parse().unwrap()
-            ]
+            vec!["127.0.0.53:53".parse().unwrap(), link_local.into()]
         );
         std::fs::write(&path, "search lan\n").unwrap();
         assert!(read_resolv_conf(&path).is_err());

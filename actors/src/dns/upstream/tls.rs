@@ -33,9 +33,14 @@ pub fn client_config(
             reason,
         };
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| ca_error(e.to_string()))?;
+        let mut added = 0;
         for cert in certs {
             let cert = cert.map_err(|e| ca_error(e.to_string()))?;
             roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_error("no PEM certificates in it".to_string()));
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
