@@ -4,11 +4,15 @@
 # binds port 53 on 127.0.0.10-13 and installs dnsperf, knot, unbound,
 # dnsmasq-base when missing). Takes about ten minutes.
 #   scripts/bench-dns.sh [--quick]
+# With --syscalls it instead counts system calls and context switches per
+# query with perf (scripts/syscalls_dns.py, about two minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 missing=()
-for pkg in dnsperf knot knot-dnsutils unbound dnsmasq-base; do
+pkgs=(dnsperf knot knot-dnsutils unbound dnsmasq-base)
+[ "${1:-}" = --syscalls ] && pkgs+=(linux-perf)
+for pkg in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -18,4 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
         || { DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; }
 fi
 cargo build --release --locked
+[ "${1:-}" = --syscalls ] && exec python3 scripts/syscalls_dns.py
 exec python3 scripts/bench_dns.py "$@"
