@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use ractor::ActorRef;
 use tokio::task::JoinHandle;
+use ward_actors::dialer::actor::{DialerActor, DialerArgs};
+use ward_actors::dialer::Dialers;
 use ward_actors::dns::listener_tcp::{DnsTcpListener, TcpListenerArgs};
 use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
 use ward_actors::dns::resolver::Resolver;
@@ -72,15 +74,17 @@ impl Service {
         let nofile = raise_nofile();
         let metrics = Arc::new(Metrics::new());
         let view = SupervisorView::new();
+        let dialers = Dialers::new(config.dialers.clone(), metrics.dialers.clone());
         let resolver = config
             .dns
             .clone()
-            .map(|dns| Resolver::new(dns, metrics.dns.clone()));
+            .map(|dns| Resolver::new(dns, metrics.dns.clone(), &dialers));
         let ctx = ServiceContext::new(
             view.clone(),
             metrics.clone(),
             nofile,
             config.source.clone(),
+            dialers,
             resolver,
         );
         let mut sup = SupervisorConfig::new(Strategy::OneForOne);
@@ -158,7 +162,7 @@ fn root_children(
     vec![
         admin_spec(config, ctx),
         telemetry_spec(config, ctx),
-        group("dialers", Strategy::OneForOne, vec![]),
+        group("dialers", Strategy::OneForOne, dialer_specs(ctx)),
         group(
             "dns",
             Strategy::RestForOne,
@@ -176,6 +180,28 @@ fn root_children(
             ],
         ),
     ]
+}
+
+fn dialer_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+    ctx.dialers
+        .dialers()
+        .map(|dialer| {
+            let dialer = dialer.clone();
+            let periodic = ctx.dialers.in_a_group(&dialer.name);
+            ChildSpec::worker(
+                dialer.name.clone(),
+                "dialer",
+                Restart::Permanent,
+                move |_| {
+                    let args = DialerArgs {
+                        dialer: dialer.clone(),
+                        periodic,
+                    };
+                    (DialerActor, args)
+                },
+            )
+        })
+        .collect()
 }
 
 fn upstream_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use ward_supervision::TreeNode;
 
 use crate::admin::client::{self, ClientError};
-use crate::admin::protocol::{Killed, Request, Stats, VERSION};
+use crate::admin::protocol::{DialerInfo, GroupInfo, Killed, Request, Stats, VERSION};
 use crate::admin::render;
 use crate::config::{Config, ConfigErrors};
 use crate::telemetry::logging;
@@ -76,6 +76,13 @@ pub enum CtlCommand {
     /// The DNS cache.
     #[command(subcommand)]
     Cache(CacheCommand),
+    /// Every dialer's health per track (TCP, UDP), and the groups' choices.
+    Dialers {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Probe a dialer, or every member of a group, now.
+    Probe { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +182,8 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlCommand::Stats { json } => ctl_stats(&socket, json),
         CtlCommand::Version => ctl_version(&socket),
         CtlCommand::Cache(CacheCommand::Flush) => ctl_cache_flush(&socket),
+        CtlCommand::Dialers { json } => ctl_dialers(&socket, json),
+        CtlCommand::Probe { name } => ctl_probe(&socket, name),
     };
     match result {
         Ok(text) => {
@@ -224,6 +233,22 @@ fn ctl_stats(socket: &std::path::Path, json: bool) -> Result<String, ClientError
 fn ctl_cache_flush(socket: &std::path::Path) -> Result<String, ClientError> {
     let flushed: u64 = field(client::request(socket, &Request::CacheFlush)?, "flushed")?;
     Ok(format!("flushed {flushed} cached answers\n"))
+}
+
+fn ctl_dialers(socket: &std::path::Path, json: bool) -> Result<String, ClientError> {
+    let mut reply = client::request(socket, &Request::Dialers)?;
+    if json {
+        let both = serde_json::json!({"dialers": reply["dialers"].take(), "groups": reply["groups"].take()});
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&both)?));
+    }
+    let groups: Vec<GroupInfo> = field(reply.clone(), "groups")?;
+    let dialers: Vec<DialerInfo> = field(reply, "dialers")?;
+    Ok(render::dialers(&dialers, &groups))
+}
+
+fn ctl_probe(socket: &std::path::Path, name: String) -> Result<String, ClientError> {
+    let probed: Vec<String> = field(client::request(socket, &Request::Probe { name })?, "probed")?;
+    Ok(format!("probing {}\n", probed.join(", ")))
 }
 
 fn ctl_version(socket: &std::path::Path) -> Result<String, ClientError> {

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use ward_actors::dialer::Dialers;
 use ward_actors::dns::resolver::Resolver;
 use ward_supervision::{SupervisorView, TreeNode};
 
@@ -22,6 +23,8 @@ pub struct ServiceContext {
     pub nofile: NofileLimit,
     /// Where the configuration came from.
     pub config_source: String,
+    /// Every dialer and group.
+    pub dialers: Arc<Dialers>,
     /// The DNS forwarder's query path, when DNS is configured.
     pub dns: Option<Arc<Resolver>>,
     /// The address `/metrics` is served on, once bound.
@@ -34,6 +37,7 @@ impl ServiceContext {
         metrics: Arc<Metrics>,
         nofile: NofileLimit,
         config_source: String,
+        dialers: Arc<Dialers>,
         dns: Option<Arc<Resolver>>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -42,6 +46,7 @@ impl ServiceContext {
             started: Instant::now(),
             nofile,
             config_source,
+            dialers,
             dns,
             metrics_addr: Mutex::new(None),
         })

@@ -33,6 +33,7 @@ fn the_tree_has_root_admin_telemetry_and_the_empty_subtrees() {
         ("admin", "admin"),
         ("telemetry", "telemetry"),
         ("dialers", "supervisor"),
+        ("dialers/direct", "dialer"),
         ("dns", "supervisor"),
         ("dns/upstreams", "supervisor"),
         ("dns/listeners", "supervisor"),
@@ -58,8 +59,9 @@ fn the_tree_has_root_admin_telemetry_and_the_empty_subtrees() {
     let lines: Vec<&str> = text.lines().collect();
     assert!(lines[1].starts_with("root "), "{text}");
     assert!(lines[2].starts_with("├── admin "), "{text}");
-    assert!(lines[6].starts_with("│   ├── upstreams "), "{text}");
-    assert!(lines[10].starts_with("    └── endpoints "), "{text}");
+    assert!(lines[5].starts_with("│   └── direct "), "{text}");
+    assert!(lines[7].starts_with("│   ├── upstreams "), "{text}");
+    assert!(lines[11].starts_with("    └── endpoints "), "{text}");
 }
 
 fn kill_and_expect_restart(ward: &Ward, path: &str) {
@@ -344,5 +346,6 @@ fn ctl_stats_and_version_print_what_the_service_reports() {
     assert!(stats["open_fds"].as_u64().unwrap() > 0);
     assert_eq!(stats["nofile_soft"], stats["nofile_hard"]);
     let text = String::from_utf8(ward.ctl(&["stats"]).stdout).unwrap();
-    assert!(text.contains("actors:         10"), "{text}");
+    assert!(text.contains("actors:         11"), "{text}");
+    assert_eq!(stats["actors"]["dialer"], 1);
 }

@@ -9,8 +9,11 @@
 //!   the architecture brief): peer gone, socket dead, transient, path failed,
 //!   normal.
 //! - [`throttle`]: first occurrence logged, then one summary per window.
+//! - [`dialer`]: outbound paths and groups, with health learned from
+//!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
 
+pub mod dialer;
 pub mod dns;
 pub mod io_class;
 pub mod throttle;

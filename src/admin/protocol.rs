@@ -28,6 +28,57 @@ pub enum Request {
     Version,
     /// Forget every cached DNS answer.
     CacheFlush,
+    /// Every dialer's health, per track, and the groups.
+    Dialers,
+    /// Probe a dialer (or every member of a group) now.
+    Probe { name: String },
+}
+
+/// One dialer in `dialers`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DialerInfo {
+    pub name: String,
+    /// `direct` or `socks5`.
+    pub kind: String,
+    pub tcp: TrackInfo,
+    pub udp: TrackInfo,
+}
+
+/// One track (TCP or UDP) of a dialer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub up: bool,
+    pub last_ms: Option<f64>,
+    pub avg10_ms: Option<f64>,
+    pub moving_avg_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub traffic_failures: u64,
+    pub probe_failures: u64,
+    pub last_failure: Option<FailureInfo>,
+    /// The groups whose current choice on this track is this dialer.
+    pub selected_by: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureInfo {
+    /// `peer_gone`, `path_failed`, ...
+    pub class: String,
+    /// Where it happened: `proxy_connect`, `session`, ...
+    pub stage: String,
+    pub reason: String,
+    /// `traffic` or `probe`.
+    pub source: String,
+    pub at_unix_ms: u64,
+}
+
+/// One group in `dialers`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    pub policy: String,
+    pub dialers: Vec<String>,
+    pub tcp: Option<String>,
+    pub udp: Option<String>,
 }
 
 /// What `stats` reports.

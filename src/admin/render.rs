@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use ward_supervision::TreeNode;
 
-use super::protocol::Stats;
+use super::protocol::{DialerInfo, GroupInfo, Stats};
 
 /// The tree as aligned text, one node per line.
 pub fn tree(root: &TreeNode) -> String {
@@ -147,6 +147,69 @@ pub fn stats(stats: &Stats) -> String {
         }
     }
     out
+}
+
+/// Dialers as a table, one line per dialer and track, then the groups.
+pub fn dialers(dialers: &[DialerInfo], groups: &[GroupInfo]) -> String {
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1}ms"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:16} {:7} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  last failure",
+        "DIALER", "KIND", "TRACK", "STATE", "LAST", "AVG10", "MOVING", "FAILS", "TRAFFIC"
+    );
+    for d in dialers {
+        for (label, t) in [("tcp", &d.tcp), ("udp", &d.udp)] {
+            let failure = t.last_failure.as_ref().map_or(String::new(), |f| {
+                format!(
+                    "{} {} at {} ({}): {}",
+                    f.source,
+                    f.class,
+                    f.stage,
+                    ago(f.at_unix_ms),
+                    f.reason
+                )
+            });
+            let selected = if t.selected_by.is_empty() {
+                String::new()
+            } else {
+                format!(" [selected by {}]", t.selected_by.join(", "))
+            };
+            let _ = writeln!(
+                out,
+                "{:16} {:7} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  {failure}{selected}",
+                d.name,
+                d.kind,
+                label,
+                if t.up { "up" } else { "DOWN" },
+                ms(t.last_ms),
+                ms(t.avg10_ms),
+                ms(t.moving_avg_ms),
+                t.consecutive_failures,
+                t.traffic_failures,
+            );
+        }
+    }
+    for g in groups {
+        let _ = writeln!(
+            out,
+            "group {}: {} of [{}], tcp -> {}, udp -> {}",
+            g.name,
+            g.policy,
+            g.dialers.join(", "),
+            g.tcp.as_deref().unwrap_or("-"),
+            g.udp.as_deref().unwrap_or("-"),
+        );
+    }
+    out
+}
+
+/// How long ago a wall-clock time was.
+fn ago(at_unix_ms: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    format!("{} ago", human_duration(now.saturating_sub(at_unix_ms)))
 }
 
 #[cfg(test)]

@@ -19,10 +19,14 @@ use tokio::task::JoinSet;
 use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
 use ward_supervision::{TaskGuard, TaskScope};
 
-use super::protocol::{DnsStats, Killed, Request, Stats, UpstreamStats, VERSION};
+use super::protocol::{
+    DialerInfo, DnsStats, FailureInfo, GroupInfo, Killed, Request, Stats, TrackInfo, UpstreamStats,
+    VERSION,
+};
 use super::socket_file::{self, SocketFile};
 use crate::context::ServiceContext;
 use crate::telemetry::process;
+use ward_actors::dialer::{Dialer, Track, Via};
 use ward_actors::dns::resolver::Resolver;
 
 /// The longest request line accepted.
@@ -207,7 +211,81 @@ pub fn handle_request(line: &str, ctx: &ServiceContext) -> (Value, Option<ActorC
             }
             None => (error_reply("DNS is not configured"), None),
         },
+        Request::Dialers => {
+            let (dialers, groups) = dialers(ctx);
+            (
+                json!({"ok": true, "dialers": dialers, "groups": groups}),
+                None,
+            )
+        }
+        Request::Probe { name } => probe(&name, ctx),
     }
+}
+
+fn dialers(ctx: &ServiceContext) -> (Vec<DialerInfo>, Vec<GroupInfo>) {
+    let ms = |d: Option<std::time::Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+    let track = |dialer: &Dialer, track: Track| {
+        let view = dialer.health(track).view();
+        TrackInfo {
+            up: view.up,
+            last_ms: ms(view.last),
+            avg10_ms: ms(view.avg10),
+            moving_avg_ms: ms(view.moving_avg),
+            consecutive_failures: view.consecutive_failures,
+            traffic_failures: view.traffic_failures,
+            probe_failures: view.probe_failures,
+            last_failure: view.last_failure.map(|last| FailureInfo {
+                class: last.failure.class.label().to_string(),
+                stage: last.failure.stage.label().to_string(),
+                reason: last.failure.reason,
+                source: last.source.label().to_string(),
+                at_unix_ms: last.at_unix_ms,
+            }),
+            selected_by: ctx.dialers.selected_by(&dialer.name, track),
+        }
+    };
+    let dialers = ctx
+        .dialers
+        .dialers()
+        .map(|d| DialerInfo {
+            name: d.name.clone(),
+            kind: d.spec.kind().to_string(),
+            tcp: track(d, Track::Tcp),
+            udp: track(d, Track::Udp),
+        })
+        .collect();
+    let groups = ctx
+        .dialers
+        .groups()
+        .map(|g| GroupInfo {
+            name: g.name.clone(),
+            policy: format!("{:?}", g.policy),
+            dialers: g.members.iter().map(|d| d.name.clone()).collect(),
+            tcp: g.current(Track::Tcp).map(|d| d.name.clone()),
+            udp: g.current(Track::Udp).map(|d| d.name.clone()),
+        })
+        .collect();
+    (dialers, groups)
+}
+
+fn probe(name: &str, ctx: &ServiceContext) -> (Value, Option<ActorCell>) {
+    let probed: Vec<String> = match ctx.dialers.via(name) {
+        Some(Via::Dialer(dialer)) => vec![dialer.name.clone()],
+        Some(Via::Group(group)) => group.members.iter().map(|d| d.name.clone()).collect(),
+        None => {
+            return (
+                error_reply(&format!("no dialer or group named {name:?}")),
+                None,
+            )
+        }
+    };
+    for name in &probed {
+        if let Some(dialer) = ctx.dialers.dialer(name) {
+            dialer.request_probe();
+        }
+    }
+    tracing::info!(?probed, "probe requested on admin request");
+    (json!({"ok": true, "probed": probed}), None)
 }
 
 fn kill(path: &str, ctx: &ServiceContext) -> (Value, Option<ActorCell>) {

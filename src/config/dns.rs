@@ -8,6 +8,7 @@ use std::time::Duration;
 use hickory_proto::rr::{Name, RecordType};
 use ipnet::IpNet;
 use serde::Deserialize;
+use ward_actors::dialer::settings::DialerSettings;
 use ward_actors::dns::answer::TtlPolicy;
 use ward_actors::dns::settings::{
     parse_upstream_url, resolv_conf_servers, CacheSettings, Chain, DnsSettings, Limits, Route,
@@ -187,7 +188,7 @@ fn strategy(raw: RawStrategy) -> Strategy {
 }
 
 impl Checker<'_> {
-    pub(super) fn dns(&mut self, raw: RawDns) -> DnsSettings {
+    pub(super) fn dns(&mut self, raw: RawDns, dialers: &DialerSettings) -> DnsSettings {
         if raw.timeout_ms == 0 {
             self.error("dns.timeout_ms", "must be at least 1");
         }
@@ -212,7 +213,7 @@ impl Checker<'_> {
         let names: BTreeSet<String> = upstreams.keys().cloned().collect();
         let upstreams: BTreeMap<String, UpstreamSpec> = upstreams
             .into_iter()
-            .filter_map(|(name, up)| self.upstream(&name, up).map(|spec| (name, spec)))
+            .filter_map(|(name, up)| self.upstream(&name, up, dialers).map(|spec| (name, spec)))
             .collect();
         self.no_loops(&listen, &upstreams);
         let default_names = if raw.default.is_empty() && names.len() == 1 {
@@ -273,7 +274,12 @@ impl Checker<'_> {
         out
     }
 
-    fn upstream(&mut self, name: &str, raw: RawUpstream) -> Option<UpstreamSpec> {
+    fn upstream(
+        &mut self,
+        name: &str,
+        raw: RawUpstream,
+        dialers: &DialerSettings,
+    ) -> Option<UpstreamSpec> {
         let path = format!("dns.upstreams.{name}");
         if name.is_empty() || name.contains('/') {
             self.error(
@@ -282,7 +288,7 @@ impl Checker<'_> {
             );
             return None;
         }
-        if raw.via != "direct" {
+        if !dialers.dialers.contains_key(&raw.via) && !dialers.groups.contains_key(&raw.via) {
             self.error(
                 &format!("{path}.via"),
                 format!("no dialer or group named {:?}", raw.via),

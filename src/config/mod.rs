@@ -6,6 +6,7 @@
 //! typed values. Every error names the file, line, column and field path.
 //! The shipped `config.ron` is embedded and used when no file is given.
 
+pub mod dialers;
 pub mod dns;
 pub mod error;
 pub mod locate;
@@ -40,6 +41,8 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub supervision: SupervisionSettings,
+    /// Outbound paths, groups and their health; `direct` always exists.
+    pub dialers: ward_actors::dialer::settings::DialerSettings,
     /// The DNS forwarder; off when the section is absent.
     pub dns: Option<ward_actors::dns::settings::DnsSettings>,
 }
@@ -228,13 +231,15 @@ impl Checker<'_> {
     }
 
     fn config(&mut self, raw: RawConfig, source: &str) -> Config {
+        let dialers = self.dialer_settings(raw.dialers, raw.groups, raw.health);
         Config {
             source: source.to_string(),
             admin: self.admin(raw.admin),
             log: self.log(raw.log),
             metrics: self.metrics(raw.metrics),
             supervision: self.supervision(raw.supervision),
-            dns: raw.dns.map(|dns| self.dns(dns)),
+            dns: raw.dns.map(|dns| self.dns(dns, &dialers)),
+            dialers,
         }
     }
 

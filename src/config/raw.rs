@@ -12,6 +12,9 @@ pub struct RawConfig {
     pub log: RawLog,
     pub metrics: RawMetrics,
     pub supervision: RawSupervision,
+    pub dialers: std::collections::BTreeMap<String, super::dialers::RawDialer>,
+    pub groups: std::collections::BTreeMap<String, super::dialers::RawGroup>,
+    pub health: super::dialers::RawHealth,
     pub dns: Option<super::dns::RawDns>,
 }
 

@@ -11,6 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use ward_actors::dialer::metrics::DialerMetrics;
 use ward_actors::dns::metrics::DnsMetrics;
 use ward_actors::Throttle;
 use ward_supervision::{ExitReason, SupervisionObserver, TreeNode};
@@ -48,6 +49,7 @@ pub struct Metrics {
     rendering: std::sync::Mutex<()>,
     /// The DNS forwarder's metrics (registered even when DNS is off).
     pub dns: std::sync::Arc<DnsMetrics>,
+    pub dialers: std::sync::Arc<DialerMetrics>,
 }
 
 impl Default for Metrics {
@@ -98,8 +100,10 @@ impl Metrics {
             log_suppressed.clone(),
         );
         let dns = DnsMetrics::register(&mut registry);
+        let dialers = DialerMetrics::register(&mut registry);
         Self {
             dns,
+            dialers,
             registry,
             restarts,
             escalations,

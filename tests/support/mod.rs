@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod socks;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -39,7 +39,14 @@ fn resolver() -> &'static Arc<Resolver> {
             }],
         };
         let mut registry = prometheus_client::registry::Registry::default();
-        Resolver::new(settings, DnsMetrics::register(&mut registry))
+        Resolver::new(
+            settings,
+            DnsMetrics::register(&mut registry),
+            &crate::dialer::Dialers::new(
+                crate::dialer::settings::DialerSettings::direct_only(),
+                Default::default(),
+            ),
+        )
     })
 }
 

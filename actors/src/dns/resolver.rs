@@ -23,6 +23,7 @@ use super::settings::{Chain, DnsSettings, Strategy};
 use super::statics::Statics;
 use super::upstream::{UpstreamError, UpstreamQuery, UpstreamSlot, Upstreams};
 use super::wire::{self, rcode, Query, QueryError};
+use crate::dialer::Dialers;
 use crate::dns::settings::Transport as UpstreamTransport;
 
 const TYPE_AXFR: u16 = 252;
@@ -90,8 +91,15 @@ impl AttemptError {
     }
 }
 
+/// Times one attempt waits for its upstream's actor to come back.
+const RESTART_WAITS: u32 = 2;
+
 impl Resolver {
-    pub fn new(settings: DnsSettings, metrics: Arc<DnsMetrics>) -> Arc<Resolver> {
+    pub fn new(
+        settings: DnsSettings,
+        metrics: Arc<DnsMetrics>,
+        dialers: &Dialers,
+    ) -> Arc<Resolver> {
         let cache = Arc::new(Cache::new(
             settings.cache.size,
             settings.cache.serve_stale_s,
@@ -100,7 +108,7 @@ impl Resolver {
         Arc::new(Resolver {
             cache,
             coalescer: Coalescer::default(),
-            upstreams: Upstreams::new(&settings, &metrics),
+            upstreams: Upstreams::new(&settings, &metrics, dialers),
             statics: Statics::new(&settings.statics),
             acl: Acl::new(settings.allow.clone()),
             rate: settings.limits.per_client_qps.map(RateLimiter::new),
@@ -414,9 +422,23 @@ impl Resolver {
             UpstreamTransport::TcpUdp(_) | UpstreamTransport::System(_)
         );
         let mut use_tcp = false;
+        let mut waits = 0;
         loop {
             let started = Instant::now();
             let result = self.ask_once(slot, ask, use_tcp, until).await;
+            // Its actor is restarting (a transport or path died under it):
+            // the query waits for the new one instead of failing at once.
+            if matches!(
+                result,
+                Err(AttemptError::Upstream(UpstreamError::Unavailable))
+            ) && waits < RESTART_WAITS
+                && slot.restarting()
+            {
+                waits += 1;
+                if slot.wait_attached(until).await {
+                    continue;
+                }
+            }
             let result = result.and_then(|bytes| {
                 CachedAnswer::from_upstream(
                     &bytes,

@@ -25,6 +25,7 @@ use super::pending::Pending;
 use super::tls;
 use super::udp::UdpTransport;
 use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
+use crate::dialer::Track;
 use crate::dns::settings::{resolv_conf_servers, Transport};
 use crate::warn_throttled;
 
@@ -73,6 +74,8 @@ enum Streams {
 
 struct Conn {
     conn_id: u64,
+    /// The dialer it goes through.
+    dialer: String,
     /// Where its queries go; closed once the connection's task has ended.
     outgoing: mpsc::Sender<Outgoing>,
     pending: Arc<Pending>,
@@ -114,6 +117,9 @@ pub struct UpstreamState {
     next_conn_id: u64,
     connect_failures: u32,
     retry_after: Option<Instant>,
+    /// The dialer of the last connection that broke: the next connection
+    /// avoids it (the queries it carried are being retried).
+    avoid: Option<String>,
     probing: bool,
     probe_delay: Duration,
     probe_task: Option<TaskGuard>,
@@ -131,12 +137,11 @@ impl Actor for UpstreamActor {
     ) -> Result<UpstreamState, ActorProcessingErr> {
         let name = args.slot.name.clone();
         let (udp_servers, streams) = transports(&args.slot.spec.transport)?;
-        let udp = Arc::new(
-            udp_servers
-                .iter()
-                .map(|addr| UdpTransport::open(*addr, &args.tasks, &name, &myself))
-                .collect::<Result<Vec<_>, _>>()?,
-        );
+        let mut udp = Vec::with_capacity(udp_servers.len());
+        for addr in udp_servers {
+            udp.push(UdpTransport::open(addr, &args.slot.via, &args.tasks, &name, &myself).await?);
+        }
+        let udp = Arc::new(udp);
         args.slot.attach(myself.clone(), Arc::clone(&udp));
         let mut state = UpstreamState {
             attached: Attached {
@@ -151,6 +156,7 @@ impl Actor for UpstreamActor {
             next_conn_id: 1,
             connect_failures: 0,
             retry_after: None,
+            avoid: None,
             probing: false,
             probe_delay: PROBE_FIRST,
             probe_task: None,
@@ -333,12 +339,22 @@ impl UpstreamState {
         let pending = Arc::new(Pending::default());
         let (outgoing, queue) = outgoing_queue();
         let supervisor = myself.get_cell();
+        let exclude: Vec<&str> = self.avoid.as_deref().into_iter().collect();
+        let dialer = self
+            .attached
+            .slot
+            .via
+            .select(Track::Tcp, &exclude)
+            .or_else(|| self.attached.slot.via.select(Track::Tcp, &[]))
+            .ok_or("no dialer to reach the upstream")?;
+        let dialer_name = dialer.name.clone();
         let (cell, join, framed) = match &self.streams {
             Streams::None => return Err("no stream transport".into()),
             Streams::Dns(targets) => {
                 let target = targets[self.server_index(targets.len())].clone();
                 let args = StreamConnArgs {
                     target,
+                    dialer,
                     pending: pending.clone(),
                     outgoing: queue,
                     owner: myself.clone(),
@@ -351,6 +367,7 @@ impl UpstreamState {
             Streams::Https { target, uri } => {
                 let args = DohConnArgs {
                     target: target.clone(),
+                    dialer,
                     uri: uri.clone(),
                     pending: pending.clone(),
                     outgoing: queue,
@@ -369,6 +386,7 @@ impl UpstreamState {
             id,
             Conn {
                 conn_id,
+                dialer: dialer_name,
                 outgoing,
                 pending,
                 framed,
@@ -384,6 +402,7 @@ impl UpstreamState {
             conn.ready = true;
             self.connect_failures = 0;
             self.retry_after = None;
+            self.avoid = None;
         }
     }
 
@@ -403,8 +422,18 @@ impl UpstreamState {
             self.active = None;
         }
         if !reason.is_normal() {
+            // Where a group has another member, the retry goes there.
+            self.avoid = Some(conn.dialer.clone());
             if conn.ready {
                 warn_throttled!(self.name(), upstream = %self.name(), %reason, "upstream connection lost");
+            } else if self
+                .attached
+                .slot
+                .via
+                .has_other_up(Track::Tcp, &conn.dialer)
+            {
+                warn_throttled!(self.name(), upstream = %self.name(), dialer = %conn.dialer, %reason,
+                    "cannot connect to upstream through this dialer; trying another");
             } else {
                 self.connect_failures = self.connect_failures.saturating_add(1);
                 let delay = RECONNECT_MIN

@@ -20,12 +20,12 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
 use super::pending::Pending;
+use crate::dialer::{Dialer, Failure, Track};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 
 /// How long connecting (and the TLS handshake) may take.
@@ -72,6 +72,8 @@ pub fn outgoing_queue() -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>) {
 
 pub struct StreamConnArgs {
     pub target: StreamTarget,
+    /// The path it goes through, chosen by the upstream.
+    pub dialer: Arc<Dialer>,
     pub pending: Arc<Pending>,
     pub outgoing: mpsc::Receiver<Outgoing>,
     pub owner: ActorRef<UpstreamMsg>,
@@ -97,6 +99,15 @@ pub enum End {
 
 pub struct StreamConnState {
     _io: TaskGuard,
+    dialer: Arc<Dialer>,
+    pending: Arc<Pending>,
+}
+
+/// Tells the dialer a connection broke; with queries in flight through a
+/// node, that is the node's failure.
+pub fn report_broken(dialer: &Dialer, pending: &Pending, class: IoClass, reason: &str) {
+    let failure = Failure::session(class, reason.to_string(), dialer.hop(), !pending.is_empty());
+    dialer.report_failure(Track::Tcp, &failure);
 }
 
 impl Actor for StreamConn {
@@ -111,21 +122,26 @@ impl Actor for StreamConn {
     ) -> Result<StreamConnState, ActorProcessingErr> {
         let io = TaskGuard::spawn(run(
             args.target,
+            args.dialer.clone(),
             args.outgoing,
-            args.pending,
+            args.pending.clone(),
             myself,
             args.owner,
             args.conn_id,
             args.idle,
         ));
-        Ok(StreamConnState { _io: io })
+        Ok(StreamConnState {
+            _io: io,
+            dialer: args.dialer,
+            pending: args.pending,
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<StreamConnMsg>,
         message: StreamConnMsg,
-        _state: &mut StreamConnState,
+        state: &mut StreamConnState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             StreamConnMsg::Ended(End::Idle) => myself.stop(Some("idle".to_string())),
@@ -133,7 +149,8 @@ impl Actor for StreamConn {
                 return Err(format!("connect failed ({}): {reason}", class.label()).into())
             }
             StreamConnMsg::Ended(End::Broken(class, reason)) => {
-                return Err(format!("connection broken ({}): {reason}", class.label()).into())
+                report_broken(&state.dialer, &state.pending, class, &reason);
+                return Err(format!("connection broken ({}): {reason}", class.label()).into());
             }
         }
         Ok(())
@@ -151,20 +168,37 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
-async fn connect(target: &StreamTarget) -> io::Result<Box<dyn Stream>> {
-    let tcp = TcpStream::connect(target.addr()).await?;
-    tcp.set_nodelay(true)?;
+/// Connects through the dialer (which hears how that went), then runs the
+/// TLS handshake when there is one.
+async fn connect(target: &StreamTarget, dialer: &Dialer) -> Result<Box<dyn Stream>, End> {
+    let tcp = dialer
+        .connect_tcp(target.addr(), CONNECT_TIMEOUT)
+        .await
+        .map_err(|failure| End::ConnectFailed(failure.class, failure.to_string()))?;
     match target {
         StreamTarget::Tcp(_) => Ok(Box::new(tcp)),
         StreamTarget::Tls { name, config, .. } => {
             let connector = tokio_rustls::TlsConnector::from(config.clone());
-            Ok(Box::new(connector.connect(name.clone(), tcp).await?))
+            let handshake = connector.connect(name.clone(), tcp);
+            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => Ok(Box::new(tls)),
+                Ok(Err(e)) => Err(End::ConnectFailed(
+                    classify_io_error(&e, IoSide::Dial),
+                    format!("TLS handshake: {e}"),
+                )),
+                Err(_) => Err(End::ConnectFailed(
+                    IoClass::PathFailed,
+                    "TLS handshake timed out".to_string(),
+                )),
+            }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     target: StreamTarget,
+    dialer: Arc<Dialer>,
     mut queue: mpsc::Receiver<Outgoing>,
     pending: Arc<Pending>,
     conn: ActorRef<StreamConnMsg>,
@@ -172,18 +206,9 @@ async fn run(
     conn_id: u64,
     idle: Duration,
 ) {
-    let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect(&target)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
-            let class = classify_io_error(&e, IoSide::Dial);
-            let _ = conn.send_message(StreamConnMsg::Ended(End::ConnectFailed(
-                class,
-                e.to_string(),
-            )));
-            return;
-        }
-        Err(_) => {
-            let end = End::ConnectFailed(IoClass::PathFailed, "timed out".to_string());
+    let stream = match connect(&target, &dialer).await {
+        Ok(stream) => stream,
+        Err(end) => {
             let _ = conn.send_message(StreamConnMsg::Ended(end));
             return;
         }

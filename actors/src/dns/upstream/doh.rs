@@ -18,9 +18,10 @@ use tokio::task::JoinSet;
 use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
-use super::conn::{End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP};
+use super::conn::{report_broken, End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP};
 use super::pending::Pending;
 use super::UpstreamError;
+use crate::dialer::Dialer;
 use crate::dns::wire;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 
@@ -32,6 +33,8 @@ pub struct DohConn;
 
 pub struct DohConnArgs {
     pub target: StreamTarget,
+    /// The path it goes through, chosen by the upstream.
+    pub dialer: Arc<Dialer>,
     /// `https://authority/path`.
     pub uri: String,
     pub pending: Arc<Pending>,
@@ -48,6 +51,8 @@ pub enum DohConnMsg {
 
 pub struct DohConnState {
     _io: TaskGuard,
+    dialer: Arc<Dialer>,
+    pending: Arc<Pending>,
 }
 
 impl Actor for DohConn {
@@ -60,15 +65,21 @@ impl Actor for DohConn {
         myself: ActorRef<DohConnMsg>,
         args: DohConnArgs,
     ) -> Result<DohConnState, ActorProcessingErr> {
+        let dialer = args.dialer.clone();
+        let pending = args.pending.clone();
         let io = TaskGuard::spawn(run(args, myself));
-        Ok(DohConnState { _io: io })
+        Ok(DohConnState {
+            _io: io,
+            dialer,
+            pending,
+        })
     }
 
     async fn handle(
         &self,
         myself: ActorRef<DohConnMsg>,
         message: DohConnMsg,
-        _state: &mut DohConnState,
+        state: &mut DohConnState,
     ) -> Result<(), ActorProcessingErr> {
         match message {
             DohConnMsg::Ended(End::Idle) => {
@@ -79,6 +90,7 @@ impl Actor for DohConn {
                 Err(format!("connect failed ({}): {reason}", class.label()).into())
             }
             DohConnMsg::Ended(End::Broken(class, reason)) => {
+                report_broken(&state.dialer, &state.pending, class, &reason);
                 Err(format!("connection broken ({}): {reason}", class.label()).into())
             }
         }
@@ -183,6 +195,7 @@ async fn exchange(
 async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
     let DohConnArgs {
         target,
+        dialer,
         uri,
         pending,
         mut outgoing,
@@ -190,19 +203,19 @@ async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
         conn_id,
         idle,
     } = args;
-    let (sender, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake(&target)).await
-    {
-        Ok(Ok(pair)) => pair,
-        Ok(Err((class, reason))) => {
-            let _ = conn.send_message(DohConnMsg::Ended(End::ConnectFailed(class, reason)));
-            return;
-        }
-        Err(_) => {
-            let end = End::ConnectFailed(IoClass::PathFailed, "timed out".to_string());
-            let _ = conn.send_message(DohConnMsg::Ended(end));
-            return;
-        }
-    };
+    let (sender, connection) =
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake(&target, &dialer)).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err((class, reason))) => {
+                let _ = conn.send_message(DohConnMsg::Ended(End::ConnectFailed(class, reason)));
+                return;
+            }
+            Err(_) => {
+                let end = End::ConnectFailed(IoClass::PathFailed, "timed out".to_string());
+                let _ = conn.send_message(DohConnMsg::Ended(end));
+                return;
+            }
+        };
     let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
     let uri: Arc<str> = uri.into();
     let mut requests = JoinSet::new();
@@ -246,13 +259,15 @@ type Handshake = (
     h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>,
 );
 
-async fn handshake(target: &StreamTarget) -> Result<Handshake, (IoClass, String)> {
+async fn handshake(target: &StreamTarget, dialer: &Dialer) -> Result<Handshake, (IoClass, String)> {
     let StreamTarget::Tls { addr, name, config } = target else {
         return Err((IoClass::PathFailed, "DoH needs TLS".to_string()));
     };
     let io_err = |e: std::io::Error| (classify_io_error(&e, IoSide::Dial), e.to_string());
-    let tcp = TcpStream::connect(addr).await.map_err(io_err)?;
-    tcp.set_nodelay(true).map_err(io_err)?;
+    let tcp = dialer
+        .connect_tcp(*addr, CONNECT_TIMEOUT)
+        .await
+        .map_err(|failure| (failure.class, failure.to_string()))?;
     let tls = tokio_rustls::TlsConnector::from(config.clone())
         .connect(name.clone(), tcp)
         .await

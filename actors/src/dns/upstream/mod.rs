@@ -19,8 +19,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
+use crate::dialer::{Dialers, Via};
 use crate::io_class::IoClass;
 
 use super::metrics::DnsMetrics;
@@ -101,6 +102,8 @@ impl UpstreamQuery {
 pub struct UpstreamSlot {
     pub name: String,
     pub spec: UpstreamSpec,
+    /// The dialer or group its connections and sockets go through.
+    pub via: Via,
     pub health: Health,
     /// Time to this upstream's answers (a metrics handle made once).
     pub latency: Histogram,
@@ -108,18 +111,42 @@ pub struct UpstreamSlot {
     /// The actor's UDP transports, published so UDP queries go out without a
     /// trip through its mailbox.
     udp: ArcSwapOption<Vec<UdpTransport>>,
+    /// Woken when a new actor attaches.
+    attached: Notify,
 }
 
 impl UpstreamSlot {
-    pub fn new(name: String, spec: UpstreamSpec, latency: Histogram) -> Self {
+    pub fn new(name: String, spec: UpstreamSpec, via: Via, latency: Histogram) -> Self {
         Self {
             name,
             spec,
+            via,
             health: Health::default(),
             latency,
             actor: ArcSwapOption::empty(),
             udp: ArcSwapOption::empty(),
+            attached: Notify::new(),
         }
+    }
+
+    /// True while the upstream has no actor (it is restarting).
+    pub fn restarting(&self) -> bool {
+        self.actor.load().is_none()
+    }
+
+    /// Waits until an actor is attached, at most until `until`; true when
+    /// one is.
+    pub async fn wait_attached(&self, until: Instant) -> bool {
+        let attached = self.attached.notified();
+        tokio::pin!(attached);
+        // Registered before the check, so an attach in between still wakes us.
+        attached.as_mut().enable();
+        if !self.restarting() {
+            return true;
+        }
+        tokio::time::timeout_at(until.into(), attached)
+            .await
+            .is_ok()
     }
 
     /// Sends a query over the upstream's UDP transport when it has one;
@@ -161,6 +188,7 @@ impl UpstreamSlot {
     pub(crate) fn attach(&self, actor: ActorRef<UpstreamMsg>, udp: Arc<Vec<UdpTransport>>) {
         self.udp.store(Some(udp));
         self.actor.store(Some(Arc::new(actor)));
+        self.attached.notify_waiters();
     }
 
     pub(crate) fn detach(&self, actor: &ActorRef<UpstreamMsg>) {
@@ -182,14 +210,17 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &DnsSettings, metrics: &DnsMetrics) -> Self {
+    /// One slot per configured upstream; `via` names resolve in `dialers`
+    /// (validated by the config; an unknown name falls back to `direct`).
+    pub fn new(settings: &DnsSettings, metrics: &DnsMetrics, dialers: &Dialers) -> Self {
         Self {
             by_name: settings
                 .upstreams
                 .iter()
                 .map(|(name, spec)| {
                     let latency = metrics.upstream_latency(name);
-                    let slot = UpstreamSlot::new(name.clone(), spec.clone(), latency);
+                    let via = dialers.via(&spec.via).unwrap_or_else(|| dialers.direct());
+                    let slot = UpstreamSlot::new(name.clone(), spec.clone(), via, latency);
                     (name.clone(), Arc::new(slot))
                 })
                 .collect(),

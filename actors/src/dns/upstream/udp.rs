@@ -1,22 +1,25 @@
-//! The UDP transport of an upstream: a few connected sockets on random
-//! source ports, each with a receive task that matches answers to pending
-//! queries by id and question. Connected sockets hear ICMP port-unreachable
-//! as ECONNREFUSED, so a dead upstream fails its queries at once instead of
-//! after a timeout.
+//! The UDP transport of an upstream: a few sessions through its dialer
+//! (connected sockets on random source ports, or SOCKS5 UDP associations),
+//! each with a receive task that matches answers to pending queries by id
+//! and question. Connected sockets hear ICMP port-unreachable as
+//! ECONNREFUSED, so a dead upstream fails its queries at once instead of
+//! after a timeout; an association whose control connection closes ends at
+//! once.
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use tokio::net::UdpSocket;
+use tokio::net::TcpStream;
 use ward_supervision::{TaskGuard, TaskScope};
 
 use super::actor::UpstreamMsg;
+use super::conn::CONNECT_TIMEOUT;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
+use crate::dialer::{socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::warn_throttled;
 
@@ -26,47 +29,57 @@ pub const SOCKETS: usize = 4;
 const SWEEP: Duration = Duration::from_millis(250);
 
 struct Link {
-    socket: Arc<UdpSocket>,
+    session: Arc<UdpSession>,
     pending: Arc<Pending>,
     _recv: TaskGuard,
+    /// Keeps a SOCKS5 association open and ends the upstream when the node
+    /// closes it.
+    _control: Option<TaskGuard>,
 }
 
-/// Connected sockets to one address.
+/// Sessions to one address, through one dialer.
 pub struct UdpTransport {
     links: Vec<Link>,
     next: AtomicUsize,
 }
 
 impl UdpTransport {
-    /// Opens `SOCKETS` sockets connected to `addr`; their receive tasks run
-    /// in `scope`. `label` names the upstream in logs.
-    pub fn open(
+    /// Opens `SOCKETS` sessions to `addr` through a dialer `via` selects;
+    /// their receive tasks run in `scope`. `label` names the upstream in
+    /// logs.
+    pub async fn open(
         addr: SocketAddr,
+        via: &Via,
         scope: &TaskScope,
         label: &str,
         owner: &ActorRef<UpstreamMsg>,
-    ) -> io::Result<UdpTransport> {
-        let bind: SocketAddr = match addr {
-            SocketAddr::V4(_) => "0.0.0.0:0".parse().map_err(io::Error::other)?,
-            SocketAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
-        };
+    ) -> Result<UdpTransport, String> {
+        let dialer = via
+            .select(Track::Udp, &[])
+            .ok_or_else(|| format!("no dialer in {:?}", via.name()))?;
         let mut links = Vec::with_capacity(SOCKETS);
         for _ in 0..SOCKETS {
-            let std_socket = std::net::UdpSocket::bind(bind)?;
-            std_socket.connect(addr)?;
-            std_socket.set_nonblocking(true)?;
-            let socket = Arc::new(UdpSocket::from_std(std_socket)?);
+            let mut session = dialer
+                .udp_session(addr, CONNECT_TIMEOUT)
+                .await
+                .map_err(|f| format!("UDP session through {}: {f}", dialer.name))?;
+            let control = session.take_control();
+            let session = Arc::new(session);
             let pending = Arc::new(Pending::default());
             let recv = scope.spawn(receive(
-                socket.clone(),
+                session.clone(),
                 pending.clone(),
+                dialer.clone(),
                 label.to_string(),
                 owner.clone(),
             ));
+            let control = control
+                .map(|control| scope.spawn(watch_control(control, dialer.clone(), owner.clone())));
             links.push(Link {
-                socket,
+                session,
                 pending,
                 _recv: recv,
+                _control: control,
             });
         }
         Ok(UdpTransport {
@@ -83,7 +96,7 @@ impl UdpTransport {
             Ok(sent) => sent,
             Err(query) => return query.fail(UpstreamError::Unavailable),
         };
-        if let Err(e) = link.socket.try_send(&wire) {
+        if let Err(e) = link.session.try_send(&wire) {
             if let Some(query) = link.pending.take(id) {
                 let class = classify_io_error(&e, IoSide::Dial);
                 query.fail(if class == IoClass::Transient {
@@ -97,8 +110,9 @@ impl UdpTransport {
 }
 
 async fn receive(
-    socket: Arc<UdpSocket>,
+    session: Arc<UdpSession>,
     pending: Arc<Pending>,
+    dialer: Arc<Dialer>,
     label: String,
     owner: ActorRef<UpstreamMsg>,
 ) {
@@ -106,7 +120,7 @@ async fn receive(
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         tokio::select! {
-            received = socket.recv(&mut buf) => match received {
+            received = session.recv(&mut buf) => match received {
                 Ok(n) => {
                     pending.complete(&buf[..n]);
                 }
@@ -119,9 +133,19 @@ async fn receive(
                         return;
                     }
                     // ICMP port unreachable and the like: nobody answers
-                    // there now; the resolver counts it against the upstream.
+                    // there now. Direct, the resolver counts it against the
+                    // upstream; through a node, the node's relay is gone.
                     class => {
                         warn_throttled!(&label, upstream = %label, error = %e, "upstream UDP receive failed");
+                        let failure = Failure::io(&e, Stage::Session, dialer.hop(), !pending.is_empty());
+                        dialer.report_failure(Track::Udp, &failure);
+                        if failure.blames_path() {
+                            // The node's relay is gone: the upstream starts
+                            // again through another dialer, and the queries
+                            // in flight wait for it (see `watch_control`).
+                            let _ = owner.send_message(UpstreamMsg::TransportFailed(failure.to_string()));
+                            return;
+                        }
                         pending.fail_all(UpstreamError::Io(class));
                     }
                 },
@@ -129,4 +153,16 @@ async fn receive(
             _ = sweep.tick() => pending.expire(Instant::now()),
         }
     }
+}
+
+/// Holds a SOCKS5 association open; when the node closes it, the dialer
+/// hears of it and the upstream starts again (through another dialer if its
+/// group has one up).
+async fn watch_control(mut control: TcpStream, dialer: Arc<Dialer>, owner: ActorRef<UpstreamMsg>) {
+    let error = socks5::control_closed(&mut control).await;
+    let failure = Failure::association_closed(error.as_ref());
+    dialer.report_failure(Track::Udp, &failure);
+    // The queries in flight are not failed here: they are dropped with the
+    // actor, and the resolver sends them again through its replacement.
+    let _ = owner.send_message(UpstreamMsg::TransportFailed(failure.to_string()));
 }

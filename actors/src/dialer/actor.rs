@@ -1,0 +1,362 @@
+//! The dialer actor (kind `dialer`, at `dialers/<name>`): probes its path
+//! and decides when a down track comes back up.
+//!
+//! Members of a group are probed every `health.interval`; any dialer is
+//! probed at once when traffic reports a failure on it, and then, while a
+//! track is down, with a delay that doubles from one second up to the
+//! interval. A track goes down after one failed TCP probe or three failed
+//! UDP probes (or `health.traffic_failures` failures reported by traffic);
+//! it comes back after `health.up_after` consecutive successes, twice as
+//! many for each time it went down again within `flap_window` of coming up.
+//! Probes run in tasks the actor owns; the actor never awaits one.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ward_supervision::TaskGuard;
+
+use super::dial::Dialer;
+use super::failure::{Blame, Failure, Stage};
+use super::health::{Source, Track};
+use super::settings::HttpUrl;
+use crate::io_class::IoClass;
+
+/// The first re-probe delay of a down track.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// A flapping track needs at most this many successes to come back.
+const MAX_REQUIRED: u32 = 16;
+
+pub enum DialerMsg {
+    /// Probe every track that has a probe target, now.
+    ProbeNow,
+    /// Traffic reported a failure on this track (blamed on the path, or
+    /// on the destination behind it): probe now.
+    TrafficFailed(Track),
+    /// Traffic succeeded on this track while it was down.
+    Succeeded(Track),
+    /// The periodic or retry timer fired for this track.
+    Tick(Track),
+    ProbeDone(Track, Result<Duration, Failure>),
+}
+
+pub struct DialerActor;
+
+pub struct DialerArgs {
+    pub dialer: Arc<Dialer>,
+    /// Probe every interval (the dialer is a group member).
+    pub periodic: bool,
+}
+
+/// Detaches the actor from its dialer however it dies.
+struct Attached {
+    dialer: Arc<Dialer>,
+    actor: ActorRef<DialerMsg>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.dialer.detach(&self.actor);
+    }
+}
+
+#[derive(Default)]
+struct TrackState {
+    probe: Option<TaskGuard>,
+    timer: Option<TaskGuard>,
+    /// What the actor last saw: up or down.
+    seen_up: bool,
+    up_since: Option<Instant>,
+    /// Successes needed to come back up.
+    required: u32,
+    retry: Duration,
+}
+
+pub struct DialerState {
+    attached: Attached,
+    periodic: bool,
+    tracks: [TrackState; 2],
+}
+
+impl Actor for DialerActor {
+    type Msg = DialerMsg;
+    type State = DialerState;
+    type Arguments = DialerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<DialerMsg>,
+        args: DialerArgs,
+    ) -> Result<DialerState, ActorProcessingErr> {
+        args.dialer.attach(myself.clone());
+        let up_after = args.dialer.settings.up_after.max(1);
+        let mut state = DialerState {
+            attached: Attached {
+                dialer: args.dialer,
+                actor: myself.clone(),
+            },
+            periodic: args.periodic,
+            tracks: Default::default(),
+        };
+        for track in Track::ALL {
+            let up = state.dialer().health(track).is_up();
+            state
+                .dialer()
+                .metrics
+                .set_up(&state.dialer().name, track, up);
+            let t = &mut state.tracks[track as usize];
+            t.seen_up = up;
+            t.required = up_after;
+            t.retry = RETRY_FIRST;
+            // Probe group members at once, and any track that is down
+            // (the actor restarted while it was).
+            if state.periodic || !up {
+                state.start_probe(&myself, track);
+            }
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<DialerMsg>,
+        message: DialerMsg,
+        state: &mut DialerState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            DialerMsg::ProbeNow => {
+                for track in Track::ALL {
+                    state.observe(track);
+                    state.start_probe(&myself, track);
+                }
+            }
+            DialerMsg::TrafficFailed(track) => {
+                state.observe(track);
+                state.start_probe(&myself, track);
+            }
+            DialerMsg::Tick(track) => {
+                state.observe(track);
+                state.start_probe(&myself, track);
+            }
+            DialerMsg::Succeeded(track) => state.maybe_up(track, "traffic"),
+            DialerMsg::ProbeDone(track, result) => {
+                state.tracks[track as usize].probe = None;
+                state.probe_done(track, result);
+                state.schedule(&myself, track);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DialerState {
+    fn dialer(&self) -> &Arc<Dialer> {
+        &self.attached.dialer
+    }
+
+    /// Notices a track that traffic marked down since the last look, and
+    /// makes a flapping one harder to bring back.
+    fn observe(&mut self, track: Track) {
+        let up = self.dialer().health(track).is_up();
+        let settings = self.dialer().settings.clone();
+        let t = &mut self.tracks[track as usize];
+        if t.seen_up && !up {
+            let flapped = t
+                .up_since
+                .is_some_and(|since| since.elapsed() < settings.flap_window);
+            t.required = if flapped {
+                (t.required * 2).min(MAX_REQUIRED)
+            } else {
+                settings.up_after.max(1)
+            };
+            t.retry = RETRY_FIRST;
+        }
+        t.seen_up = up;
+    }
+
+    fn probe_done(&mut self, track: Track, result: Result<Duration, Failure>) {
+        let dialer = self.dialer().clone();
+        match result {
+            Ok(latency) => {
+                dialer.health(track).record_success(latency);
+                dialer.metrics.latency(&dialer.name, track, latency);
+                self.maybe_up(track, "probe");
+            }
+            Err(failure) => {
+                dialer.metrics.failure(&dialer.name, track, &failure);
+                if failure.blame == Blame::Path {
+                    dialer.record_failure(track, failure, Source::Probe);
+                }
+                self.observe(track);
+            }
+        }
+    }
+
+    fn maybe_up(&mut self, track: Track, by: &str) {
+        self.observe(track);
+        let dialer = self.dialer().clone();
+        let health = dialer.health(track);
+        let t = &mut self.tracks[track as usize];
+        if !health.is_up() && health.consecutive_successes() >= t.required && health.mark_up() {
+            t.seen_up = true;
+            t.up_since = Some(Instant::now());
+            t.retry = RETRY_FIRST;
+            dialer.metrics.set_up(&dialer.name, track, true);
+            tracing::info!(dialer = %dialer.name, track = track.label(), by,
+                successes = t.required, "dialer up again");
+        }
+    }
+
+    fn target(&self, track: Track) -> bool {
+        let settings = &self.dialer().settings;
+        match track {
+            Track::Tcp => settings.tcp_url.is_some(),
+            Track::Udp => settings.udp_dns.is_some(),
+        }
+    }
+
+    /// Starts a probe on `track` unless one runs or there is no target.
+    fn start_probe(&mut self, myself: &ActorRef<DialerMsg>, track: Track) {
+        if !self.target(track) || self.tracks[track as usize].probe.is_some() {
+            return;
+        }
+        let dialer = self.dialer().clone();
+        let me = myself.clone();
+        let timeout = dialer.settings.timeout;
+        self.tracks[track as usize].timer = None;
+        self.tracks[track as usize].probe = Some(TaskGuard::spawn(async move {
+            let started = Instant::now();
+            let result = match tokio::time::timeout(timeout, probe(&dialer, track)).await {
+                Ok(Ok(())) => Ok(started.elapsed()),
+                Ok(Err(failure)) => Err(failure),
+                Err(_) => Err(Failure::timeout(Stage::Session)),
+            };
+            let _ = me.send_message(DialerMsg::ProbeDone(track, result));
+        }));
+    }
+
+    /// The next probe: after the interval for an up member, sooner (and
+    /// backing off) for a down track, none for an up non-member.
+    fn schedule(&mut self, myself: &ActorRef<DialerMsg>, track: Track) {
+        let interval = self.dialer().settings.interval;
+        let up = self.dialer().health(track).is_up();
+        let t = &mut self.tracks[track as usize];
+        let delay = if !up {
+            let delay = t.retry.min(interval);
+            t.retry = (t.retry * 2).min(interval);
+            delay
+        } else if self.periodic {
+            interval
+        } else {
+            return;
+        };
+        let me = myself.clone();
+        t.timer = Some(TaskGuard::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = me.send_message(DialerMsg::Tick(track));
+        }));
+    }
+}
+
+/// One probe through the dialer: an HTTP GET (TCP) or a DNS query (UDP).
+async fn probe(dialer: &Dialer, track: Track) -> Result<(), Failure> {
+    let settings = dialer.settings.clone();
+    match track {
+        Track::Tcp => {
+            let url = settings.tcp_url.as_ref().ok_or_else(no_target)?;
+            http_probe(dialer, url).await
+        }
+        Track::Udp => {
+            let server = settings.udp_dns.ok_or_else(no_target)?;
+            dns_probe(dialer, server).await
+        }
+    }
+}
+
+fn no_target() -> Failure {
+    Failure {
+        class: IoClass::Normal,
+        stage: Stage::Cancelled,
+        blame: Blame::Nobody,
+        reason: "no probe target".to_string(),
+    }
+}
+
+fn session_failure(e: &std::io::Error, dialer: &Dialer) -> Failure {
+    Failure::io(e, Stage::Session, dialer.hop(), true)
+}
+
+async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
+    let host = if url.host.contains(':') {
+        format!("[{}]", url.host)
+    } else {
+        url.host.clone()
+    };
+    let target = super::dial::resolve(&format!("{host}:{}", url.port))
+        .await
+        .map_err(|e| Failure::io(&e, Stage::TargetConnect, dialer.hop(), false))?;
+    let mut stream = dialer.dial_tcp(target).await?;
+    let request = format!(
+        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ward/{}\r\nConnection: close\r\n\r\n",
+        url.path,
+        env!("CARGO_PKG_VERSION")
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .map_err(|e| session_failure(&e, dialer))?;
+    // The status line is all a probe needs.
+    let mut head = Vec::with_capacity(128);
+    let mut buf = [0u8; 128];
+    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| session_failure(&e, dialer))?;
+        if n == 0 {
+            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+            return Err(session_failure(&eof, dialer));
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse::<u16>().ok());
+    match status {
+        Some(code) if (200..300).contains(&code) => Ok(()),
+        _ => Err(Failure {
+            class: IoClass::PathFailed,
+            stage: Stage::Session,
+            blame: Blame::Path,
+            reason: format!(
+                "probe answered {:?}",
+                line.lines().next().unwrap_or_default()
+            ),
+        }),
+    }
+}
+
+async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), Failure> {
+    let session = dialer.open_udp(server).await?;
+    let id: u16 = rand::random();
+    // `. IN NS`, recursion desired.
+    let mut query = Vec::with_capacity(17);
+    query.extend_from_slice(&id.to_be_bytes());
+    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+    session
+        .try_send(&query)
+        .map_err(|e| session_failure(&e, dialer))?;
+    let mut buf = vec![0u8; 1500];
+    loop {
+        let n = session
+            .recv(&mut buf)
+            .await
+            .map_err(|e| session_failure(&e, dialer))?;
+        if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! A dialer's handle: opens TCP connections and UDP sessions over its path,
+//! takes reports from the owners of what it opened, and publishes its
+//! health for selection.
+//!
+//! What a dialer opens is owned by the actor that uses it (a DNS upstream
+//! connection, a UDP endpoint); the dialer keeps no socket. Owners report
+//! back: a success with its latency, or a classified [`Failure`]. Only
+//! failures that blame the path count against its health.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use ractor::ActorRef;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+
+use super::actor::DialerMsg;
+use super::failure::{Blame, Failure, Hop, Stage};
+use super::health::{Source, Track, TrackHealth};
+use super::metrics::DialerMetrics;
+use super::settings::{DialerSpec, HealthSettings};
+use super::socks5::{self, TargetAddr};
+use crate::warn_throttled;
+
+/// One outbound path.
+pub struct Dialer {
+    pub name: String,
+    pub spec: DialerSpec,
+    pub(crate) settings: Arc<HealthSettings>,
+    tracks: [TrackHealth; 2],
+    actor: ArcSwapOption<ActorRef<DialerMsg>>,
+    pub(crate) metrics: Arc<DialerMetrics>,
+}
+
+impl Dialer {
+    pub fn new(
+        name: String,
+        spec: DialerSpec,
+        settings: Arc<HealthSettings>,
+        metrics: Arc<DialerMetrics>,
+    ) -> Self {
+        Self {
+            name,
+            spec,
+            settings,
+            tracks: Default::default(),
+            actor: ArcSwapOption::empty(),
+            metrics,
+        }
+    }
+
+    pub fn health(&self, track: Track) -> &TrackHealth {
+        &self.tracks[track as usize]
+    }
+
+    pub fn hop(&self) -> Hop {
+        match self.spec {
+            DialerSpec::Direct { .. } => Hop::Direct,
+            DialerSpec::Socks5 { .. } => Hop::Proxy,
+        }
+    }
+
+    /// A TCP connection to `target` over this path, within `timeout`.
+    /// The latency is reported on success; a failure is reported and
+    /// returned.
+    pub async fn connect_tcp(
+        &self,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<TcpStream, Failure> {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(timeout, self.dial_tcp(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::timeout(match self.hop() {
+                Hop::Direct => Stage::TargetConnect,
+                Hop::Proxy => Stage::ProxyHandshake,
+            })),
+        };
+        match &result {
+            Ok(_) => self.report_success(Track::Tcp, started.elapsed()),
+            Err(failure) => self.report_failure(Track::Tcp, failure),
+        }
+        result
+    }
+
+    /// Dials without reporting (probes report their own way).
+    pub(crate) async fn dial_tcp(&self, target: SocketAddr) -> Result<TcpStream, Failure> {
+        match &self.spec {
+            DialerSpec::Direct { mark, interface } => {
+                let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
+                let socket = tcp_socket(target, *mark, interface.as_deref()).map_err(io)?;
+                let stream = socket.connect(target).await.map_err(io)?;
+                stream.set_nodelay(true).map_err(io)?;
+                Ok(stream)
+            }
+            DialerSpec::Socks5 {
+                credentials, mark, ..
+            } => {
+                let control = self.reach_node(*mark).await?;
+                let (stream, _bound) =
+                    socks5::connect(control, credentials.as_ref(), &TargetAddr::Ip(target))
+                        .await
+                        .map_err(|e| Failure::socks5(&e))?;
+                Ok(stream)
+            }
+        }
+    }
+
+    /// A TCP connection to the SOCKS5 node itself.
+    async fn reach_node(&self, mark: Option<u32>) -> Result<TcpStream, Failure> {
+        let DialerSpec::Socks5 { server, .. } = &self.spec else {
+            unreachable!("only SOCKS5 dialers reach a node");
+        };
+        let io = |e: io::Error| Failure::io(&e, Stage::ProxyConnect, Hop::Proxy, false);
+        let addr = resolve(server).await.map_err(io)?;
+        let socket = tcp_socket(addr, mark, None).map_err(io)?;
+        let stream = socket.connect(addr).await.map_err(io)?;
+        stream.set_nodelay(true).map_err(io)?;
+        Ok(stream)
+    }
+
+    /// A UDP session to `target` over this path, within `timeout`: a socket
+    /// connected to it (direct), or a SOCKS5 UDP association. Its owner
+    /// reports the first answer's latency, and failures.
+    pub async fn udp_session(
+        &self,
+        target: SocketAddr,
+        timeout: Duration,
+    ) -> Result<UdpSession, Failure> {
+        let result = match tokio::time::timeout(timeout, self.open_udp(target)).await {
+            Ok(result) => result,
+            Err(_) => Err(Failure::timeout(Stage::ProxyHandshake)),
+        };
+        if let Err(failure) = &result {
+            self.report_failure(Track::Udp, failure);
+        }
+        result
+    }
+
+    pub(crate) async fn open_udp(&self, target: SocketAddr) -> Result<UdpSession, Failure> {
+        match &self.spec {
+            DialerSpec::Direct { mark, interface } => {
+                let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
+                let socket = udp_socket(target, *mark, interface.as_deref()).map_err(io)?;
+                socket.connect(target).await.map_err(io)?;
+                Ok(UdpSession {
+                    socket,
+                    header: None,
+                    control: None,
+                })
+            }
+            DialerSpec::Socks5 {
+                credentials, mark, ..
+            } => {
+                let control = self.reach_node(*mark).await?;
+                let io = |e: io::Error| Failure::io(&e, Stage::ProxyHandshake, Hop::Proxy, false);
+                let node = control.peer_addr().map_err(io)?;
+                let socket = udp_socket(node, *mark, None).map_err(io)?;
+                let local = socket.local_addr().map_err(io)?;
+                let association = socks5::udp_associate(control, credentials.as_ref(), local)
+                    .await
+                    .map_err(|e| Failure::socks5(&e))?;
+                socket.connect(association.relay).await.map_err(io)?;
+                let mut header = Vec::with_capacity(22);
+                socks5::encapsulate(&TargetAddr::Ip(target), &[], &mut header);
+                Ok(UdpSession {
+                    socket,
+                    header: Some(header),
+                    control: Some(association.control),
+                })
+            }
+        }
+    }
+
+    /// An owner's success: the latency counts toward the averages; on a
+    /// down track it counts toward bringing it back up.
+    pub fn report_success(&self, track: Track, latency: Duration) {
+        let health = self.health(track);
+        health.record_success(latency);
+        self.metrics.latency(&self.name, track, latency);
+        if !health.is_up() {
+            self.tell(DialerMsg::Succeeded(track));
+        }
+    }
+
+    /// An owner's failure. Only one that blames the path counts; one
+    /// reaching the node itself counts on both tracks. Each triggers an
+    /// immediate re-probe, and so does one blamed on the destination (an
+    /// idle tunnel closed by a node that just died looks like that).
+    pub fn report_failure(&self, track: Track, failure: &Failure) {
+        self.metrics.failure(&self.name, track, failure);
+        match failure.blame {
+            Blame::Nobody => return,
+            Blame::Target => return self.tell(DialerMsg::TrafficFailed(track)),
+            Blame::Path => {}
+        }
+        if failure.stage.reaches_node() {
+            for track in Track::ALL {
+                self.record_failure(track, failure.clone(), Source::Traffic);
+            }
+        } else {
+            self.record_failure(track, failure.clone(), Source::Traffic);
+        }
+        self.tell(DialerMsg::TrafficFailed(track));
+    }
+
+    pub(crate) fn record_failure(&self, track: Track, failure: Failure, source: Source) {
+        let down_after = match source {
+            Source::Traffic => self.settings.traffic_failures,
+            Source::Probe => match track {
+                Track::Tcp => 1,
+                Track::Udp => 3,
+            },
+        };
+        let reason = failure.to_string();
+        if self
+            .health(track)
+            .record_failure(failure, source, down_after)
+        {
+            self.metrics.set_up(&self.name, track, false);
+            warn_throttled!(&format!("dialer-down:{}", self.name), dialer = %self.name,
+                track = track.label(), source = source.label(), %reason, "dialer marked down");
+        }
+    }
+
+    /// Asks the dialer's actor to probe now.
+    pub fn request_probe(&self) {
+        self.tell(DialerMsg::ProbeNow);
+    }
+
+    fn tell(&self, message: DialerMsg) {
+        if let Some(actor) = self.actor.load_full() {
+            let _ = actor.send_message(message);
+        }
+    }
+
+    pub(crate) fn attach(&self, actor: ActorRef<DialerMsg>) {
+        self.actor.store(Some(Arc::new(actor)));
+    }
+
+    pub(crate) fn detach(&self, actor: &ActorRef<DialerMsg>) {
+        let current = self.actor.load();
+        if current
+            .as_ref()
+            .is_some_and(|a| a.get_id() == actor.get_id())
+        {
+            self.actor.store(None);
+        }
+    }
+}
+
+/// A UDP session over a dialer: datagrams to one destination.
+pub struct UdpSession {
+    socket: UdpSocket,
+    /// The SOCKS5 UDP request header for the destination.
+    header: Option<Vec<u8>>,
+    /// A SOCKS5 association's control connection: its close ends the
+    /// association, so the owner watches it (see [`UdpSession::take_control`]).
+    control: Option<TcpStream>,
+}
+
+impl UdpSession {
+    /// Sends one datagram without waiting.
+    pub fn try_send(&self, payload: &[u8]) -> io::Result<()> {
+        match &self.header {
+            None => self.socket.try_send(payload).map(drop),
+            Some(header) => {
+                let mut datagram = Vec::with_capacity(header.len() + payload.len());
+                datagram.extend_from_slice(header);
+                datagram.extend_from_slice(payload);
+                self.socket.try_send(&datagram).map(drop)
+            }
+        }
+    }
+
+    /// Receives one datagram's payload into the start of `buf`. Datagrams
+    /// from the relay that do not parse are dropped.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.socket.recv(buf).await?;
+            if self.header.is_none() {
+                return Ok(n);
+            }
+            let Ok((_, payload)) = socks5::decapsulate(&buf[..n]) else {
+                continue;
+            };
+            let (start, len) = (n - payload.len(), payload.len());
+            buf.copy_within(start..n, 0);
+            return Ok(len);
+        }
+    }
+
+    /// The control connection of a SOCKS5 association, for the owner to
+    /// watch with [`socks5::control_closed`] (and to keep open).
+    pub fn take_control(&mut self) -> Option<TcpStream> {
+        self.control.take()
+    }
+}
+
+/// A nonblocking socket of `kind` for `peer`'s family, with the dialer's
+/// mark and device.
+fn marked_socket(
+    peer: SocketAddr,
+    kind: Type,
+    protocol: Protocol,
+    mark: Option<u32>,
+    interface: Option<&str>,
+) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(peer), kind, Some(protocol))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    if let Some(interface) = interface {
+        socket.bind_device(Some(interface.as_bytes()))?;
+    }
+    Ok(socket)
+}
+
+fn tcp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::Result<TcpSocket> {
+    let socket = marked_socket(peer, Type::STREAM, Protocol::TCP, mark, iface)?;
+    Ok(TcpSocket::from_std_stream(socket.into()))
+}
+
+fn udp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::Result<UdpSocket> {
+    let socket = marked_socket(peer, Type::DGRAM, Protocol::UDP, mark, iface)?;
+    let any: SocketAddr = match peer {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    socket.bind(&any.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// `host:port` to an address (the first the system resolver gives).
+pub(crate) async fn resolve(server: &str) -> io::Result<SocketAddr> {
+    if let Ok(addr) = server.parse() {
+        return Ok(addr);
+    }
+    tokio::net::lookup_host(server)
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{server}: no address")))
+}

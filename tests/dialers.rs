@@ -1,0 +1,214 @@
+//! Dialers and groups against real SOCKS5 nodes: two danted processes on
+//! loopback in one group, DNS to a real knot through it, over TCP
+//! (CONNECT) and over UDP (UDP ASSOCIATE). The node in use is killed while
+//! queries flow: queries move to the other node, a client that retries
+//! once loses nothing, the dead node is marked down at once and comes back
+//! up after it restarts, and ward leaves no CLOSE-WAIT socket behind.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::dns::{answers, free_port, kdig, tools_present, Knot};
+use support::socks::{close_wait, established_to, Dante, NoContent};
+use support::{eventually, Ward};
+
+const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
+
+struct Lab {
+    _knot: Knot,
+    nodes: [Dante; 2],
+    _probe: NoContent,
+    ward: Ward,
+    dns: SocketAddr,
+}
+
+/// knot, two nodes in group `nodes` (node 0 preferred), and ward with one
+/// upstream `up` at knot over `scheme` through the group.
+fn lab(scheme: &str) -> Lab {
+    let knot = Knot::start("");
+    let nodes = [Dante::start(), Dante::start()];
+    let probe = NoContent::start();
+    let (ward, dns) = ward_with_top(
+        &format!(
+            "dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
+             groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
+             health: (interval_s: 1, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\"), udp_dns: Some(\"{}\")),",
+            nodes[0].addr(),
+            nodes[1].addr(),
+            probe.addr,
+            knot.addr()
+        ),
+        &format!(
+            "upstreams: {{ \"up\": (url: \"{scheme}://{}\", via: \"nodes\") }},\n        default: [\"up\"],",
+            knot.addr()
+        ),
+    );
+    Lab {
+        _knot: knot,
+        nodes,
+        _probe: probe,
+        ward,
+        dns,
+    }
+}
+
+/// ward with top-level sections `top` and a `dns` section with `dns_body`,
+/// and the address its DNS answers on.
+fn ward_with_top(top: &str, dns_body: &str) -> (Ward, SocketAddr) {
+    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (top, body) = (top.to_string(), dns_body.to_string());
+    let ward = Ward::start_with(move |dir| {
+        format!(
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {top}\n    dns: (\n        listen: [\"{dns}\"],\n        {body}\n    ),\n)\n",
+            dir.display()
+        )
+    });
+    (ward, dns)
+}
+
+fn dialers(ward: &Ward) -> Value {
+    ward.request(r#"{"cmd":"dialers"}"#)
+}
+
+fn dialer<'a>(reply: &'a Value, name: &str) -> &'a Value {
+    reply["dialers"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == name))
+        .unwrap_or_else(|| panic!("no dialer {name} in {reply}"))
+}
+
+fn up(ward: &Ward, name: &str, track: &str) -> bool {
+    dialer(&dialers(ward), name)[track]["up"].as_bool().unwrap()
+}
+
+fn group_choice(ward: &Ward, track: &str) -> Option<String> {
+    dialers(ward)["groups"][0][track]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// One query for a name no cache holds, the way a stub asks: UDP, one
+/// retry after 2 s.
+fn ask(dns: SocketAddr, i: usize) -> bool {
+    let name = format!("q{i}-{}.load.test", std::process::id());
+    kdig(dns, &name, "A", &["+retry=1"]).is_some_and(|reply| answers(&reply) == ["192.0.2.3"])
+}
+
+fn failover(scheme: &str, track: &str) {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let mut lab = lab(scheme);
+    let pid = lab.ward.pid();
+    assert!(ask(lab.dns, 0), "answered through n1\n{}", lab.ward.log());
+    assert_eq!(group_choice(&lab.ward, track).as_deref(), Some("n1"));
+    assert!(
+        established_to(pid, lab.nodes[0].addr()) > 0,
+        "ward holds connections to n1"
+    );
+    assert!(up(&lab.ward, "n1", track) && up(&lab.ward, "n2", track));
+
+    // The node in use dies while queries flow.
+    let dns = lab.dns;
+    let lost = std::thread::scope(|scope| {
+        let asking = scope.spawn(move || {
+            (1..=40)
+                .filter(|&i| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    !ask(dns, i)
+                })
+                .collect::<Vec<_>>()
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        lab.nodes[0].kill();
+        let killed = Instant::now();
+        // Its traffic fails at once (the tunnels close); that failure, or
+        // the re-probe it triggers, marks it down within one probe timeout.
+        eventually("n1 marked down", Duration::from_secs(1), || {
+            (!up(&lab.ward, "n1", track)).then_some(())
+        });
+        // No socket of ward's to the dead node waits in CLOSE-WAIT past 1 s.
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
+        assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
+        asking.join().unwrap()
+    });
+    assert!(
+        lost.is_empty(),
+        "queries lost across the kill: {lost:?}\n{}",
+        lab.ward.log()
+    );
+    assert!(ask(lab.dns, 41));
+    assert_eq!(group_choice(&lab.ward, track).as_deref(), Some("n2"));
+    assert!(
+        established_to(pid, lab.nodes[1].addr()) > 0,
+        "queries go through n2"
+    );
+    let n1 = dialers(&lab.ward);
+    assert_eq!(dialer(&n1, "n1")[track]["up"], false, "n1 is down: {n1}");
+    assert!(dialer(&n1, "n1")[track]["last_failure"].is_object());
+    assert_eq!(dialer(&n1, "n2")[track]["up"], true);
+
+    // Back up after it restarts (two good probes), and chosen again.
+    lab.nodes[0].restart();
+    eventually("n1 up again", Duration::from_secs(15), || {
+        up(&lab.ward, "n1", track).then_some(())
+    });
+    assert!(ask(lab.dns, 100), "answered after n1 came back");
+    // Sessions already open stay on n2; new ones go to n1 again.
+    let out = lab.ward.ctl(&["kill", "dns/upstreams/up"]);
+    assert!(out.status.success());
+    assert!(ask(lab.dns, 101), "answered after the upstream restarted");
+    assert_eq!(group_choice(&lab.ward, track).as_deref(), Some("n1"));
+
+    // The CLI shows the same.
+    let out = lab.ward.ctl(&["dialers"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("group nodes: Fixed(0) of [n1, n2]"), "{text}");
+    let metrics = lab.ward.http_get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "ward_dialer_failures_total{{dialer=\"n1\",track=\"{track}\""
+        )),
+        "failures counted in metrics"
+    );
+}
+
+#[test]
+fn dns_over_tcp_through_a_group_survives_the_node_in_use_dying() {
+    failover("tcp", "tcp");
+}
+
+#[test]
+fn dns_over_udp_associate_through_a_group_survives_the_node_in_use_dying() {
+    failover("udp", "udp");
+}
+
+#[test]
+fn ctl_probe_and_unknown_names() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let lab = lab("tcp");
+    let out = lab.ward.ctl(&["probe", "nodes"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "probing n1, n2\n");
+    let out = lab.ward.ctl(&["probe", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dialer or group named \"nope\""));
+    // Probes measured both nodes' latency on both tracks.
+    eventually("probe latencies", Duration::from_secs(5), || {
+        let reply = dialers(&lab.ward);
+        ["n1", "n2"]
+            .iter()
+            .all(|n| {
+                ["tcp", "udp"]
+                    .iter()
+                    .all(|t| dialer(&reply, n)[*t]["last_ms"].is_number())
+            })
+            .then_some(())
+    });
+}

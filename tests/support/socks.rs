@@ -1,0 +1,157 @@
+//! SOCKS5 test peers: a real dante server (danted) on a loopback port the
+//! kernel picked, killed and restarted on the same port; and a minimal HTTP
+//! server answering 204, the dialers' TCP probe target.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::dns::free_port;
+use super::eventually;
+
+/// A danted on 127.0.0.1, relaying CONNECT and UDP ASSOCIATE for loopback
+/// clients to loopback destinations.
+pub struct Dante {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Dante {
+    pub fn start() -> Dante {
+        let mut dante = Dante {
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            port: free_port(),
+        };
+        dante.launch();
+        dante
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn launch(&mut self) {
+        let conf = self.dir.path().join("danted.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "logoutput: stderr\ninternal: 127.0.0.1 port = {}\nexternal: 127.0.0.1\n\
+                 clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
+                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
+                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate bindreply udpreply }}\n",
+                self.port
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(self.dir.path().join("danted.log")).unwrap();
+        // danted forks helpers that hold the clients' sockets: its own
+        // process group lets a kill take them all.
+        let child = Command::new("danted")
+            .args(["-N", "1", "-f"])
+            .arg(&conf)
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("danted starts");
+        self.child = Some(child);
+        let addr = self.addr();
+        eventually("danted listens", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).ok()
+        });
+    }
+
+    /// Kills the node's processes with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("danted.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Dante {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with 204.
+pub struct NoContent {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl NoContent {
+    pub fn start() -> NoContent {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                        let mut buf = [0u8; 1024];
+                        let _ = stream.read(&mut buf);
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        NoContent { addr, stop }
+    }
+}
+
+impl Drop for NoContent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// ward's TCP sockets in CLOSE-WAIT whose peer is `peer`.
+pub fn close_wait(ward_pid: i32, peer: SocketAddr) -> usize {
+    let out = Command::new("ss")
+        .args(["-Htnp", "state", "close-wait"])
+        .output()
+        .expect("ss runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={ward_pid},")) && l.contains(&peer.to_string()))
+        .count()
+}
+
+/// ward's established TCP connections to `peer`.
+pub fn established_to(ward_pid: i32, peer: SocketAddr) -> usize {
+    let out = Command::new("ss")
+        .args(["-Htnp", "state", "established"])
+        .arg(format!("dst {peer}"))
+        .output()
+        .expect("ss runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={ward_pid},")))
+        .count()
+}
