@@ -8,7 +8,9 @@
 //! UDP probes (or `health.traffic_failures` failures reported by traffic);
 //! it comes back after `health.up_after` consecutive successes, twice as
 //! many for each time it went down again within `flap_window` of coming up.
-//! Probes run in tasks the actor owns; the actor never awaits one.
+//! A track without a probe target is let back up after the retry delay, for
+//! traffic to try. Probes run in tasks the actor owns; the actor never
+//! awaits one.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,8 +138,13 @@ impl Actor for DialerActor {
                 state.start_probe(&myself, track);
             }
             DialerMsg::Tick(track) => {
+                state.tracks[track as usize].timer = None;
                 state.observe(track);
-                state.start_probe(&myself, track);
+                if state.target(track) {
+                    state.start_probe(&myself, track);
+                } else {
+                    state.half_open(track);
+                }
             }
             DialerMsg::Succeeded(track) => state.maybe_up(track, "traffic"),
             DialerMsg::ProbeDone(track, result) => {
@@ -165,12 +172,14 @@ impl DialerState {
             let flapped = t
                 .up_since
                 .is_some_and(|since| since.elapsed() < settings.flap_window);
-            t.required = if flapped {
-                (t.required * 2).min(MAX_REQUIRED)
+            if flapped {
+                // Back down soon after coming up: wait longer, and ask
+                // for more successes, before trusting it again.
+                t.required = (t.required * 2).min(MAX_REQUIRED);
             } else {
-                settings.up_after.max(1)
-            };
-            t.retry = RETRY_FIRST;
+                t.required = settings.up_after.max(1);
+                t.retry = RETRY_FIRST;
+            }
         }
         t.seen_up = up;
     }
@@ -201,11 +210,26 @@ impl DialerState {
         if !health.is_up() && health.consecutive_successes() >= t.required && health.mark_up() {
             t.seen_up = true;
             t.up_since = Some(Instant::now());
-            t.retry = RETRY_FIRST;
             dialer.metrics.set_up(&dialer.name, track, true);
             tracing::info!(dialer = %dialer.name, track = track.label(), by,
                 successes = t.required, "dialer up again");
         }
+    }
+
+    /// With no probe target, a down track is let back up once its retry
+    /// delay passed, so traffic can tell whether it works again; if it
+    /// fails, the next delay is twice as long (up to the interval).
+    fn half_open(&mut self, track: Track) {
+        let dialer = self.dialer().clone();
+        if dialer.health(track).is_up() || !dialer.health(track).mark_up() {
+            return;
+        }
+        let t = &mut self.tracks[track as usize];
+        t.seen_up = true;
+        t.up_since = Some(Instant::now());
+        dialer.metrics.set_up(&dialer.name, track, true);
+        tracing::info!(dialer = %dialer.name, track = track.label(),
+            "no probe target; letting traffic try the dialer again");
     }
 
     fn target(&self, track: Track) -> bool {
@@ -218,7 +242,14 @@ impl DialerState {
 
     /// Starts a probe on `track` unless one runs or there is no target.
     fn start_probe(&mut self, myself: &ActorRef<DialerMsg>, track: Track) {
-        if !self.target(track) || self.tracks[track as usize].probe.is_some() {
+        if self.tracks[track as usize].probe.is_some() {
+            return;
+        }
+        if !self.target(track) {
+            // Nothing to probe with: a down track is tried again later.
+            if !self.dialer().health(track).is_up() && self.tracks[track as usize].timer.is_none() {
+                self.schedule(myself, track);
+            }
             return;
         }
         let dialer = self.dialer().clone();
@@ -358,5 +389,177 @@ async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), 
         if n >= 12 && buf[..2] == id.to_be_bytes() && buf[2] & 0x80 != 0 {
             return Ok(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicU16, Ordering};
+
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::dialer::metrics::DialerMetrics;
+    use crate::dialer::settings::{DialerSpec, HealthSettings};
+
+    /// An HTTP server on loopback answering every request with `status`.
+    async fn http(status: Arc<AtomicU16>) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let code = status.load(Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = stream.read(&mut buf).await;
+                    let reply = format!("HTTP/1.1 {code} X\r\nConnection: close\r\n\r\n");
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn direct(health: HealthSettings) -> Arc<Dialer> {
+        Arc::new(Dialer::new(
+            "d".into(),
+            DialerSpec::Direct {
+                mark: None,
+                interface: None,
+            },
+            Arc::new(health),
+            Arc::new(DialerMetrics::default()),
+        ))
+    }
+
+    fn url(addr: SocketAddr) -> Option<HttpUrl> {
+        Some(HttpUrl::parse(&format!("http://{addr}/generate_204")).unwrap())
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn path_failure() -> Failure {
+        Failure {
+            class: IoClass::PeerGone,
+            stage: Stage::Session,
+            blame: Blame::Path,
+            reason: "reset".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_member_is_probed_marked_down_by_one_failed_probe_and_up_after_two_good_ones() {
+        let status = Arc::new(AtomicU16::new(204));
+        let server = http(status.clone()).await;
+        let d = direct(HealthSettings {
+            interval: Duration::from_secs(1),
+            tcp_url: url(server),
+            ..HealthSettings::default()
+        });
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: true,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let tcp = d.health(Track::Tcp);
+        until("the first probe measured", || tcp.last_latency().is_some()).await;
+        assert!(tcp.is_up());
+
+        status.store(503, Ordering::Relaxed);
+        until("a 503 marks it down", || !tcp.is_up()).await;
+        let last = tcp.view().last_failure.unwrap();
+        assert_eq!(last.source, Source::Probe);
+        assert!(last.failure.reason.contains("503"), "{}", last.failure);
+
+        status.store(204, Ordering::Relaxed);
+        until("two good probes bring it up", || tcp.is_up()).await;
+        assert!(tcp.consecutive_successes() >= 2);
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_traffic_failure_triggers_a_probe_at_once() {
+        let status = Arc::new(AtomicU16::new(204));
+        let server = http(status).await;
+        let d = direct(HealthSettings {
+            // Long enough that only the triggered probe can run in time.
+            interval: Duration::from_secs(60),
+            tcp_url: url(server),
+            up_after: 1,
+            ..HealthSettings::default()
+        });
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: false,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let tcp = d.health(Track::Tcp);
+        assert!(
+            tcp.last_latency().is_none(),
+            "not a member: no periodic probe"
+        );
+        d.report_failure(Track::Tcp, &path_failure());
+        assert!(!tcp.is_up(), "one traffic failure marks it down");
+        until("the re-probe passed and brought it up", || tcp.is_up()).await;
+        assert!(tcp.last_latency().is_some());
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn without_a_probe_target_a_down_track_is_let_back_up_for_traffic_to_try() {
+        let d = direct(HealthSettings::default());
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: true,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let udp = d.health(Track::Udp);
+        let started = Instant::now();
+        d.report_failure(Track::Udp, &path_failure());
+        assert!(!udp.is_up());
+        until("up again", || udp.is_up()).await;
+        assert!(
+            started.elapsed() >= RETRY_FIRST,
+            "not before the retry delay"
+        );
+        assert!(
+            d.health(Track::Tcp).is_up(),
+            "the other track was never down"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_flapping_track_needs_more_successes_to_come_back() {
+        let status = Arc::new(AtomicU16::new(204));
+        let server = http(status).await;
+        let d = direct(HealthSettings {
+            interval: Duration::from_secs(60),
+            tcp_url: url(server),
+            up_after: 1,
+            ..HealthSettings::default()
+        });
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: false,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let tcp = d.health(Track::Tcp);
+        d.report_failure(Track::Tcp, &path_failure());
+        until("up after one good probe", || tcp.is_up()).await;
+
+        // Down again right after coming up: one good probe is not enough now.
+        d.report_failure(Track::Tcp, &path_failure());
+        until("the re-probe passed", || tcp.consecutive_successes() == 1).await;
+        assert!(!tcp.is_up(), "a flapping track needs two successes");
+        until("up after the second", || tcp.is_up()).await;
+        actor.stop(None);
     }
 }

@@ -346,3 +346,176 @@ pub(crate) async fn resolve(server: &str) -> io::Result<SocketAddr> {
         .next()
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{server}: no address")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialer::socks5::testing::TestProxy;
+    use crate::io_class::IoClass;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn dialer(spec: DialerSpec) -> Dialer {
+        Dialer::new(
+            "d".into(),
+            spec,
+            Arc::new(HealthSettings::default()),
+            Arc::new(DialerMetrics::default()),
+        )
+    }
+
+    fn socks5(server: SocketAddr) -> Dialer {
+        dialer(DialerSpec::Socks5 {
+            server: server.to_string(),
+            credentials: None,
+            mark: None,
+        })
+    }
+
+    /// A TCP echo server on loopback.
+    async fn tcp_echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = stream.read(&mut buf).await {
+                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// A UDP echo server on loopback.
+    async fn udp_echo() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(&buf[..n], from).await;
+            }
+        });
+        addr
+    }
+
+    async fn round_trip(stream: &mut TcpStream) {
+        stream.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[tokio::test]
+    async fn tcp_through_a_node_reports_latency_and_a_dead_node_downs_both_tracks() {
+        let echo = tcp_echo().await;
+        let proxy = TestProxy::start(None).await;
+        let d = socks5(proxy.addr);
+        let mut stream = d.connect_tcp(echo, Duration::from_secs(2)).await.unwrap();
+        round_trip(&mut stream).await;
+        assert!(d.health(Track::Tcp).last_latency().is_some());
+
+        proxy.kill();
+        let failure = d
+            .connect_tcp(echo, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (failure.stage, failure.blame),
+            (Stage::ProxyConnect, Blame::Path)
+        );
+        // Reaching the node failed: the UDP track cannot work either.
+        assert!(!d.health(Track::Tcp).is_up());
+        assert!(!d.health(Track::Udp).is_up());
+    }
+
+    #[tokio::test]
+    async fn a_destination_refusing_through_a_node_is_not_the_nodes_fault() {
+        let proxy = TestProxy::start(None).await;
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let d = socks5(proxy.addr);
+        let failure = d
+            .connect_tcp(closed, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.blame, Blame::Target);
+        assert!(d.health(Track::Tcp).is_up());
+    }
+
+    #[tokio::test]
+    async fn udp_through_an_association_and_its_end_is_seen() {
+        let echo = udp_echo().await;
+        let proxy = TestProxy::start(None).await;
+        let d = socks5(proxy.addr);
+        let mut session = d.udp_session(echo, Duration::from_secs(2)).await.unwrap();
+        let mut control = session.take_control().expect("an association");
+        session.try_send(b"hello").unwrap();
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(2), session.recv(&mut buf))
+            .await
+            .expect("echo in time")
+            .unwrap();
+        assert_eq!(&buf[..n], b"hello", "the relay's header is stripped");
+
+        proxy.kill();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(2), socks5::control_closed(&mut control))
+                .await;
+        assert!(closed.is_ok(), "the association's end is seen at once");
+    }
+
+    #[tokio::test]
+    async fn direct_binds_to_an_interface_and_fails_cleanly_on_a_missing_one() {
+        let echo = tcp_echo().await;
+        let lo = dialer(DialerSpec::Direct {
+            mark: None,
+            interface: Some("lo".into()),
+        });
+        let missing = dialer(DialerSpec::Direct {
+            mark: None,
+            interface: Some("nonexistent0".into()),
+        });
+        match lo.connect_tcp(echo, Duration::from_secs(2)).await {
+            Ok(mut stream) => round_trip(&mut stream).await,
+            // Binding to a device needs CAP_NET_RAW.
+            Err(failure) if !nix::unistd::geteuid().is_root() => {
+                assert!(failure.reason.contains("not permitted"), "{failure}")
+            }
+            Err(failure) => panic!("bound to lo: {failure}"),
+        }
+        let failure = missing
+            .connect_tcp(echo, Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert_eq!(failure.stage, Stage::TargetConnect);
+        assert_ne!(failure.class, IoClass::Normal);
+    }
+
+    #[tokio::test]
+    async fn direct_sets_the_mark() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: SO_MARK needs CAP_NET_ADMIN");
+            return;
+        }
+        let echo = tcp_echo().await;
+        let d = dialer(DialerSpec::Direct {
+            mark: Some(0x2a),
+            interface: None,
+        });
+        let stream = d.connect_tcp(echo, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(socket2::SockRef::from(&stream).mark().unwrap(), 0x2a);
+        let session = d.udp_session(echo, Duration::from_secs(2)).await.unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&session.socket).mark().unwrap(),
+            0x2a
+        );
+    }
+}
