@@ -26,8 +26,9 @@ struct Lab {
 }
 
 /// knot, two nodes in group `nodes` (node 0 preferred), and ward with one
-/// upstream `up` at knot over `scheme` through the group.
-fn lab(scheme: &str) -> Lab {
+/// upstream `up` at knot over `scheme` through the group; members probed
+/// every `interval_s`.
+fn lab(scheme: &str, interval_s: u64) -> Lab {
     let knot = Knot::start("");
     let nodes = [Dante::start(), Dante::start()];
     let probe = NoContent::start();
@@ -35,7 +36,7 @@ fn lab(scheme: &str) -> Lab {
         &format!(
             "dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
              groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
-             health: (interval_s: 1, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\"), udp_dns: Some(\"{}\")),",
+             health: (interval_s: {interval_s}, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\"), udp_dns: Some(\"{}\")),",
             nodes[0].addr(),
             nodes[1].addr(),
             probe.addr,
@@ -101,7 +102,9 @@ fn failover(scheme: &str, track: &str) {
     if !tools_present(&TOOLS) {
         return;
     }
-    let mut lab = lab(scheme);
+    // Probes every 5 s: a node marked down within 1 s of its death was
+    // marked so by its traffic (or the re-probe traffic triggered).
+    let mut lab = lab(scheme, 5);
     let pid = lab.ward.pid();
     assert!(ask(lab.dns, 0), "answered through n1\n{}", lab.ward.log());
     assert_eq!(group_choice(&lab.ward, track).as_deref(), Some("n1"));
@@ -153,7 +156,7 @@ fn failover(scheme: &str, track: &str) {
 
     // Back up after it restarts (two good probes), and chosen again.
     lab.nodes[0].restart();
-    eventually("n1 up again", Duration::from_secs(15), || {
+    eventually("n1 up again", Duration::from_secs(20), || {
         up(&lab.ward, "n1", track).then_some(())
     });
     assert!(ask(lab.dns, 100), "answered after n1 came back");
@@ -187,20 +190,99 @@ fn dns_over_udp_associate_through_a_group_survives_the_node_in_use_dying() {
     failover("udp", "udp");
 }
 
-#[test]
-fn ctl_probe_and_unknown_names() {
+/// The node stays up but ward's connections to it are reset under load
+/// (`ss -K` destroys them; the node sees a reset): queries keep being
+/// answered, and nothing is left in CLOSE-WAIT.
+fn connections_reset(scheme: &str, track: &str) {
     if !tools_present(&TOOLS) {
         return;
     }
-    let lab = lab("tcp");
-    let out = lab.ward.ctl(&["probe", "nodes"]);
-    assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "probing n1, n2\n");
-    let out = lab.ward.ctl(&["probe", "nope"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no dialer or group named \"nope\""));
-    // Probes measured both nodes' latency on both tracks.
-    eventually("probe latencies", Duration::from_secs(5), || {
+    let lab = lab(scheme, 1);
+    let pid = lab.ward.pid();
+    assert!(ask(lab.dns, 0));
+    let node = lab.nodes[0].addr();
+    let dns = lab.dns;
+    let lost = std::thread::scope(|scope| {
+        let asking = scope.spawn(move || {
+            (1..=40)
+                .filter(|&i| {
+                    std::thread::sleep(Duration::from_millis(10));
+                    !ask(dns, i)
+                })
+                .collect::<Vec<_>>()
+        });
+        for _ in 0..2 {
+            std::thread::sleep(Duration::from_millis(150));
+            let reset = std::process::Command::new("ss")
+                .args(["-K", "-t", "dst", &node.to_string()])
+                .output()
+                .expect("ss runs");
+            assert!(reset.status.success(), "{reset:?}");
+        }
+        asking.join().unwrap()
+    });
+    assert!(
+        lost.is_empty(),
+        "queries lost across the resets: {lost:?}\n{}",
+        lab.ward.log()
+    );
+    eventually("no CLOSE-WAIT", Duration::from_secs(1), || {
+        (close_wait(pid, node) == 0).then_some(())
+    });
+    assert!(ask(lab.dns, 41));
+    // The resets reached ward's sockets, which reported them to n1.
+    let metrics = lab.ward.http_get("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "ward_dialer_failures_total{{dialer=\"n1\",track=\"{track}\""
+        )),
+        "resets reported: {metrics}"
+    );
+}
+
+#[test]
+fn dns_over_tcp_through_a_node_whose_connections_are_reset_loses_nothing() {
+    connections_reset("tcp", "tcp");
+}
+
+#[test]
+fn dns_over_udp_associate_through_a_node_whose_connections_are_reset_loses_nothing() {
+    connections_reset("udp", "udp");
+}
+
+#[test]
+fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let lab = lab("udp", 1);
+    assert!(ask(lab.dns, 0));
+    assert_eq!(group_choice(&lab.ward, "udp").as_deref(), Some("n1"));
+    // The node freezes: its connections stay open, nothing answers. Only
+    // the probes can tell (their handshake with it hangs).
+    lab.nodes[0].freeze();
+    eventually("n1 marked down", Duration::from_secs(5), || {
+        (!up(&lab.ward, "n1", "udp")).then_some(())
+    });
+    let last = dialer(&dialers(&lab.ward), "n1")["udp"]["last_failure"].clone();
+    assert_eq!(last["stage"], "proxy_handshake", "{last}");
+    // The next queries move the upstream's sessions to n2.
+    assert!(ask(lab.dns, 1), "{}", lab.ward.log());
+    let lost: Vec<usize> = (2..=10).filter(|&i| !ask(lab.dns, i)).collect();
+    assert!(lost.is_empty(), "lost after the move: {lost:?}");
+    assert_eq!(group_choice(&lab.ward, "udp").as_deref(), Some("n2"));
+    assert!(established_to(lab.ward.pid(), lab.nodes[1].addr()) > 0);
+    lab.nodes[0].thaw();
+}
+
+#[test]
+fn ctl_probe_finds_a_dead_node_between_periodic_probes() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    // Periodic probes only every minute (and once at start).
+    let mut lab = lab("tcp", 60);
+    eventually("start-up probes measured", Duration::from_secs(5), || {
         let reply = dialers(&lab.ward);
         ["n1", "n2"]
             .iter()
@@ -211,4 +293,33 @@ fn ctl_probe_and_unknown_names() {
             })
             .then_some(())
     });
+    // n2 carries no traffic: nothing but a probe can notice it died.
+    lab.nodes[1].kill();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(up(&lab.ward, "n2", "tcp"), "no periodic probe yet");
+    let out = lab.ward.ctl(&["probe", "nodes"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "probing n1, n2\n");
+    eventually("n2 down", Duration::from_secs(2), || {
+        (!up(&lab.ward, "n2", "tcp")).then_some(())
+    });
+    assert!(up(&lab.ward, "n1", "tcp"));
+
+    let out = lab.ward.ctl(&["probe", "nope"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no dialer or group named \"nope\""));
+    // Every dialer shares the probe targets, direct too.
+    let out = lab.ward.ctl(&["probe", "direct"]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn ctl_probe_without_probe_targets_says_so() {
+    let ward = Ward::start("");
+    let out = ward.ctl(&["probe", "direct"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing to probe with"),
+        "{out:?}"
+    );
 }

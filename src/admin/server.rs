@@ -279,10 +279,15 @@ fn probe(name: &str, ctx: &ServiceContext) -> (Value, Option<ActorCell>) {
             )
         }
     };
-    for name in &probed {
-        if let Some(dialer) = ctx.dialers.dialer(name) {
-            dialer.request_probe();
-        }
+    let probed: Vec<String> = probed
+        .into_iter()
+        .filter(|name| ctx.dialers.dialer(name).is_some_and(|d| d.probe_now()))
+        .collect();
+    if probed.is_empty() {
+        return (
+            error_reply("nothing to probe with: set health.tcp_url or health.udp_dns"),
+            None,
+        );
     }
     tracing::info!(?probed, "probe requested on admin request");
     (json!({"ok": true, "probed": probed}), None)

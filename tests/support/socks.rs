@@ -72,7 +72,25 @@ impl Dante {
         if let Some(mut child) = self.child.take() {
             let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
             let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGCONT);
             let _ = child.wait();
+        }
+    }
+
+    /// Stops the node's processes (SIGSTOP) without closing anything: its
+    /// connections stay open and nothing answers, like a partition.
+    pub fn freeze(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(child) = &self.child {
+            let group = nix::unistd::Pid::from_raw(-(child.id() as i32));
+            nix::sys::signal::kill(group, signal).expect("signal the node");
         }
     }
 

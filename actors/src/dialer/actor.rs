@@ -23,6 +23,7 @@ use super::dial::Dialer;
 use super::failure::{Blame, Failure, Stage};
 use super::health::{Source, Track};
 use super::settings::HttpUrl;
+use super::socks5::TargetAddr;
 use crate::io_class::IoClass;
 
 /// The first re-probe delay of a down track.
@@ -31,11 +32,12 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const MAX_REQUIRED: u32 = 16;
 
 pub enum DialerMsg {
-    /// Probe every track that has a probe target, now.
+    /// Probe every track that has a probe target, now (`ward ctl probe`).
     ProbeNow,
-    /// Traffic reported a failure on this track (blamed on the path, or
-    /// on the destination behind it): probe now.
-    TrafficFailed(Track),
+    /// Traffic failed on this track (blamed on the path, or on the
+    /// destination behind it), or a group found no member up: probe at
+    /// once if the track is up, at its next retry if it is down.
+    Reprobe(Track),
     /// Traffic succeeded on this track while it was down.
     Succeeded(Track),
     /// The periodic or retry timer fired for this track.
@@ -133,9 +135,14 @@ impl Actor for DialerActor {
                     state.start_probe(&myself, track);
                 }
             }
-            DialerMsg::TrafficFailed(track) => {
+            DialerMsg::Reprobe(track) => {
+                state.dialer().reprobe_taken(track);
                 state.observe(track);
-                state.start_probe(&myself, track);
+                // A down track waiting for its retry keeps its backoff.
+                let waiting = state.tracks[track as usize].timer.is_some();
+                if !waiting || state.dialer().health(track).is_up() {
+                    state.start_probe(&myself, track);
+                }
             }
             DialerMsg::Tick(track) => {
                 state.tracks[track as usize].timer = None;
@@ -195,7 +202,16 @@ impl DialerState {
             Err(failure) => {
                 dialer.metrics.failure(&dialer.name, track, &failure);
                 if failure.blame == Blame::Path {
-                    dialer.record_failure(track, failure, Source::Probe);
+                    // The node itself did not answer: no track works.
+                    let tracks: &[Track] = if failure.stage.reaches_node() {
+                        &Track::ALL
+                    } else {
+                        &[track]
+                    };
+                    for &each in tracks {
+                        dialer.record_failure(each, failure.clone(), Source::Probe);
+                        self.observe(each);
+                    }
                 }
                 self.observe(track);
             }
@@ -254,7 +270,9 @@ impl DialerState {
         }
         let dialer = self.dialer().clone();
         let me = myself.clone();
-        let timeout = dialer.settings.timeout;
+        // The probe's own deadlines (inside the dial) fire first and say
+        // which stage hung; this one bounds the rest.
+        let timeout = dialer.settings.timeout + Duration::from_millis(100);
         self.tracks[track as usize].timer = None;
         self.tracks[track as usize].probe = Some(TaskGuard::spawn(async move {
             let started = Instant::now();
@@ -324,10 +342,12 @@ async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
     } else {
         url.host.clone()
     };
-    let target = super::dial::resolve(&format!("{host}:{}", url.port))
-        .await
-        .map_err(|e| Failure::io(&e, Stage::TargetConnect, dialer.hop(), false))?;
-    let mut stream = dialer.dial_tcp(target).await?;
+    let target = match url.host.parse() {
+        Ok(ip) => TargetAddr::Ip(std::net::SocketAddr::new(ip, url.port)),
+        Err(_) => TargetAddr::Domain(url.host.clone(), url.port),
+    };
+    let deadline = tokio::time::Instant::now() + dialer.settings.timeout;
+    let mut stream = dialer.dial_tcp(&target, deadline).await?;
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ward/{}\r\nConnection: close\r\n\r\n",
         url.path,
@@ -405,10 +425,16 @@ mod tests {
 
     /// An HTTP server on loopback answering every request with `status`.
     async fn http(status: Arc<AtomicU16>) -> SocketAddr {
+        http_counted(status, Arc::default()).await
+    }
+
+    /// [`http`], counting the requests in `served`.
+    async fn http_counted(status: Arc<AtomicU16>, served: Arc<AtomicU16>) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
+                served.fetch_add(1, Ordering::Relaxed);
                 let code = status.load(Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
@@ -438,7 +464,11 @@ mod tests {
     }
 
     async fn until(what: &str, check: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        within(Duration::from_secs(10), what, check).await
+    }
+
+    async fn within(bound: Duration, what: &str, check: impl Fn() -> bool) {
+        let deadline = Instant::now() + bound;
         while !check() {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -507,7 +537,11 @@ mod tests {
         );
         d.report_failure(Track::Tcp, &path_failure());
         assert!(!tcp.is_up(), "one traffic failure marks it down");
-        until("the re-probe passed and brought it up", || tcp.is_up()).await;
+        // At once: well before the first retry delay of a down track.
+        within(RETRY_FIRST / 2, "the re-probe brought it up", || {
+            tcp.is_up()
+        })
+        .await;
         assert!(tcp.last_latency().is_some());
         actor.stop(None);
     }
@@ -560,6 +594,60 @@ mod tests {
         until("the re-probe passed", || tcp.consecutive_successes() == 1).await;
         assert!(!tcp.is_up(), "a flapping track needs two successes");
         until("up after the second", || tcp.is_up()).await;
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_failures_runs_one_probe_and_a_down_track_keeps_its_backoff() {
+        let status = Arc::new(AtomicU16::new(503));
+        let served = Arc::new(AtomicU16::new(0));
+        let server = http_counted(status, served.clone()).await;
+        let d = direct(HealthSettings {
+            interval: Duration::from_secs(60),
+            tcp_url: url(server),
+            ..HealthSettings::default()
+        });
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: false,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        for _ in 0..200 {
+            d.report_failure(Track::Tcp, &path_failure());
+        }
+        until("the probe ran", || served.load(Ordering::Relaxed) >= 1).await;
+        // More failures while down and waiting for the retry: no new probe.
+        for _ in 0..200 {
+            d.report_failure(Track::Tcp, &path_failure());
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(RETRY_FIRST / 2).await;
+        assert_eq!(
+            served.load(Ordering::Relaxed),
+            1,
+            "probes: one, not one per failure"
+        );
+        actor.stop(None);
+    }
+
+    #[tokio::test]
+    async fn a_node_that_could_not_be_reached_comes_back_on_both_tracks() {
+        let d = direct(HealthSettings::default());
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic: true,
+        };
+        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let unreachable = Failure {
+            stage: Stage::ProxyConnect,
+            ..path_failure()
+        };
+        d.report_failure(Track::Tcp, &unreachable);
+        assert!(!d.health(Track::Tcp).is_up() && !d.health(Track::Udp).is_up());
+        until("both tracks up again", || {
+            d.health(Track::Tcp).is_up() && d.health(Track::Udp).is_up()
+        })
+        .await;
         actor.stop(None);
     }
 }

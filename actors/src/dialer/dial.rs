@@ -9,12 +9,13 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use super::actor::DialerMsg;
@@ -31,6 +32,9 @@ pub struct Dialer {
     pub spec: DialerSpec,
     pub(crate) settings: Arc<HealthSettings>,
     tracks: [TrackHealth; 2],
+    /// A re-probe was asked for and the actor has not taken it yet: the
+    /// requests of a burst of failures become one message.
+    reprobe_asked: [AtomicBool; 2],
     actor: ArcSwapOption<ActorRef<DialerMsg>>,
     pub(crate) metrics: Arc<DialerMetrics>,
 }
@@ -47,6 +51,7 @@ impl Dialer {
             spec,
             settings,
             tracks: Default::default(),
+            reprobe_asked: Default::default(),
             actor: ArcSwapOption::empty(),
             metrics,
         }
@@ -72,13 +77,8 @@ impl Dialer {
         timeout: Duration,
     ) -> Result<TcpStream, Failure> {
         let started = Instant::now();
-        let result = match tokio::time::timeout(timeout, self.dial_tcp(target)).await {
-            Ok(result) => result,
-            Err(_) => Err(Failure::timeout(match self.hop() {
-                Hop::Direct => Stage::TargetConnect,
-                Hop::Proxy => Stage::ProxyHandshake,
-            })),
-        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let result = self.dial_tcp(&TargetAddr::Ip(target), deadline).await;
         match &result {
             Ok(_) => self.report_success(Track::Tcp, started.elapsed()),
             Err(failure) => self.report_failure(Track::Tcp, failure),
@@ -86,24 +86,57 @@ impl Dialer {
         result
     }
 
-    /// Dials without reporting (probes report their own way).
-    pub(crate) async fn dial_tcp(&self, target: SocketAddr) -> Result<TcpStream, Failure> {
+    /// Dials by `deadline` without reporting (probes report their own
+    /// way). A name is looked up locally when direct, by the node through
+    /// a SOCKS5 node. Reaching the node in time is the node's business;
+    /// what the destination then takes is not (a probe tells the two
+    /// apart).
+    pub(crate) async fn dial_tcp(
+        &self,
+        target: &TargetAddr,
+        deadline: tokio::time::Instant,
+    ) -> Result<TcpStream, Failure> {
+        let timed_out = |stage| move |_| Failure::timeout(stage);
         match &self.spec {
             DialerSpec::Direct { mark, interface } => {
                 let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
-                let socket = tcp_socket(target, *mark, interface.as_deref()).map_err(io)?;
-                let stream = socket.connect(target).await.map_err(io)?;
+                let addr = match target {
+                    TargetAddr::Ip(addr) => *addr,
+                    TargetAddr::Domain(host, port) => {
+                        let name = format!("{host}:{port}");
+                        tokio::time::timeout_at(deadline, resolve(&name))
+                            .await
+                            .map_err(timed_out(Stage::Cancelled))?
+                            .map_err(|e| Failure::local(format!("cannot look up {host}: {e}")))?
+                    }
+                };
+                let socket = tcp_socket(addr, *mark, interface.as_deref()).map_err(io)?;
+                let stream = tokio::time::timeout_at(deadline, socket.connect(addr))
+                    .await
+                    .map_err(timed_out(Stage::TargetConnect))?
+                    .map_err(io)?;
                 stream.set_nodelay(true).map_err(io)?;
                 Ok(stream)
             }
             DialerSpec::Socks5 {
                 credentials, mark, ..
             } => {
-                let control = self.reach_node(*mark).await?;
-                let (stream, _bound) =
-                    socks5::connect(control, credentials.as_ref(), &TargetAddr::Ip(target))
-                        .await
-                        .map_err(|e| Failure::socks5(&e))?;
+                let mut control = tokio::time::timeout_at(deadline, self.reach_node(*mark))
+                    .await
+                    .map_err(timed_out(Stage::ProxyConnect))??;
+                // A node that accepts but never negotiates is stuck itself.
+                tokio::time::timeout_at(
+                    deadline,
+                    socks5::negotiate(&mut control, credentials.as_ref()),
+                )
+                .await
+                .map_err(timed_out(Stage::ProxyHandshake))?
+                .map_err(|e| Failure::socks5(&e))?;
+                let request = socks5::request_connect(control, target);
+                let (stream, _bound) = tokio::time::timeout_at(deadline, request)
+                    .await
+                    .map_err(timed_out(Stage::TargetConnect))?
+                    .map_err(|e| Failure::socks5(&e))?;
                 Ok(stream)
             }
         }
@@ -124,7 +157,7 @@ impl Dialer {
 
     /// A UDP session to `target` over this path, within `timeout`: a socket
     /// connected to it (direct), or a SOCKS5 UDP association. Its owner
-    /// reports the first answer's latency, and failures.
+    /// reports failures; UDP latency comes from the probes.
     pub async fn udp_session(
         &self,
         target: SocketAddr,
@@ -164,6 +197,15 @@ impl Dialer {
                     .await
                     .map_err(|e| Failure::socks5(&e))?;
                 socket.connect(association.relay).await.map_err(io)?;
+                // A node that vanishes without a FIN (a partition) still
+                // ends the association, after about 25 s.
+                let keepalive = TcpKeepalive::new()
+                    .with_time(Duration::from_secs(10))
+                    .with_interval(Duration::from_secs(5))
+                    .with_retries(3);
+                SockRef::from(&association.control)
+                    .set_tcp_keepalive(&keepalive)
+                    .map_err(io)?;
                 let mut header = Vec::with_capacity(22);
                 socks5::encapsulate(&TargetAddr::Ip(target), &[], &mut header);
                 Ok(UdpSession {
@@ -187,29 +229,47 @@ impl Dialer {
     }
 
     /// An owner's failure. Only one that blames the path counts; one
-    /// reaching the node itself counts on both tracks. Each triggers an
-    /// immediate re-probe, and so does one blamed on the destination (an
-    /// idle tunnel closed by a node that just died looks like that).
+    /// reaching the node itself counts on both tracks. Each asks for a
+    /// re-probe of the tracks it touched, and so does one blamed on the
+    /// destination (an idle tunnel closed by a node that just died looks
+    /// like that).
     pub fn report_failure(&self, track: Track, failure: &Failure) {
         self.metrics.failure(&self.name, track, failure);
         match failure.blame {
-            Blame::Nobody => return,
-            Blame::Target => return self.tell(DialerMsg::TrafficFailed(track)),
-            Blame::Path => {}
-        }
-        if failure.stage.reaches_node() {
-            for track in Track::ALL {
-                self.record_failure(track, failure.clone(), Source::Traffic);
+            Blame::Nobody => {}
+            Blame::Target => self.request_reprobe(track),
+            Blame::Path if failure.stage.reaches_node() => {
+                for track in Track::ALL {
+                    self.record_failure(track, failure.clone(), Source::Traffic);
+                    self.request_reprobe(track);
+                }
             }
-        } else {
-            self.record_failure(track, failure.clone(), Source::Traffic);
+            Blame::Path => {
+                self.record_failure(track, failure.clone(), Source::Traffic);
+                self.request_reprobe(track);
+            }
         }
-        self.tell(DialerMsg::TrafficFailed(track));
+    }
+
+    /// Asks the actor to probe `track` soon: at once when it is up, at its
+    /// next retry when it is down. Requests made before the actor took the
+    /// last one are folded into it.
+    pub fn request_reprobe(&self, track: Track) {
+        if !self.reprobe_asked[track as usize].swap(true, Ordering::AcqRel) {
+            self.tell(DialerMsg::Reprobe(track));
+        }
+    }
+
+    /// Called by the actor when it takes a re-probe request.
+    pub(crate) fn reprobe_taken(&self, track: Track) {
+        self.reprobe_asked[track as usize].store(false, Ordering::Release);
     }
 
     pub(crate) fn record_failure(&self, track: Track, failure: Failure, source: Source) {
         let down_after = match source {
             Source::Traffic => self.settings.traffic_failures,
+            // A node that does not even answer is down on every track.
+            Source::Probe if failure.stage.reaches_node() => 1,
             Source::Probe => match track {
                 Track::Tcp => 1,
                 Track::Udp => 3,
@@ -226,9 +286,14 @@ impl Dialer {
         }
     }
 
-    /// Asks the dialer's actor to probe now.
-    pub fn request_probe(&self) {
-        self.tell(DialerMsg::ProbeNow);
+    /// Asks the dialer's actor to probe every track now (an operator's
+    /// `ward ctl probe`); false when it has nothing to probe with.
+    pub fn probe_now(&self) -> bool {
+        let can = self.settings.tcp_url.is_some() || self.settings.udp_dns.is_some();
+        if can {
+            self.tell(DialerMsg::ProbeNow);
+        }
+        can
     }
 
     fn tell(&self, message: DialerMsg) {

@@ -108,14 +108,19 @@ impl Failure {
         };
         let refused = err.raw_os_error() == Some(Errno::ECONNREFUSED as i32)
             || err.kind() == io::ErrorKind::ConnectionRefused;
+        let timed_out = err.raw_os_error() == Some(Errno::ETIMEDOUT as i32)
+            || err.kind() == io::ErrorKind::TimedOut;
         let blame = match (stage, class) {
             (Stage::Teardown | Stage::Cancelled, _) => Blame::Nobody,
             (_, IoClass::Transient | IoClass::Normal) => Blame::Nobody,
             // A short write is the encapsulating protocol's business.
             _ if err.kind() == io::ErrorKind::WriteZero => Blame::Nobody,
             (Stage::ProxyConnect | Stage::ProxyHandshake, _) => Blame::Path,
-            // Direct: a refusal comes from the destination itself.
-            (Stage::TargetConnect, _) if hop == Hop::Direct && refused => Blame::Target,
+            // Direct: a refusal comes from the destination itself, and a
+            // destination that does not answer says nothing of the path.
+            (Stage::TargetConnect, _) if hop == Hop::Direct && (refused || timed_out) => {
+                Blame::Target
+            }
             (Stage::TargetConnect, _) => Blame::Path,
             (Stage::Session, _) => {
                 return Failure::session(class, err.to_string(), hop, in_flight);
@@ -162,17 +167,30 @@ impl Failure {
         }
     }
 
-    /// The deadline of a dial passed.
+    /// The deadline of a dial passed. A destination that does not answer
+    /// in time says nothing against the path (the re-probe it triggers
+    /// checks the path); a node that does not is the path.
     pub fn timeout(stage: Stage) -> Failure {
+        let blame = match stage {
+            Stage::Cancelled | Stage::Teardown => Blame::Nobody,
+            Stage::TargetConnect => Blame::Target,
+            _ => Blame::Path,
+        };
         Failure {
             class: IoClass::PathFailed,
             stage,
-            blame: if stage == Stage::Cancelled {
-                Blame::Nobody
-            } else {
-                Blame::Path
-            },
+            blame,
             reason: "timed out".to_string(),
+        }
+    }
+
+    /// Something on this host failed (a name lookup): nobody's path.
+    pub fn local(reason: String) -> Failure {
+        Failure {
+            class: IoClass::Transient,
+            stage: Stage::Cancelled,
+            blame: Blame::Nobody,
+            reason,
         }
     }
 
@@ -224,7 +242,7 @@ mod tests {
             // Direct to the destination: a refusal is the destination's.
             (os(Errno::ECONNREFUSED), TargetConnect, Direct, false, Target),
             (os(Errno::ENETUNREACH), TargetConnect, Direct, false, Path),
-            (os(Errno::ETIMEDOUT), TargetConnect, Direct, false, Path),
+            (os(Errno::ETIMEDOUT), TargetConnect, Direct, false, Target),
             (os(Errno::EINTR), TargetConnect, Direct, false, Nobody),
             // An established tunnel through a node breaking under load.
             (os(Errno::ECONNRESET), Session, Proxy, true, Path),
@@ -273,9 +291,12 @@ mod tests {
     }
 
     #[test]
-    fn timeouts_blame_the_path_unless_cancelled() {
+    fn timeouts_blame_the_node_not_the_destination() {
         assert_eq!(Failure::timeout(ProxyConnect).blame, Path);
+        assert_eq!(Failure::timeout(ProxyHandshake).blame, Path);
+        assert_eq!(Failure::timeout(TargetConnect).blame, Target);
         assert_eq!(Failure::timeout(Session).blame, Path);
+        assert_eq!(Failure::local("lookup".into()).blame, Nobody);
         assert_eq!(Failure::timeout(Cancelled).blame, Nobody);
         assert!(Failure::association_closed(None).blames_path());
         assert!(ProxyHandshake.reaches_node() && !Session.reaches_node());

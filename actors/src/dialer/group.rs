@@ -47,7 +47,8 @@ impl Via {
     }
 
     /// The dialer for one use on `track`, never one named in `exclude`.
-    /// `None` when every candidate is excluded.
+    /// `None` when every candidate is excluded, or when the only members
+    /// up are excluded (the caller may then ask again without exclusions).
     pub fn select(&self, track: Track, exclude: &[&str]) -> Option<Arc<Dialer>> {
         match self {
             Via::Dialer(d) => (!exclude.contains(&d.name.as_str())).then(|| d.clone()),
@@ -99,8 +100,12 @@ impl Group {
             .filter(|&i| allowed(&self.members[i]) && self.members[i].health(track).is_up())
             .collect();
         let chosen = if up.is_empty() {
+            // Members up but excluded: the caller decides whether to use one.
+            if self.members.iter().any(|d| d.health(track).is_up()) {
+                return None;
+            }
             let i = self.least_recently_failed(track, &allowed)?;
-            self.members.iter().for_each(|d| d.request_probe());
+            self.members.iter().for_each(|d| d.request_reprobe(track));
             warn_throttled!(&format!("group-none-up:{}", self.name), group = %self.name,
                 track = track.label(), using = %self.members[i].name,
                 "no member of the group is up; using the least recently failed one");
@@ -109,11 +114,14 @@ impl Group {
             self.pick(track, &up)
         };
         let previous = self.current[track as usize].swap(chosen, Ordering::Relaxed);
-        if previous != chosen && previous != NONE {
+        // Random and RoundRobin change with every pick by design; the other
+        // policies switch only when health or latency tells them to.
+        let spreads = matches!(self.policy, Policy::Random | Policy::RoundRobin);
+        if previous != chosen && previous != NONE && !spreads {
             self.metrics.switched(&self.name);
-            tracing::info!(group = %self.name, track = track.label(),
-                from = %self.members[previous].name, to = %self.members[chosen].name,
-                "group switched dialer");
+            warn_throttled!(&format!("group-switch:{}", self.name), group = %self.name,
+                track = track.label(), from = %self.members[previous].name,
+                to = %self.members[chosen].name, "group switched dialer");
         }
         Some(self.members[chosen].clone())
     }
@@ -243,6 +251,16 @@ mod tests {
         assert_eq!(g.select(Track::Udp, &[]).unwrap().name, "a", "UDP is up");
         assert_eq!(pick(&g, &["b"]), "c", "b already failed this request");
         assert!(g.select(Track::Tcp, &["a", "b", "c"]).is_none());
+    }
+
+    #[test]
+    fn an_excluded_member_up_beats_a_dead_one() {
+        let (a, b) = (dialer("a"), dialer("b"));
+        let g = group(Policy::Fixed(0), 0, &[a.clone(), b.clone()]);
+        fail(&b, Track::Tcp);
+        // a failed this request but is up; b is down: the caller decides.
+        assert!(g.select(Track::Tcp, &["a"]).is_none());
+        assert_eq!(pick(&g, &[]), "a");
     }
 
     #[test]

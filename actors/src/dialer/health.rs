@@ -209,8 +209,9 @@ impl TrackHealth {
         n >= down_after.max(1) && self.up.swap(false, Ordering::Relaxed)
     }
 
-    /// Marks the track up; true when it was down.
+    /// Marks the track up with a clean failure count; true when it was down.
     pub fn mark_up(&self) -> bool {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
         !self.up.swap(true, Ordering::Relaxed)
     }
 

@@ -185,8 +185,27 @@ pub async fn connect(
     credentials: Option<&Credentials>,
     target: &TargetAddr,
 ) -> Result<(TcpStream, TargetAddr), Socks5Error> {
+    command(CMD_CONNECT, target)?;
+    negotiate(&mut stream, credentials).await?;
+    request_connect(stream, target).await
+}
+
+/// The first half of [`connect`]: method negotiation and authentication,
+/// which only the node takes part in.
+pub async fn negotiate(
+    stream: &mut TcpStream,
+    credentials: Option<&Credentials>,
+) -> Result<(), Socks5Error> {
+    handshake(stream, credentials).await
+}
+
+/// The second half of [`connect`], on a negotiated stream: the CONNECT
+/// request, whose reply waits on the destination.
+pub async fn request_connect(
+    mut stream: TcpStream,
+    target: &TargetAddr,
+) -> Result<(TcpStream, TargetAddr), Socks5Error> {
     let request = command(CMD_CONNECT, target)?;
-    handshake(&mut stream, credentials).await?;
     stream.write_all(&request).await?;
     let bound = read_reply(&mut stream).await?;
     Ok((stream, bound))

@@ -25,7 +25,7 @@ use super::pending::Pending;
 use super::tls;
 use super::udp::UdpTransport;
 use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
-use crate::dialer::Track;
+use crate::dialer::{Dialer, Track};
 use crate::dns::settings::{resolv_conf_servers, Transport};
 use crate::warn_throttled;
 
@@ -48,6 +48,10 @@ pub enum UpstreamMsg {
     /// A UDP socket of the upstream stopped working: the actor ends and
     /// starts again with new ones.
     TransportFailed(String),
+    /// The UDP sessions are open (or could not be).
+    UdpReady(Result<Vec<UdpTransport>, String>),
+    /// The dialer under the UDP sessions is down and another is up.
+    DialerDown,
     Probe,
     ProbeResult(bool),
 }
@@ -75,7 +79,7 @@ enum Streams {
 struct Conn {
     conn_id: u64,
     /// The dialer it goes through.
-    dialer: String,
+    dialer: Arc<Dialer>,
     /// Where its queries go; closed once the connection's task has ended.
     outgoing: mpsc::Sender<Outgoing>,
     pending: Arc<Pending>,
@@ -123,6 +127,9 @@ pub struct UpstreamState {
     probing: bool,
     probe_delay: Duration,
     probe_task: Option<TaskGuard>,
+    tasks: TaskScope,
+    /// Opening (or reopening) the UDP sessions.
+    udp_opening: Option<TaskGuard>,
 }
 
 impl Actor for UpstreamActor {
@@ -135,14 +142,17 @@ impl Actor for UpstreamActor {
         myself: ActorRef<UpstreamMsg>,
         args: UpstreamArgs,
     ) -> Result<UpstreamState, ActorProcessingErr> {
-        let name = args.slot.name.clone();
         let (udp_servers, streams) = transports(&args.slot.spec.transport)?;
-        let mut udp = Vec::with_capacity(udp_servers.len());
-        for addr in udp_servers {
-            udp.push(UdpTransport::open(addr, &args.slot.via, &args.tasks, &name, &myself).await?);
-        }
-        let udp = Arc::new(udp);
-        args.slot.attach(myself.clone(), Arc::clone(&udp));
+        // UDP sessions may need a handshake with a node: they open in a
+        // task, and the upstream takes queries once they are ready (the
+        // resolver waits for it meanwhile). Without UDP it takes them now.
+        let udp = Arc::new(Vec::new());
+        let udp_opening = if udp_servers.is_empty() {
+            args.slot.attach(myself.clone(), Arc::clone(&udp));
+            None
+        } else {
+            Some(open_udp(&args.slot, udp_servers, &args.tasks, &myself))
+        };
         let mut state = UpstreamState {
             attached: Attached {
                 slot: args.slot,
@@ -160,6 +170,8 @@ impl Actor for UpstreamActor {
             probing: false,
             probe_delay: PROBE_FIRST,
             probe_task: None,
+            tasks: args.tasks,
+            udp_opening,
         };
         // Restarted while its upstream is down: keep probing it back.
         if !state.attached.slot.health.is_up() {
@@ -187,6 +199,41 @@ impl Actor for UpstreamActor {
             }
             UpstreamMsg::Probe => state.probe(&myself).await,
             UpstreamMsg::ProbeResult(ok) => state.probe_result(&myself, ok),
+            UpstreamMsg::UdpReady(opened) => {
+                state.udp_opening = None;
+                let new = Arc::new(opened.map_err(|e| format!("cannot open UDP: {e}"))?);
+                let old = std::mem::replace(&mut state.udp, new);
+                state
+                    .attached
+                    .slot
+                    .attach(myself.clone(), Arc::clone(&state.udp));
+                // Queries in flight on the sessions being replaced go again
+                // on the new ones, once.
+                for (old, new) in old.iter().zip(state.udp.iter()) {
+                    for mut query in old.take_pending() {
+                        if query.retried {
+                            query.fail(UpstreamError::ConnectionLost);
+                        } else {
+                            query.retried = true;
+                            new.send(query);
+                        }
+                    }
+                }
+            }
+            UpstreamMsg::DialerDown => {
+                // The dialer under the UDP sessions went down and its group
+                // has another member up: move there. The old sessions serve
+                // until the new ones are ready.
+                if state.udp_opening.is_none() {
+                    let servers = state.udp.iter().map(|t| t.addr()).collect();
+                    state.udp_opening = Some(open_udp(
+                        &state.attached.slot,
+                        servers,
+                        &state.tasks,
+                        &myself,
+                    ));
+                }
+            }
             UpstreamMsg::TransportFailed(reason) => {
                 return Err(format!("UDP socket failed: {reason}").into())
             }
@@ -206,6 +253,24 @@ impl Actor for UpstreamActor {
         }
         Ok(())
     }
+}
+
+/// Opens UDP sessions to `servers` (concurrently) in a task; the actor
+/// hears `UdpReady`.
+fn open_udp(
+    slot: &Arc<UpstreamSlot>,
+    servers: Vec<SocketAddr>,
+    tasks: &TaskScope,
+    myself: &ActorRef<UpstreamMsg>,
+) -> TaskGuard {
+    let (slot, tasks, me) = (slot.clone(), tasks.clone(), myself.clone());
+    TaskGuard::spawn(async move {
+        let opening = servers
+            .iter()
+            .map(|addr| UdpTransport::open(*addr, &slot.via, &tasks, &slot.name, &me));
+        let opened = futures::future::try_join_all(opening).await;
+        let _ = me.send_message(UpstreamMsg::UdpReady(opened));
+    })
 }
 
 /// The UDP servers and the stream setup of a transport.
@@ -347,7 +412,7 @@ impl UpstreamState {
             .select(Track::Tcp, &exclude)
             .or_else(|| self.attached.slot.via.select(Track::Tcp, &[]))
             .ok_or("no dialer to reach the upstream")?;
-        let dialer_name = dialer.name.clone();
+        let conn_dialer = dialer.clone();
         let (cell, join, framed) = match &self.streams {
             Streams::None => return Err("no stream transport".into()),
             Streams::Dns(targets) => {
@@ -386,7 +451,7 @@ impl UpstreamState {
             id,
             Conn {
                 conn_id,
-                dialer: dialer_name,
+                dialer: conn_dialer,
                 outgoing,
                 pending,
                 framed,
@@ -423,17 +488,20 @@ impl UpstreamState {
         }
         if !reason.is_normal() {
             // Where a group has another member, the retry goes there.
-            self.avoid = Some(conn.dialer.clone());
+            self.avoid = Some(conn.dialer.name.clone());
             if conn.ready {
                 warn_throttled!(self.name(), upstream = %self.name(), %reason, "upstream connection lost");
-            } else if self
-                .attached
-                .slot
-                .via
-                .has_other_up(Track::Tcp, &conn.dialer)
+            } else if !conn.dialer.health(Track::Tcp).is_up()
+                && self
+                    .attached
+                    .slot
+                    .via
+                    .has_other_up(Track::Tcp, &conn.dialer.name)
             {
-                warn_throttled!(self.name(), upstream = %self.name(), dialer = %conn.dialer, %reason,
-                    "cannot connect to upstream through this dialer; trying another");
+                // The path failed, not the upstream: the next connection
+                // goes through another member at once.
+                warn_throttled!(self.name(), upstream = %self.name(), dialer = %conn.dialer.name, %reason,
+                    "cannot reach upstream through this dialer; trying another");
             } else {
                 self.connect_failures = self.connect_failures.saturating_add(1);
                 let delay = RECONNECT_MIN

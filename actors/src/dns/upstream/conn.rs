@@ -103,6 +103,14 @@ pub struct StreamConnState {
     pending: Arc<Pending>,
 }
 
+/// Tells the dialer a TLS handshake over it failed: the server's doing as
+/// far as anyone can tell, but a node that resets tunnels right after
+/// CONNECT looks the same, so the dialer re-probes.
+pub fn report_tls_failure(dialer: &Dialer, class: IoClass, reason: &str) {
+    let failure = Failure::session(class, reason.to_string(), dialer.hop(), false);
+    dialer.report_failure(Track::Tcp, &failure);
+}
+
 /// Tells the dialer a connection broke; with queries in flight through a
 /// node, that is the node's failure.
 pub fn report_broken(dialer: &Dialer, pending: &Pending, class: IoClass, reason: &str) {
@@ -180,17 +188,16 @@ async fn connect(target: &StreamTarget, dialer: &Dialer) -> Result<Box<dyn Strea
         StreamTarget::Tls { name, config, .. } => {
             let connector = tokio_rustls::TlsConnector::from(config.clone());
             let handshake = connector.connect(name.clone(), tcp);
-            match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-                Ok(Ok(tls)) => Ok(Box::new(tls)),
-                Ok(Err(e)) => Err(End::ConnectFailed(
+            let (class, reason) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+                Ok(Ok(tls)) => return Ok(Box::new(tls)),
+                Ok(Err(e)) => (
                     classify_io_error(&e, IoSide::Dial),
                     format!("TLS handshake: {e}"),
-                )),
-                Err(_) => Err(End::ConnectFailed(
-                    IoClass::PathFailed,
-                    "TLS handshake timed out".to_string(),
-                )),
-            }
+                ),
+                Err(_) => (IoClass::PathFailed, "TLS handshake timed out".to_string()),
+            };
+            report_tls_failure(dialer, class, &reason);
+            Err(End::ConnectFailed(class, reason))
         }
     }
 }

@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 use ward_supervision::TaskGuard;
 
 use super::actor::UpstreamMsg;
-use super::conn::{report_broken, End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP};
+use super::conn::{
+    report_broken, report_tls_failure, End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP,
+};
 use super::pending::Pending;
 use super::UpstreamError;
 use crate::dialer::Dialer;
@@ -263,7 +265,11 @@ async fn handshake(target: &StreamTarget, dialer: &Dialer) -> Result<Handshake, 
     let StreamTarget::Tls { addr, name, config } = target else {
         return Err((IoClass::PathFailed, "DoH needs TLS".to_string()));
     };
-    let io_err = |e: std::io::Error| (classify_io_error(&e, IoSide::Dial), e.to_string());
+    let io_err = |e: std::io::Error| {
+        let class = classify_io_error(&e, IoSide::Dial);
+        report_tls_failure(dialer, class, &e.to_string());
+        (class, e.to_string())
+    };
     let tcp = dialer
         .connect_tcp(*addr, CONNECT_TIMEOUT)
         .await

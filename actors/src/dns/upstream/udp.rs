@@ -7,7 +7,7 @@
 //! once.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,8 +39,14 @@ struct Link {
 
 /// Sessions to one address, through one dialer.
 pub struct UdpTransport {
+    addr: SocketAddr,
     links: Vec<Link>,
     next: AtomicUsize,
+    dialer: Arc<Dialer>,
+    via: Via,
+    owner: ActorRef<UpstreamMsg>,
+    /// The owner was told the dialer is down (once).
+    moving: AtomicBool,
 }
 
 impl UdpTransport {
@@ -83,14 +89,41 @@ impl UdpTransport {
             });
         }
         Ok(UdpTransport {
+            addr,
             links,
             next: AtomicUsize::new(0),
+            dialer,
+            via: via.clone(),
+            owner: owner.clone(),
+            moving: AtomicBool::new(false),
         })
+    }
+
+    /// Where its queries go.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The queries waiting for an answer, taken out (to be sent again on
+    /// the sessions that replace these).
+    pub fn take_pending(&self) -> Vec<UpstreamQuery> {
+        self.links
+            .iter()
+            .flat_map(|link| link.pending.take_all())
+            .collect()
     }
 
     /// Sends a query without waiting; its answer or failure arrives on its
     /// reply channel.
     pub fn send(&self, query: UpstreamQuery) {
+        // Its dialer went down (probes or other traffic said so) while
+        // another member of its group is up: the owner moves the sessions.
+        if !self.dialer.health(Track::Udp).is_up()
+            && self.via.has_other_up(Track::Udp, &self.dialer.name)
+            && !self.moving.swap(true, Ordering::Relaxed)
+        {
+            let _ = self.owner.send_message(UpstreamMsg::DialerDown);
+        }
         let link = &self.links[self.next.fetch_add(1, Ordering::Relaxed) % self.links.len()];
         let (id, wire) = match link.pending.insert(query, |id, q| q.wire(id)) {
             Ok(sent) => sent,
