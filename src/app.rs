@@ -22,6 +22,8 @@ use ward_actors::dns::listener_tcp::{DnsTcpListener, TcpListenerArgs};
 use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
 use ward_actors::dns::resolver::Resolver;
 use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
+use ward_actors::udp::inbound::{InboundArgs, UdpInbound};
+use ward_actors::udp::Relay;
 use ward_supervision::{
     BackoffPolicy, ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg,
     SupervisorView,
@@ -79,6 +81,10 @@ impl Service {
             .dns
             .clone()
             .map(|dns| Resolver::new(dns, metrics.dns.clone(), &dialers));
+        let relay = config
+            .udp
+            .clone()
+            .map(|udp| Relay::new(udp, dialers.clone(), metrics.udp.clone(), view.clone()));
         let ctx = ServiceContext::new(
             view.clone(),
             metrics.clone(),
@@ -86,6 +92,7 @@ impl Service {
             config.source.clone(),
             dialers,
             resolver,
+            relay,
         );
         let mut sup = SupervisorConfig::new(Strategy::OneForOne);
         sup.intensity = config.supervision.intensity;
@@ -175,7 +182,7 @@ fn root_children(
             "udp",
             Strategy::RestForOne,
             vec![
-                group("inbounds", Strategy::OneForOne, vec![]),
+                group("inbounds", Strategy::OneForOne, inbound_specs(ctx)),
                 group("endpoints", Strategy::OneForOne, vec![]),
             ],
         ),
@@ -200,6 +207,34 @@ fn dialer_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
                     (DialerActor, args)
                 },
             )
+        })
+        .collect()
+}
+
+fn inbound_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+    let Some(relay) = &ctx.udp else {
+        return Vec::new();
+    };
+    relay
+        .settings
+        .inbounds
+        .iter()
+        .map(|spec| {
+            let (spec, relay) = (spec.clone(), relay.clone());
+            ChildSpec::worker(
+                spec.name(),
+                "udp-inbound",
+                Restart::Permanent,
+                move |start| {
+                    let args = InboundArgs {
+                        spec: spec.clone(),
+                        relay: relay.clone(),
+                        tasks: start.tasks.clone(),
+                    };
+                    (UdpInbound, args)
+                },
+            )
+            .with_backoff(QUICK_RESTART)
         })
         .collect()
 }

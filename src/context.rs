@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use ward_actors::dialer::Dialers;
 use ward_actors::dns::resolver::Resolver;
+use ward_actors::udp::Relay;
 use ward_supervision::{SupervisorView, TreeNode};
 
 use crate::telemetry::process::NofileLimit;
@@ -27,6 +28,8 @@ pub struct ServiceContext {
     pub dialers: Arc<Dialers>,
     /// The DNS forwarder's query path, when DNS is configured.
     pub dns: Option<Arc<Resolver>>,
+    /// The UDP relay, when configured.
+    pub udp: Option<Arc<Relay>>,
     /// The address `/metrics` is served on, once bound.
     metrics_addr: Mutex<Option<SocketAddr>>,
 }
@@ -39,6 +42,7 @@ impl ServiceContext {
         config_source: String,
         dialers: Arc<Dialers>,
         dns: Option<Arc<Resolver>>,
+        udp: Option<Arc<Relay>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             root,
@@ -48,6 +52,7 @@ impl ServiceContext {
             config_source,
             dialers,
             dns,
+            udp,
             metrics_addr: Mutex::new(None),
         })
     }

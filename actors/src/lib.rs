@@ -12,11 +12,13 @@
 //! - [`dialer`]: outbound paths and groups, with health learned from
 //!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
+//! - [`udp`]: the UDP relay: inbounds and one endpoint actor per flow.
 
 pub mod dialer;
 pub mod dns;
 pub mod io_class;
 pub mod throttle;
+pub mod udp;
 
 pub use io_class::{classify_io_error, IoClass, IoSide};
 pub use throttle::Throttle;

@@ -99,6 +99,19 @@ pub struct Stats {
     pub metrics_addr: Option<String>,
     /// The DNS forwarder, when configured.
     pub dns: Option<DnsStats>,
+    /// The UDP relay, when configured.
+    #[serde(default)]
+    pub udp: Option<UdpStats>,
+}
+
+/// UDP relay figures in `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UdpStats {
+    pub endpoints: u64,
+    pub max_endpoints: u64,
+    pub created: u64,
+    pub failovers: u64,
+    pub refused: u64,
 }
 
 /// DNS figures in `stats`.

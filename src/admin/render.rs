@@ -146,6 +146,13 @@ pub fn stats(stats: &Stats) -> String {
             );
         }
     }
+    if let Some(udp) = &stats.udp {
+        let _ = writeln!(
+            out,
+            "udp endpoints:  {}/{} live, {} created, {} failovers, {} refused",
+            udp.endpoints, udp.max_endpoints, udp.created, udp.failovers, udp.refused
+        );
+    }
     out
 }
 

@@ -20,14 +20,15 @@ use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
 use ward_supervision::{TaskGuard, TaskScope};
 
 use super::protocol::{
-    DialerInfo, DnsStats, FailureInfo, GroupInfo, Killed, Request, Stats, TrackInfo, UpstreamStats,
-    VERSION,
+    DialerInfo, DnsStats, FailureInfo, GroupInfo, Killed, Request, Stats, TrackInfo, UdpStats,
+    UpstreamStats, VERSION,
 };
 use super::socket_file::{self, SocketFile};
 use crate::context::ServiceContext;
 use crate::telemetry::process;
 use ward_actors::dialer::{Dialer, Track, Via};
 use ward_actors::dns::resolver::Resolver;
+use ward_actors::udp::Relay;
 
 /// The longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
@@ -331,6 +332,22 @@ fn stats(ctx: &ServiceContext) -> Stats {
         log_suppressed: Throttle::global().suppressed_total(),
         metrics_addr: ctx.metrics_addr().map(|a| a.to_string()),
         dns: ctx.dns.as_deref().map(dns_stats),
+        udp: ctx.udp.as_deref().map(udp_stats),
+    }
+}
+
+fn udp_stats(relay: &Relay) -> UdpStats {
+    use ward_actors::udp::metrics::Refused;
+    let m = &relay.metrics;
+    UdpStats {
+        endpoints: relay.live() as u64,
+        max_endpoints: relay.settings.max_endpoints as u64,
+        created: m.created.get(),
+        failovers: m.failovers.get(),
+        refused: [Refused::MaxEndpoints, Refused::FdLimit, Refused::NoPath]
+            .into_iter()
+            .map(|why| m.refused_count(why))
+            .sum(),
     }
 }
 

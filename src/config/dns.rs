@@ -257,7 +257,7 @@ impl Checker<'_> {
         out
     }
 
-    fn nets(&mut self, path: &str, raw: &[String]) -> Vec<IpNet> {
+    pub(super) fn nets(&mut self, path: &str, raw: &[String]) -> Vec<IpNet> {
         let mut out = Vec::new();
         for (i, text) in raw.iter().enumerate() {
             match text

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod error;
 pub mod locate;
 pub mod raw;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,6 +46,8 @@ pub struct Config {
     pub dialers: ward_actors::dialer::settings::DialerSettings,
     /// The DNS forwarder; off when the section is absent.
     pub dns: Option<ward_actors::dns::settings::DnsSettings>,
+    /// The UDP relay; off when the section is absent.
+    pub udp: Option<ward_actors::udp::settings::UdpSettings>,
 }
 
 #[derive(Clone, Debug)]
@@ -232,15 +235,20 @@ impl Checker<'_> {
 
     fn config(&mut self, raw: RawConfig, source: &str) -> Config {
         let dialers = self.dialer_settings(raw.dialers, raw.groups, raw.health);
-        Config {
+        let raw_udp = raw.udp;
+        let mut config = Config {
             source: source.to_string(),
             admin: self.admin(raw.admin),
             log: self.log(raw.log),
             metrics: self.metrics(raw.metrics),
             supervision: self.supervision(raw.supervision),
             dns: raw.dns.map(|dns| self.dns(dns, &dialers)),
+            udp: None,
             dialers,
-        }
+        };
+        let dns_listen = config.dns.as_ref().map_or(Vec::new(), |d| d.listen.clone());
+        config.udp = raw_udp.map(|udp| self.udp(udp, &config.dialers, &dns_listen));
+        config
     }
 
     fn admin(&mut self, raw: raw::RawAdmin) -> AdminConfig {

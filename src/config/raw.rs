@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub groups: std::collections::BTreeMap<String, super::dialers::RawGroup>,
     pub health: super::dialers::RawHealth,
     pub dns: Option<super::dns::RawDns>,
+    pub udp: Option<super::udp::RawUdp>,
 }
 
 #[derive(Debug, Deserialize)]

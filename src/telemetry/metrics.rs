@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use ward_actors::dialer::metrics::DialerMetrics;
 use ward_actors::dns::metrics::DnsMetrics;
+use ward_actors::udp::metrics::UdpMetrics;
 use ward_actors::Throttle;
 use ward_supervision::{ExitReason, SupervisionObserver, TreeNode};
 
@@ -50,6 +51,7 @@ pub struct Metrics {
     /// The DNS forwarder's metrics (registered even when DNS is off).
     pub dns: std::sync::Arc<DnsMetrics>,
     pub dialers: std::sync::Arc<DialerMetrics>,
+    pub udp: std::sync::Arc<UdpMetrics>,
 }
 
 impl Default for Metrics {
@@ -101,9 +103,11 @@ impl Metrics {
         );
         let dns = DnsMetrics::register(&mut registry);
         let dialers = DialerMetrics::register(&mut registry);
+        let udp = UdpMetrics::register(&mut registry);
         Self {
             dns,
             dialers,
+            udp,
             registry,
             restarts,
             escalations,

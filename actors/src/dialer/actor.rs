@@ -9,7 +9,8 @@
 //! it comes back after `health.up_after` consecutive successes, twice as
 //! many for each time it went down again within `flap_window` of coming up.
 //! A track without a probe target is let back up after the retry delay, for
-//! traffic to try. Probes run in tasks the actor owns; the actor never
+//! traffic to try, unless the other track's probes say the node is down:
+//! then it comes back with that track. Probes run in tasks the actor owns; the actor never
 //! awaits one.
 
 use std::sync::Arc;
@@ -143,6 +144,12 @@ impl Actor for DialerActor {
                 if !waiting || state.dialer().health(track).is_up() {
                     state.start_probe(&myself, track);
                 }
+                // Nothing probes this track: ask the other track's probe
+                // whether the node itself still answers.
+                let other = other(track);
+                if !state.target(track) && state.target(other) {
+                    state.start_probe(&myself, other);
+                }
             }
             DialerMsg::Tick(track) => {
                 state.tracks[track as usize].timer = None;
@@ -229,6 +236,12 @@ impl DialerState {
             dialer.metrics.set_up(&dialer.name, track, true);
             tracing::info!(dialer = %dialer.name, track = track.label(), by,
                 successes = t.required, "dialer up again");
+            // The node answers again: a track without probes of its own
+            // that waited for this may try too.
+            let other = other(track);
+            if !self.target(other) && !dialer.health(other).is_up() {
+                self.half_open(other);
+            }
         }
     }
 
@@ -237,6 +250,12 @@ impl DialerState {
     /// fails, the next delay is twice as long (up to the interval).
     fn half_open(&mut self, track: Track) {
         let dialer = self.dialer().clone();
+        // While the other track's probes say the node is down, this one
+        // waits for them (coming back up, they let it try).
+        let other = other(track);
+        if self.target(other) && !dialer.health(other).is_up() {
+            return;
+        }
         if dialer.health(track).is_up() || !dialer.health(track).mark_up() {
             return;
         }
@@ -305,6 +324,13 @@ impl DialerState {
             tokio::time::sleep(delay).await;
             let _ = me.send_message(DialerMsg::Tick(track));
         }));
+    }
+}
+
+fn other(track: Track) -> Track {
+    match track {
+        Track::Tcp => Track::Udp,
+        Track::Udp => Track::Tcp,
     }
 }
 
@@ -391,7 +417,7 @@ async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
 }
 
 async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), Failure> {
-    let session = dialer.open_udp(server).await?;
+    let session = dialer.open_udp(server, true).await?;
     let id: u16 = rand::random();
     // `. IN NS`, recursion desired.
     let mut query = Vec::with_capacity(17);

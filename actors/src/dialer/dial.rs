@@ -163,7 +163,28 @@ impl Dialer {
         target: SocketAddr,
         timeout: Duration,
     ) -> Result<UdpSession, Failure> {
-        let result = match tokio::time::timeout(timeout, self.open_udp(target)).await {
+        self.open_udp_reported(target, true, timeout).await
+    }
+
+    /// A full-cone UDP session (datagrams to any destination, answers from
+    /// any source), of the family of `first`, within `timeout`: an
+    /// unconnected socket (direct), or a SOCKS5 UDP association. Its owner
+    /// reports failures.
+    pub async fn udp_flow(
+        &self,
+        first: SocketAddr,
+        timeout: Duration,
+    ) -> Result<UdpSession, Failure> {
+        self.open_udp_reported(first, false, timeout).await
+    }
+
+    async fn open_udp_reported(
+        &self,
+        target: SocketAddr,
+        connected: bool,
+        timeout: Duration,
+    ) -> Result<UdpSession, Failure> {
+        let result = match tokio::time::timeout(timeout, self.open_udp(target, connected)).await {
             Ok(result) => result,
             Err(_) => Err(Failure::timeout(Stage::ProxyHandshake)),
         };
@@ -173,15 +194,24 @@ impl Dialer {
         result
     }
 
-    pub(crate) async fn open_udp(&self, target: SocketAddr) -> Result<UdpSession, Failure> {
+    /// A UDP session through this path: to `target` only, or (not
+    /// `connected`) to any destination of `target`'s family.
+    pub(crate) async fn open_udp(
+        &self,
+        target: SocketAddr,
+        connected: bool,
+    ) -> Result<UdpSession, Failure> {
         match &self.spec {
             DialerSpec::Direct { mark, interface } => {
                 let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
                 let socket = udp_socket(target, *mark, interface.as_deref()).map_err(io)?;
-                socket.connect(target).await.map_err(io)?;
+                if connected {
+                    socket.connect(target).await.map_err(io)?;
+                }
                 Ok(UdpSession {
                     socket,
-                    header: None,
+                    relayed: false,
+                    target: connected.then(|| (target, Vec::new())),
                     control: None,
                 })
             }
@@ -206,11 +236,15 @@ impl Dialer {
                 SockRef::from(&association.control)
                     .set_tcp_keepalive(&keepalive)
                     .map_err(io)?;
-                let mut header = Vec::with_capacity(22);
-                socks5::encapsulate(&TargetAddr::Ip(target), &[], &mut header);
+                let target = connected.then(|| {
+                    let mut header = Vec::with_capacity(22);
+                    socks5::encapsulate(&TargetAddr::Ip(target), &[], &mut header);
+                    (target, header)
+                });
                 Ok(UdpSession {
                     socket,
-                    header: Some(header),
+                    relayed: true,
+                    target,
                     control: Some(association.control),
                 })
             }
@@ -317,44 +351,79 @@ impl Dialer {
     }
 }
 
-/// A UDP session over a dialer: datagrams to one destination.
+/// A UDP session over a dialer: datagrams to one destination, or (a flow)
+/// to any.
 pub struct UdpSession {
     socket: UdpSocket,
-    /// The SOCKS5 UDP request header for the destination.
-    header: Option<Vec<u8>>,
+    /// Through a SOCKS5 relay: every datagram carries a UDP request header.
+    relayed: bool,
+    /// The one destination of a session opened for it, with its header
+    /// when relayed.
+    target: Option<(SocketAddr, Vec<u8>)>,
     /// A SOCKS5 association's control connection: its close ends the
     /// association, so the owner watches it (see [`UdpSession::take_control`]).
     control: Option<TcpStream>,
 }
 
+fn no_target() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "a flow session needs a destination",
+    )
+}
+
 impl UdpSession {
-    /// Sends one datagram without waiting.
+    /// Sends one datagram to the session's destination without waiting.
     pub fn try_send(&self, payload: &[u8]) -> io::Result<()> {
-        match &self.header {
-            None => self.socket.try_send(payload).map(drop),
-            Some(header) => {
-                let mut datagram = Vec::with_capacity(header.len() + payload.len());
-                datagram.extend_from_slice(header);
-                datagram.extend_from_slice(payload);
-                self.socket.try_send(&datagram).map(drop)
-            }
+        let Some((_, header)) = &self.target else {
+            return Err(no_target());
+        };
+        if !self.relayed {
+            return self.socket.try_send(payload).map(drop);
+        }
+        let mut datagram = Vec::with_capacity(header.len() + payload.len());
+        datagram.extend_from_slice(header);
+        datagram.extend_from_slice(payload);
+        self.socket.try_send(&datagram).map(drop)
+    }
+
+    /// Sends one datagram to `dst` (waiting for room in the socket buffer).
+    pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> io::Result<()> {
+        if self.relayed {
+            let mut datagram = Vec::with_capacity(payload.len() + 22);
+            socks5::encapsulate(&TargetAddr::Ip(dst), payload, &mut datagram);
+            return self.socket.send(&datagram).await.map(drop);
+        }
+        match &self.target {
+            Some(_) => self.socket.send(payload).await.map(drop),
+            None => self.socket.send_to(payload, dst).await.map(drop),
         }
     }
 
     /// Receives one datagram's payload into the start of `buf`. Datagrams
     /// from the relay that do not parse are dropped.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(buf).await.map(|(_, n)| n)
+    }
+
+    /// Receives one datagram's payload into the start of `buf`, with the
+    /// address it came from (for a relayed one, the source the relay
+    /// reports).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
         loop {
-            let n = self.socket.recv(buf).await?;
-            if self.header.is_none() {
-                return Ok(n);
+            if !self.relayed {
+                return match &self.target {
+                    Some((target, _)) => Ok((*target, self.socket.recv(buf).await?)),
+                    None => self.socket.recv_from(buf).await.map(|(n, from)| (from, n)),
+                };
             }
-            let Ok((_, payload)) = socks5::decapsulate(&buf[..n]) else {
+            let n = self.socket.recv(buf).await?;
+            let Ok((TargetAddr::Ip(from), payload)) = socks5::decapsulate(&buf[..n]) else {
                 continue;
             };
             let (start, len) = (n - payload.len(), payload.len());
             buf.copy_within(start..n, 0);
-            return Ok(len);
+            return Ok((from, len));
         }
     }
 

@@ -1,0 +1,260 @@
+//! One flow's endpoint (kind `udp-endpoint`, a temporary child of
+//! `udp/endpoints`): it picks a dialer from its route when it starts, owns
+//! its session (a direct socket, or a SOCKS5 UDP association), carries the
+//! client's datagrams out and the answers back.
+//!
+//! It ends normally when the flow idles. When the path fails (a write or a
+//! read error that blames it, the association's control connection
+//! closing) it reports the failure to its dialer, hands the datagram that
+//! failed back to its inbound to be sent again through another dialer, and
+//! exits abnormally: it never writes into that path again.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use ward_supervision::TaskGuard;
+
+use super::flow::FlowKey;
+use super::metrics::{Dropped, Refused, UdpMetrics};
+use super::queue::{Datagram, Queue};
+use super::Event;
+use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, Via};
+use crate::io_class::IoClass;
+use crate::warn_throttled;
+
+/// How long opening a session may take.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(3);
+/// A datagram sent this recently is sent again when the path fails under
+/// it (it was most likely lost with the path).
+const IN_FLIGHT: Duration = Duration::from_secs(1);
+/// Retries of a failed flow through other dialers, at most.
+pub const MAX_RETRIES: u8 = 2;
+
+/// How answers go back to the client: the inbound's socket (with a SOCKS5
+/// header for a SOCKS5 client).
+pub trait Reply: Send + Sync {
+    /// Sends `payload`, which came from `from`, to `client`. `NotConnected`
+    /// when the inbound is gone (the endpoint then ends).
+    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()>;
+}
+
+#[derive(Clone)]
+pub struct EndpointArgs {
+    pub key: FlowKey,
+    pub id: u64,
+    /// The first datagram's destination (its family picks the socket's).
+    pub first: SocketAddr,
+    pub via: Via,
+    /// Dialers that already failed this flow.
+    pub exclude: Vec<String>,
+    pub retries: u8,
+    pub queue: Arc<Queue>,
+    pub reply: Arc<dyn Reply>,
+    pub events: mpsc::Sender<Event>,
+    pub idle: Duration,
+    /// Live endpoints; this one is counted already.
+    pub live: Arc<AtomicUsize>,
+    pub metrics: Arc<UdpMetrics>,
+}
+
+pub struct EndpointActor;
+
+pub enum EndpointMsg {
+    /// The flow is over: normally (`Ok`: idle, its inbound or association
+    /// gone, no path left) or because its path failed.
+    Done(Result<(), String>),
+}
+
+/// Uncounts the endpoint, closes its queue and tells the inbound, however
+/// the endpoint ends (a kill included).
+struct Live {
+    key: FlowKey,
+    id: u64,
+    queue: Arc<Queue>,
+    events: mpsc::Sender<Event>,
+    live: Arc<AtomicUsize>,
+    metrics: Arc<UdpMetrics>,
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.endpoints.dec();
+        for _ in self.queue.close() {
+            self.metrics.dropped(Dropped::SendFailed);
+        }
+        let _ = self.events.try_send(Event::Gone {
+            key: self.key,
+            id: self.id,
+        });
+    }
+}
+
+pub struct EndpointState {
+    _io: TaskGuard,
+    _live: Live,
+}
+
+impl Actor for EndpointActor {
+    type Msg = EndpointMsg;
+    type State = EndpointState;
+    type Arguments = EndpointArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<EndpointMsg>,
+        args: EndpointArgs,
+    ) -> Result<EndpointState, ActorProcessingErr> {
+        // Nothing can fail after this: the count is the endpoint's now.
+        let live = Live {
+            key: args.key,
+            id: args.id,
+            queue: args.queue.clone(),
+            events: args.events.clone(),
+            live: args.live.clone(),
+            metrics: args.metrics.clone(),
+        };
+        let io = TaskGuard::spawn(async move {
+            let outcome = run(&args).await;
+            let _ = myself.send_message(EndpointMsg::Done(outcome));
+        });
+        Ok(EndpointState {
+            _io: io,
+            _live: live,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<EndpointMsg>,
+        message: EndpointMsg,
+        _state: &mut EndpointState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            EndpointMsg::Done(Ok(())) => {
+                myself.stop(Some("flow ended".to_string()));
+                Ok(())
+            }
+            EndpointMsg::Done(Err(reason)) => Err(reason.into()),
+        }
+    }
+}
+
+/// The flow, until it idles or its path fails.
+async fn run(a: &EndpointArgs) -> Result<(), String> {
+    let exclude: Vec<&str> = a.exclude.iter().map(String::as_str).collect();
+    let Some(dialer) = a.via.select(Track::Udp, &exclude) else {
+        // Every dialer of the route already failed this flow.
+        a.metrics.refused(Refused::NoPath);
+        a.queue.close();
+        return Ok(());
+    };
+    let mut session = match dialer.udp_flow(a.first, SESSION_TIMEOUT).await {
+        Ok(session) => session,
+        Err(failure) if failure.blame == Blame::Nobody => {
+            // Out of descriptors or buffers here: not the path's doing.
+            if failure.class == IoClass::Transient {
+                let _ = a.events.try_send(Event::FdLimit);
+            }
+            a.metrics.refused(Refused::FdLimit);
+            a.queue.close();
+            return Ok(());
+        }
+        Err(failure) => return Err(failed(a, &dialer, &failure, Vec::new())),
+    };
+    let mut control = session.take_control();
+    let mut buf = vec![0u8; 65_535];
+    let mut last = Instant::now();
+    let mut sent: Option<(Instant, Datagram)> = None;
+    let recent = |sent: &Option<(Instant, Datagram)>| {
+        sent.iter()
+            .filter(|(at, _)| at.elapsed() < IN_FLIGHT)
+            .map(|(_, d)| d.clone())
+            .collect::<Vec<_>>()
+    };
+    loop {
+        tokio::select! {
+            datagram = a.queue.pop() => {
+                let Some(datagram) = datagram else { return Ok(()) };
+                match session.send_to(&datagram.bytes, datagram.dst).await {
+                    Ok(()) => {
+                        a.metrics.upstream.inc();
+                        last = Instant::now();
+                        sent = Some((last, datagram));
+                    }
+                    Err(e) => {
+                        let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
+                        dialer.report_failure(Track::Udp, &failure);
+                        if failure.blames_path() {
+                            return Err(failed(a, &dialer, &failure, vec![datagram]));
+                        }
+                        a.metrics.dropped(Dropped::SendFailed);
+                    }
+                }
+            }
+            received = session.recv_from(&mut buf) => match received {
+                Ok((from, n)) => {
+                    last = Instant::now();
+                    match a.reply.send(a.key.client, from, &buf[..n]) {
+                        Ok(()) => {
+                            a.metrics.downstream.inc();
+                        }
+                        // The inbound is gone: so is the flow.
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
+                        Err(_) => a.metrics.dropped(Dropped::ReplyFailed),
+                    }
+                }
+                Err(e) => {
+                    let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
+                    dialer.report_failure(Track::Udp, &failure);
+                    if failure.blames_path() {
+                        return Err(failed(a, &dialer, &failure, recent(&sent)));
+                    }
+                }
+            },
+            closed = watch(&mut control) => {
+                let failure = Failure::association_closed(closed.as_ref());
+                dialer.report_failure(Track::Udp, &failure);
+                return Err(failed(a, &dialer, &failure, recent(&sent)));
+            }
+            () = tokio::time::sleep_until((last + a.idle).into()) => return Ok(()),
+        }
+    }
+}
+
+/// Ends with the association's control connection; never without one.
+async fn watch(control: &mut Option<TcpStream>) -> Option<io::Error> {
+    match control {
+        Some(control) => socks5::control_closed(control).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The path failed: hand what is left of the flow back to the inbound, to
+/// go again through another dialer, and say why the endpoint ends.
+fn failed(
+    a: &EndpointArgs,
+    dialer: &Dialer,
+    failure: &Failure,
+    mut again: Vec<Datagram>,
+) -> String {
+    again.extend(a.queue.close());
+    let mut exclude = a.exclude.clone();
+    exclude.push(dialer.name.clone());
+    warn_throttled!(&format!("udp-path:{}", dialer.name), dialer = %dialer.name,
+        client = %a.key.client, %failure, "UDP flow's path failed; moving it to another dialer");
+    let _ = a.events.try_send(Event::Failed {
+        key: a.key,
+        id: a.id,
+        datagrams: again,
+        exclude,
+        retries: a.retries + 1,
+    });
+    format!("path through {} failed: {failure}", dialer.name)
+}

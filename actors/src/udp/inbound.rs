@@ -1,0 +1,308 @@
+//! Inbounds (kind `udp-inbound`, children of `udp/inbounds`): sockets
+//! where clients' datagrams enter. Each runs one receive loop that owns the
+//! table of its flows: a datagram goes into its flow's endpoint queue
+//! (bounded, drop-oldest) or starts a new endpoint; the loop never waits on
+//! an endpoint. Endpoints report back on a channel the loop also reads:
+//! gone (the entry is forgotten), or failed (the datagrams that failed go
+//! again through a new endpoint that avoids the dialers that failed them).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Weak};
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+use ward_supervision::{TaskGuard, TaskScope};
+
+use super::endpoint::{Reply, MAX_RETRIES};
+use super::flow::{is_quic_initial, FlowKey, FlowKind};
+use super::metrics::Dropped;
+use super::queue::{Datagram, Pushed};
+use super::settings::InboundSpec;
+use super::socks5_inbound::{self, Associations};
+use super::{Event, Handle, NewFlow, Relay};
+use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::warn_throttled;
+
+/// Endpoint (and association) events queued for an inbound at most (they are rare: one or
+/// two per flow).
+pub(crate) const EVENTS: usize = 4096;
+
+/// The flows of one inbound, owned by its receive loop.
+pub struct Flows {
+    relay: Arc<Relay>,
+    reply: Arc<dyn Reply>,
+    table: HashMap<FlowKey, Handle>,
+    events: mpsc::Sender<Event>,
+}
+
+impl Flows {
+    pub fn new(relay: Arc<Relay>, reply: Arc<dyn Reply>) -> (Flows, mpsc::Receiver<Event>) {
+        let (events, rx) = mpsc::channel(EVENTS);
+        let flows = Flows {
+            relay,
+            reply,
+            table: HashMap::new(),
+            events,
+        };
+        (flows, rx)
+    }
+
+    /// A datagram from `client` to `dst`.
+    pub fn datagram(&mut self, client: SocketAddr, dst: SocketAddr, bytes: &[u8]) {
+        let datagram = Datagram {
+            dst,
+            bytes: bytes.to_vec(),
+        };
+        // A QUIC connection keeps its own endpoint; everything else from a
+        // source shares one (full-cone).
+        let quic = FlowKey {
+            client,
+            dst: Some(dst),
+        };
+        let cone = FlowKey { client, dst: None };
+        let key = if self.table.contains_key(&quic) {
+            quic
+        } else if self.table.contains_key(&cone) || !is_quic_initial(bytes) {
+            cone
+        } else {
+            quic
+        };
+        let datagram = match self.table.get(&key) {
+            Some(handle) => match handle.queue.push(datagram) {
+                Pushed::Queued => return,
+                Pushed::DroppedOldest => {
+                    self.relay.metrics.dropped(Dropped::QueueFull);
+                    return;
+                }
+                // Its endpoint just ended: start another.
+                Pushed::Closed(datagram) => datagram,
+            },
+            None => datagram,
+        };
+        let kind = FlowKind::of(&datagram.bytes, dst);
+        self.start(key, kind, vec![datagram], Vec::new(), 0);
+    }
+
+    fn start(
+        &mut self,
+        key: FlowKey,
+        kind: FlowKind,
+        datagrams: Vec<Datagram>,
+        exclude: Vec<String>,
+        retries: u8,
+    ) {
+        let flow = NewFlow {
+            key,
+            kind,
+            datagrams,
+            exclude,
+            retries,
+            reply: self.reply.clone(),
+            events: self.events.clone(),
+        };
+        match self.relay.start(flow) {
+            Ok(handle) => {
+                self.table.insert(key, handle);
+            }
+            Err((why, lost)) => {
+                self.table.remove(&key);
+                self.relay.metrics.refused(why);
+                warn_throttled!("udp-refused", client = %key.client, reason = ?why, lost = lost.len(),
+                    "UDP flow refused");
+            }
+        }
+    }
+
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::Gone { key, id } => {
+                if self.table.get(&key).is_some_and(|h| h.id == id) {
+                    self.table.remove(&key);
+                }
+            }
+            Event::Failed {
+                key,
+                id,
+                datagrams,
+                exclude,
+                retries,
+            } => {
+                if self.table.get(&key).is_none_or(|h| h.id != id) {
+                    return;
+                }
+                self.table.remove(&key);
+                if retries > MAX_RETRIES {
+                    for _ in &datagrams {
+                        self.relay.metrics.dropped(Dropped::RetriesExhausted);
+                    }
+                    return;
+                }
+                self.relay.metrics.failovers.inc();
+                let kind = datagrams
+                    .first()
+                    .map_or(FlowKind::Other, |d| FlowKind::of(&d.bytes, d.dst));
+                if datagrams.is_empty() {
+                    // Nothing to resend: the next datagram starts the flow
+                    // again, avoiding nothing but what health says.
+                    return;
+                }
+                self.start(key, kind, datagrams, exclude, retries);
+            }
+            Event::FdLimit => self.relay.fd_exhausted(),
+        }
+    }
+
+    /// The client's association ended: so do its flows.
+    pub fn end_client(&mut self, client: SocketAddr) {
+        self.table.retain(|key, handle| {
+            let keep = key.client != client;
+            if !keep {
+                handle.queue.close();
+            }
+            keep
+        });
+    }
+
+    pub fn metrics(&self) -> &super::metrics::UdpMetrics {
+        &self.relay.metrics
+    }
+}
+
+impl Drop for Flows {
+    fn drop(&mut self) {
+        // The inbound is gone: its endpoints end with it.
+        for handle in self.table.values() {
+            handle.queue.close();
+        }
+    }
+}
+
+/// Replies from a forward inbound's own socket. Weak: an endpoint must not
+/// keep the socket bound after its inbound died.
+struct SocketReply(Weak<UdpSocket>);
+
+impl Reply for SocketReply {
+    fn send(&self, client: SocketAddr, _from: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        let socket = self
+            .0
+            .upgrade()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
+        socket.try_send_to(payload, client).map(drop)
+    }
+}
+
+pub struct UdpInbound;
+
+pub struct InboundArgs {
+    pub spec: InboundSpec,
+    pub relay: Arc<Relay>,
+    pub tasks: TaskScope,
+}
+
+pub enum InboundMsg {
+    /// The receive loop ended: the socket is unusable.
+    SocketDead(String),
+}
+
+pub struct InboundState {
+    _loop: TaskGuard,
+    /// A SOCKS5 inbound's accept loop (and its control connections).
+    _accept: Option<TaskGuard>,
+}
+
+impl Actor for UdpInbound {
+    type Msg = InboundMsg;
+    type State = InboundState;
+    type Arguments = InboundArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<InboundMsg>,
+        args: InboundArgs,
+    ) -> Result<InboundState, ActorProcessingErr> {
+        let receive = match args.spec {
+            InboundSpec::Forward { listen, to } => {
+                let socket = Arc::new(UdpSocket::bind(listen).await?);
+                tracing::info!(%listen, %to, "UDP forward inbound listening");
+                let reply = Arc::new(SocketReply(Arc::downgrade(&socket)));
+                let (flows, events) = Flows::new(args.relay, reply);
+                args.tasks.spawn(forward(socket, to, flows, events, myself))
+            }
+            InboundSpec::Socks5 {
+                listen,
+                credentials,
+            } => {
+                let socket = Arc::new(UdpSocket::bind(listen).await?);
+                let relay_addr = socket.local_addr()?;
+                let listener = TcpListener::bind(relay_addr).await?;
+                tracing::info!(%listen, "SOCKS5 inbound listening (UDP ASSOCIATE)");
+                let associations = Arc::new(Associations::default());
+                let (ended_tx, ended) = mpsc::channel(EVENTS);
+                let (flows, events) = Flows::new(args.relay, socks5_inbound::reply_for(&socket));
+                let relay = args.tasks.spawn(socks5_inbound::relay_loop(
+                    socket,
+                    associations.clone(),
+                    flows,
+                    events,
+                    ended,
+                    myself.clone(),
+                ));
+                let accept = args.tasks.spawn(socks5_inbound::accept_loop(
+                    listener,
+                    relay_addr,
+                    credentials,
+                    associations,
+                    ended_tx,
+                    myself,
+                ));
+                return Ok(InboundState {
+                    _loop: relay,
+                    _accept: Some(accept),
+                });
+            }
+        };
+        Ok(InboundState {
+            _loop: receive,
+            _accept: None,
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<InboundMsg>,
+        message: InboundMsg,
+        _state: &mut InboundState,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            InboundMsg::SocketDead(reason) => Err(format!("socket unusable: {reason}").into()),
+        }
+    }
+}
+
+/// A forward inbound's loop: every datagram goes to `to`.
+async fn forward(
+    socket: Arc<UdpSocket>,
+    to: SocketAddr,
+    mut flows: Flows,
+    mut events: mpsc::Receiver<Event>,
+    inbound: ActorRef<InboundMsg>,
+) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => match received {
+                Ok((n, client)) => flows.datagram(client, to, &buf[..n]),
+                Err(e) => {
+                    if classify_io_error(&e, IoSide::Listener) == IoClass::SocketDead {
+                        let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
+                        return;
+                    }
+                }
+            },
+            Some(event) = events.recv() => flows.event(event),
+        }
+    }
+}

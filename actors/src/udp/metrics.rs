@@ -1,0 +1,150 @@
+//! UDP relay metrics: live endpoints, endpoints created, flows refused and
+//! datagrams dropped by reason, failovers, datagrams relayed.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Why a new flow got no endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `udp.max_endpoints` endpoints were live.
+    MaxEndpoints = 0,
+    /// Out of file descriptors (EMFILE, ENFILE): backing off.
+    FdLimit = 1,
+    /// No dialer left that has not failed the flow.
+    NoPath = 2,
+}
+
+const REFUSED: [&str; 3] = ["max_endpoints", "fd_limit", "no_path"];
+
+/// Why a datagram was not delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dropped {
+    /// The endpoint's queue was full: the oldest datagram went.
+    QueueFull = 0,
+    /// Sending towards the destination failed (and was not retried).
+    SendFailed = 1,
+    /// Sending a reply to the client failed.
+    ReplyFailed = 2,
+    /// The flow failed more than the retries allow.
+    RetriesExhausted = 3,
+    /// Not a datagram the inbound can relay (bad SOCKS5 header, unknown
+    /// client).
+    Malformed = 4,
+}
+
+const DROPPED: [&str; 5] = [
+    "queue_full",
+    "send_failed",
+    "reply_failed",
+    "retries_exhausted",
+    "malformed",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabel {
+    direction: &'static str,
+}
+
+pub struct UdpMetrics {
+    pub endpoints: Gauge,
+    pub created: Counter,
+    pub failovers: Counter,
+    refused: [Counter; 3],
+    dropped: [Counter; 5],
+    /// Client to destination, destination to client.
+    pub upstream: Counter,
+    pub downstream: Counter,
+}
+
+impl Default for UdpMetrics {
+    fn default() -> Self {
+        Self::build(None)
+    }
+}
+
+impl UdpMetrics {
+    /// Creates the metrics and registers them under `udp_`.
+    pub fn register(registry: &mut Registry) -> Arc<UdpMetrics> {
+        Arc::new(Self::build(Some(registry.sub_registry_with_prefix("udp"))))
+    }
+
+    fn build(registry: Option<&mut Registry>) -> Self {
+        let refused_family = Family::<ReasonLabel, Counter>::default();
+        let dropped_family = Family::<ReasonLabel, Counter>::default();
+        let datagrams = Family::<DirectionLabel, Counter>::default();
+        // Each handle is taken in its own statement: a family's read guard
+        // lives to the end of the statement, and the next get_or_create
+        // would wait for it forever.
+        let refused = REFUSED.map(|reason| {
+            let counter = refused_family.get_or_create(&ReasonLabel { reason });
+            counter.clone()
+        });
+        let dropped = DROPPED.map(|reason| {
+            let counter = dropped_family.get_or_create(&ReasonLabel { reason });
+            counter.clone()
+        });
+        let direction = |direction| {
+            let counter = datagrams.get_or_create(&DirectionLabel { direction });
+            counter.clone()
+        };
+        let upstream = direction("upstream");
+        let downstream = direction("downstream");
+        let metrics = UdpMetrics {
+            endpoints: Gauge::default(),
+            created: Counter::default(),
+            failovers: Counter::default(),
+            refused,
+            dropped,
+            upstream,
+            downstream,
+        };
+        if let Some(r) = registry {
+            r.register(
+                "endpoints",
+                "Live UDP endpoints (flows)",
+                metrics.endpoints.clone(),
+            );
+            r.register(
+                "endpoints_created",
+                "UDP endpoints created",
+                metrics.created.clone(),
+            );
+            r.register(
+                "failovers",
+                "Flows moved to another dialer after their path failed",
+                metrics.failovers.clone(),
+            );
+            r.register("refused", "New flows refused, by reason", refused_family);
+            r.register("dropped", "Datagrams dropped, by reason", dropped_family);
+            r.register("datagrams", "Datagrams relayed, by direction", datagrams);
+        }
+        metrics
+    }
+
+    pub fn refused(&self, why: Refused) {
+        self.refused[why as usize].inc();
+    }
+
+    pub fn dropped(&self, why: Dropped) {
+        self.dropped[why as usize].inc();
+    }
+
+    pub fn refused_count(&self, why: Refused) -> u64 {
+        self.refused[why as usize].get()
+    }
+
+    pub fn dropped_count(&self, why: Dropped) -> u64 {
+        self.dropped[why as usize].get()
+    }
+}

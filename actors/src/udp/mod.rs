@@ -1,0 +1,240 @@
+//! The UDP relay: inbounds receive datagrams, one endpoint actor per flow
+//! carries them over a dialer and sends the answers back.
+//!
+//! - [`inbound`]: the receive loops (kind `udp-inbound`); each owns the
+//!   table of its flows and never waits on an endpoint.
+//! - [`endpoint`]: one temporary child of `udp/endpoints` per flow (kind
+//!   `udp-endpoint`), owning its session on a dialer.
+//! - [`Relay`]: what inbounds share: settings, dialers, the live-endpoint
+//!   cap, and the way to the endpoints supervisor.
+
+pub mod endpoint;
+pub mod flow;
+pub mod inbound;
+pub mod metrics;
+pub mod queue;
+pub mod settings;
+pub mod socks5_inbound;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use ractor::{ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+use ward_supervision::{ChildSpec, Restart, SupervisorMsg, SupervisorView};
+
+use crate::dialer::Dialers;
+use endpoint::{EndpointActor, EndpointArgs, Reply};
+use flow::{FlowKey, FlowKind};
+use metrics::{Refused, UdpMetrics};
+use queue::{Datagram, Queue};
+use settings::UdpSettings;
+
+/// Where the endpoints live in the tree.
+pub const ENDPOINTS_PATH: &str = "udp/endpoints";
+/// First back-off after running out of file descriptors.
+const FD_BACKOFF_MIN: Duration = Duration::from_millis(100);
+const FD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What an endpoint tells its inbound.
+#[derive(Debug)]
+pub enum Event {
+    /// The endpoint ended (idle, killed, its inbound's socket gone).
+    Gone { key: FlowKey, id: u64 },
+    /// Its path failed: these datagrams go again through another dialer,
+    /// never one in `exclude`.
+    Failed {
+        key: FlowKey,
+        id: u64,
+        datagrams: Vec<Datagram>,
+        exclude: Vec<String>,
+        retries: u8,
+    },
+    /// The endpoint could not open a session for lack of file descriptors.
+    FdLimit,
+}
+
+/// An inbound's handle on one of its endpoints.
+pub struct Handle {
+    pub id: u64,
+    pub queue: Arc<Queue>,
+}
+
+/// A flow to start.
+pub struct NewFlow {
+    pub key: FlowKey,
+    pub kind: FlowKind,
+    pub datagrams: Vec<Datagram>,
+    pub exclude: Vec<String>,
+    pub retries: u8,
+    pub reply: Arc<dyn Reply>,
+    pub events: mpsc::Sender<Event>,
+}
+
+/// What every inbound shares.
+pub struct Relay {
+    pub settings: UdpSettings,
+    pub metrics: Arc<UdpMetrics>,
+    dialers: Arc<Dialers>,
+    root: SupervisorView,
+    endpoints: ArcSwapOption<ActorRef<SupervisorMsg>>,
+    live: Arc<AtomicUsize>,
+    next_id: AtomicU64,
+    epoch: Instant,
+    /// No new flow before this (ms since `epoch`), after EMFILE or ENFILE.
+    fd_until_ms: AtomicU64,
+    fd_backoff_ms: AtomicU64,
+}
+
+impl Relay {
+    pub fn new(
+        settings: UdpSettings,
+        dialers: Arc<Dialers>,
+        metrics: Arc<UdpMetrics>,
+        root: SupervisorView,
+    ) -> Arc<Relay> {
+        Arc::new(Relay {
+            settings,
+            metrics,
+            dialers,
+            root,
+            endpoints: ArcSwapOption::empty(),
+            live: Arc::default(),
+            next_id: AtomicU64::new(1),
+            epoch: Instant::now(),
+            fd_until_ms: AtomicU64::new(0),
+            fd_backoff_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Live endpoints.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Out of file descriptors: refuse new flows for a while, doubling.
+    pub(crate) fn fd_exhausted(&self) {
+        let backoff = self.fd_backoff_ms.load(Ordering::Relaxed);
+        let next = (backoff * 2).clamp(
+            FD_BACKOFF_MIN.as_millis() as u64,
+            FD_BACKOFF_MAX.as_millis() as u64,
+        );
+        self.fd_backoff_ms.store(next, Ordering::Relaxed);
+        self.fd_until_ms
+            .store(self.now_ms() + next, Ordering::Relaxed);
+    }
+
+    /// Starts an endpoint for a flow: a temporary child of
+    /// `udp/endpoints`, asked for without waiting. Refused when the cap is
+    /// reached, while backing off after EMFILE, or when no dialer is left.
+    pub fn start(&self, flow: NewFlow) -> Result<Handle, (Refused, Vec<Datagram>)> {
+        let refuse = |why, flow: NewFlow| Err((why, flow.datagrams));
+        if self.now_ms() < self.fd_until_ms.load(Ordering::Relaxed) {
+            return refuse(Refused::FdLimit, flow);
+        }
+        self.fd_backoff_ms.store(0, Ordering::Relaxed);
+        let Some(first) = flow.datagrams.first().map(|d| d.dst) else {
+            return refuse(Refused::NoPath, flow);
+        };
+        let route = self.settings.route(flow.key.client, first);
+        let Some(via) = self.dialers.via(route) else {
+            return refuse(Refused::NoPath, flow);
+        };
+        // Count the endpoint now: the cap holds even while children start.
+        let live = self.live.fetch_add(1, Ordering::AcqRel);
+        if live >= self.settings.max_endpoints {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return refuse(Refused::MaxEndpoints, flow);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let queue = Arc::new(Queue::new(self.settings.queue));
+        for datagram in flow.datagrams {
+            queue.push(datagram);
+        }
+        let args = EndpointArgs {
+            key: flow.key,
+            id,
+            first,
+            via,
+            exclude: flow.exclude,
+            retries: flow.retries,
+            queue: queue.clone(),
+            reply: flow.reply,
+            events: flow.events,
+            idle: flow.kind.idle(&self.settings.idle),
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
+        };
+        let spec = ChildSpec::worker(
+            flow.key.name(id),
+            "udp-endpoint",
+            Restart::Temporary,
+            move |_| (EndpointActor, args.clone()),
+        );
+        self.metrics.created.inc();
+        self.metrics.endpoints.inc();
+        if !self.add_child(spec) {
+            // No endpoints supervisor (it is restarting): the flow's first
+            // datagrams are lost, the next ones try again.
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.endpoints.dec();
+            queue.close();
+            return Err((Refused::NoPath, Vec::new()));
+        }
+        Ok(Handle { id, queue })
+    }
+
+    /// Asks the endpoints supervisor to start `spec`, without waiting for
+    /// its answer. False when there is no supervisor to ask.
+    fn add_child(&self, spec: ChildSpec) -> bool {
+        for _ in 0..2 {
+            let supervisor = match self.endpoints.load_full() {
+                Some(supervisor) => supervisor,
+                None => match self.root.find(ENDPOINTS_PATH) {
+                    Some(found) => {
+                        let actor = Arc::new(ActorRef::<SupervisorMsg>::from(found.cell));
+                        self.endpoints.store(Some(actor.clone()));
+                        actor
+                    }
+                    None => return false,
+                },
+            };
+            let (reply, answer) = ractor::concurrency::oneshot();
+            match supervisor.send_message(SupervisorMsg::AddChild(
+                spec.clone(),
+                RpcReplyPort::from(reply),
+            )) {
+                Ok(()) => {
+                    // A child that failed to start never counts as live.
+                    let live = self.live.clone();
+                    let metrics = self.metrics.clone();
+                    tokio::spawn(async move {
+                        if !matches!(answer.await, Ok(Ok(_))) {
+                            live.fetch_sub(1, Ordering::AcqRel);
+                            metrics.endpoints.dec();
+                        }
+                    });
+                    return true;
+                }
+                // A supervisor from an earlier incarnation: look it up again.
+                Err(_) => self.endpoints.store(None),
+            }
+        }
+        false
+    }
+}
+
+/// The address family's unspecified address, port 0.
+pub fn any_of(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}

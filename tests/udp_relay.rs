@@ -1,0 +1,345 @@
+//! The UDP relay on loopback: a forward inbound whose flows go through a
+//! group of two real SOCKS5 nodes (danted) to a UDP echo server. The node
+//! in use is killed while flows run: every flow moves to the other node and
+//! loses nothing (the datagram in flight is sent again), each flow fails
+//! over once, and ward keeps no socket in CLOSE-WAIT. Endpoints idle out;
+//! past `max_endpoints` new flows are refused, not crashed on.
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::dns::{free_port, tools_present};
+use support::socks::{close_wait, Dante, NoContent};
+use support::{eventually, walk, Ward};
+
+const TOOLS: [&str; 2] = ["danted", "ss"];
+
+/// A UDP echo server on loopback.
+struct Echo {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    fn start() -> Echo {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Echo { addr, stop }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One client flow: sends `i` and waits for its echo.
+struct Client(UdpSocket);
+
+impl Client {
+    fn new() -> Client {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        Client(socket)
+    }
+
+    fn echo(&self, to: SocketAddr, i: u32) -> bool {
+        let sent = format!("datagram {i}");
+        self.0.send_to(sent.as_bytes(), to).unwrap();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match self.0.recv_from(&mut buf) {
+                Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+struct Lab {
+    echo_addr: SocketAddr,
+    _echo: Echo,
+    nodes: [Dante; 2],
+    _probe: NoContent,
+    ward: Ward,
+    inbound: SocketAddr,
+}
+
+fn lab(udp_extra: &str) -> Lab {
+    lab_with(udp_extra, |inbound, echo| {
+        format!("Forward((listen: \"{inbound}\", to: \"{echo}\"))")
+    })
+}
+
+/// [`lab`] with the inbound `inbound(listen, echo)` writes.
+fn lab_with(udp_extra: &str, inbound_of: impl Fn(SocketAddr, SocketAddr) -> String) -> Lab {
+    let echo = Echo::start();
+    let nodes = [Dante::start(), Dante::start()];
+    let probe = NoContent::start();
+    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ward = Ward::start(&format!(
+        "dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
+         groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
+         health: (interval_s: 5, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\")),\n\
+         udp: (inbounds: [ {} ], default: \"nodes\", {udp_extra}),",
+        nodes[0].addr(),
+        nodes[1].addr(),
+        probe.addr,
+        inbound_of(inbound, echo.addr),
+    ));
+    Lab {
+        echo_addr: echo.addr,
+        _echo: echo,
+        nodes,
+        _probe: probe,
+        ward,
+        inbound,
+    }
+}
+
+fn endpoints(ward: &Ward) -> Vec<Value> {
+    walk(&ward.tree())
+        .into_iter()
+        .filter(|n| n["kind"] == "udp-endpoint")
+        .collect()
+}
+
+fn metric(ward: &Ward, name: &str) -> f64 {
+    let text = ward.http_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn flows_move_to_the_other_node_when_the_node_in_use_dies() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let mut lab = lab("");
+    let pid = lab.ward.pid();
+    let clients: Vec<Client> = (0..4).map(|_| Client::new()).collect();
+    for client in &clients {
+        assert!(client.echo(lab.inbound, 0), "{}", lab.ward.log());
+    }
+    assert_eq!(endpoints(&lab.ward).len(), 4, "one endpoint per client");
+
+    let inbound = lab.inbound;
+    let lost = std::thread::scope(|scope| {
+        let flows: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                scope.spawn(move || {
+                    (1..=40)
+                        .filter(|&i| {
+                            std::thread::sleep(Duration::from_millis(20));
+                            !client.echo(inbound, i)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        lab.nodes[0].kill();
+        let killed = Instant::now();
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
+        assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
+        flows
+            .into_iter()
+            .map(|f| f.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        lost.iter().all(|&n| n <= 1),
+        "each flow loses at most one datagram: {lost:?}\n{}",
+        lab.ward.log()
+    );
+    // Every flow failed over once, never twice: no flow wrote into the dead
+    // path again.
+    assert_eq!(metric(&lab.ward, "ward_udp_failovers_total"), 4.0);
+    assert_eq!(endpoints(&lab.ward).len(), 4);
+    let reply = lab.ward.request(r#"{"cmd":"dialers"}"#);
+    let n1 = &reply["dialers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "n1")
+        .unwrap()["udp"];
+    assert_eq!(n1["up"], false, "{n1}");
+}
+
+#[test]
+fn idle_endpoints_end_and_the_cap_refuses_new_flows() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let lab = lab("max_endpoints: 2, idle: (other_s: 1)");
+    let clients: Vec<Client> = (0..3).map(|_| Client::new()).collect();
+    assert!(clients[0].echo(lab.inbound, 0));
+    assert!(clients[1].echo(lab.inbound, 0));
+    assert!(
+        !clients[2].echo(lab.inbound, 0),
+        "a third flow is past the cap"
+    );
+    assert_eq!(endpoints(&lab.ward).len(), 2);
+    assert!(
+        metric(
+            &lab.ward,
+            "ward_udp_refused_total{reason=\"max_endpoints\"}"
+        ) >= 1.0
+    );
+    let stats = lab.ward.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(stats["stats"]["udp"]["endpoints"], 2, "{stats}");
+    assert_eq!(stats["stats"]["udp"]["max_endpoints"], 2);
+    // Idle flows end and leave the tree; the cap has room again.
+    eventually("endpoints idle out", Duration::from_secs(5), || {
+        endpoints(&lab.ward).is_empty().then_some(())
+    });
+    assert_eq!(metric(&lab.ward, "ward_udp_endpoints"), 0.0);
+    assert!(clients[2].echo(lab.inbound, 1));
+}
+
+/// A SOCKS5 client of ward's SOCKS5 inbound: its association (the control
+/// connection stays open while it lives) and its UDP socket.
+struct SocksClient {
+    runtime: tokio::runtime::Runtime,
+    control: Option<tokio::net::TcpStream>,
+    relay: SocketAddr,
+    socket: UdpSocket,
+}
+
+impl SocksClient {
+    fn associate(server: SocketAddr) -> SocksClient {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let local = socket.local_addr().unwrap();
+        let association = runtime.block_on(async {
+            let control = tokio::net::TcpStream::connect(server).await.unwrap();
+            ward_actors::dialer::socks5::udp_associate(control, None, local)
+                .await
+                .unwrap()
+        });
+        SocksClient {
+            runtime,
+            control: Some(association.control),
+            relay: association.relay,
+            socket,
+        }
+    }
+
+    fn echo(&self, to: SocketAddr, i: u32) -> bool {
+        use ward_actors::dialer::socks5::{decapsulate, encapsulate, TargetAddr};
+        let sent = format!("datagram {i}");
+        let mut datagram = Vec::new();
+        encapsulate(&TargetAddr::Ip(to), sent.as_bytes(), &mut datagram);
+        self.socket.send_to(&datagram, self.relay).unwrap();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            let Ok((n, from)) = self.socket.recv_from(&mut buf) else {
+                return false;
+            };
+            if from != self.relay {
+                continue;
+            }
+            if let Ok((TargetAddr::Ip(source), payload)) = decapsulate(&buf[..n]) {
+                if source == to && payload == sent.as_bytes() {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Closes the control connection: the association ends.
+    fn close(&mut self) {
+        let _guard = self.runtime.enter();
+        self.control.take();
+    }
+}
+
+#[test]
+fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let mut lab = lab_with("", |listen, _| format!("Socks5((listen: \"{listen}\"))"));
+    let mut clients: Vec<SocksClient> = (0..3)
+        .map(|_| SocksClient::associate(lab.inbound))
+        .collect();
+    let echo = lab.echo_addr;
+    for client in &clients {
+        assert!(client.echo(echo, 0), "{}", lab.ward.log());
+    }
+    assert_eq!(endpoints(&lab.ward).len(), 3);
+    // A datagram from a socket without an association is dropped.
+    let stranger = Client::new();
+    assert!(!stranger.echo(lab.inbound, 0));
+
+    let lost = std::thread::scope(|scope| {
+        let flows: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                scope.spawn(move || {
+                    (1..=30)
+                        .filter(|&i| {
+                            std::thread::sleep(Duration::from_millis(20));
+                            !client.echo(echo, i)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        lab.nodes[0].kill();
+        flows
+            .into_iter()
+            .map(|f| f.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        lost.iter().all(|&n| n <= 1),
+        "lost per flow: {lost:?}\n{}",
+        lab.ward.log()
+    );
+    assert_eq!(metric(&lab.ward, "ward_udp_failovers_total"), 3.0);
+
+    // A client closing its control connection ends its flow at once.
+    clients[0].close();
+    eventually(
+        "the closed association's flow ended",
+        Duration::from_secs(2),
+        || (endpoints(&lab.ward).len() == 2).then_some(()),
+    );
+    assert!(clients[1].echo(echo, 99));
+}
