@@ -17,31 +17,11 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use support::dns::*;
-use support::{eventually, walk, Ward};
+use support::{eventually, seed, walk, Rng, Ward};
 
 const RUN: Duration = Duration::from_secs(20);
 const KILL_EVERY: Duration = Duration::from_millis(350);
 const CLIENTS: usize = 4;
-
-/// A small xorshift: the test needs variety, not cryptography.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1
-}
 
 fn answered(dns: SocketAddr, name: &str) -> bool {
     let q = query(name, RecordType::A);

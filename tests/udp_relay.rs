@@ -8,77 +8,15 @@
 mod support;
 
 use std::net::{SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{close_wait, Dante, NoContent};
+use support::udp::{Client, Echo};
 use support::{eventually, walk, Ward};
 
 const TOOLS: [&str; 2] = ["danted", "ss"];
-
-/// A UDP echo server on loopback.
-struct Echo {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-}
-
-impl Echo {
-    fn start() -> Echo {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 2048];
-            while !stopped.load(Ordering::Relaxed) {
-                if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
-                }
-            }
-        });
-        Echo { addr, stop }
-    }
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// One client flow: sends `i` and waits for its echo.
-struct Client(UdpSocket);
-
-impl Client {
-    fn new() -> Client {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        Client(socket)
-    }
-
-    fn echo(&self, to: SocketAddr, i: u32) -> bool {
-        let sent = format!("datagram {i}");
-        self.0.send_to(sent.as_bytes(), to).unwrap();
-        let mut buf = [0u8; 2048];
-        let deadline = Instant::now() + Duration::from_millis(500);
-        while Instant::now() < deadline {
-            match self.0.recv_from(&mut buf) {
-                Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
-        false
-    }
-}
 
 struct Lab {
     echo_addr: SocketAddr,

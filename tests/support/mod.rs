@@ -7,6 +7,7 @@
 
 pub mod dns;
 pub mod socks;
+pub mod udp;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -17,6 +18,27 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const WARD: &str = env!("CARGO_BIN_EXE_ward");
+
+/// A small xorshift: chaos tests need variety, not cryptography.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// A seed from the clock (odd, so never zero).
+pub fn seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
 
 /// Polls `check` until it returns `Some`, failing after `within`.
 pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Option<T>) -> T {

@@ -427,6 +427,31 @@ impl UdpSession {
         }
     }
 
+    /// Waits until a datagram may be waiting (see [`Self::try_recv_from`]).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.socket.readable().await
+    }
+
+    /// [`Self::recv_from`] without waiting: `WouldBlock` when nothing is
+    /// there. Lets an owner receive into a buffer it does not keep.
+    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
+        loop {
+            if !self.relayed {
+                return match &self.target {
+                    Some((target, _)) => Ok((*target, self.socket.try_recv(buf)?)),
+                    None => self.socket.try_recv_from(buf).map(|(n, from)| (from, n)),
+                };
+            }
+            let n = self.socket.try_recv(buf)?;
+            let Ok((TargetAddr::Ip(from), payload)) = socks5::decapsulate(&buf[..n]) else {
+                continue;
+            };
+            let (start, len) = (n - payload.len(), payload.len());
+            buf.copy_within(start..n, 0);
+            return Ok((from, len));
+        }
+    }
+
     /// The control connection of a SOCKS5 association, for the owner to
     /// watch with [`socks5::control_closed`] (and to keep open).
     pub fn take_control(&mut self) -> Option<TcpStream> {

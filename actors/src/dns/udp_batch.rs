@@ -19,6 +19,8 @@ const SLOT: usize = 4096;
 /// Buffers and headers for one `recvmmsg`, reused for every call.
 pub struct RecvBatch {
     bufs: Vec<u8>,
+    /// Bytes per datagram; longer ones arrive cut.
+    slot: usize,
     addrs: Vec<libc::sockaddr_storage>,
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
@@ -37,11 +39,17 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     pub fn new() -> Self {
+        Self::with_slot(SLOT)
+    }
+
+    /// Room for [`BATCH`] datagrams of up to `slot` bytes each.
+    pub fn with_slot(slot: usize) -> Self {
         // SAFETY: all-zero bytes are valid for these plain C structs.
         let zeroed_storage: libc::sockaddr_storage = unsafe { zeroed() };
         let zeroed_msg: libc::mmsghdr = unsafe { zeroed() };
         Self {
-            bufs: vec![0u8; BATCH * SLOT],
+            bufs: vec![0u8; BATCH * slot],
+            slot,
             addrs: vec![zeroed_storage; BATCH],
             iovs: vec![
                 libc::iovec {
@@ -60,9 +68,9 @@ impl RecvBatch {
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         let base = self.bufs.as_mut_ptr();
         for i in 0..BATCH {
-            // SAFETY: `i * SLOT` stays inside `bufs` (BATCH * SLOT bytes).
-            self.iovs[i].iov_base = unsafe { base.add(i * SLOT) }.cast();
-            self.iovs[i].iov_len = SLOT;
+            // SAFETY: `i * slot` stays inside `bufs` (BATCH * slot bytes).
+            self.iovs[i].iov_base = unsafe { base.add(i * self.slot) }.cast();
+            self.iovs[i].iov_len = self.slot;
             let hdr = &mut self.msgs[i].msg_hdr;
             hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
@@ -97,9 +105,10 @@ impl RecvBatch {
         if i >= self.received {
             return None;
         }
-        let len = (self.msgs[i].msg_len as usize).min(SLOT);
+        let len = (self.msgs[i].msg_len as usize).min(self.slot);
         let addr = socket_addr(&self.addrs[i])?;
-        Some((&self.bufs[i * SLOT..i * SLOT + len], addr))
+        let start = i * self.slot;
+        Some((&self.bufs[start..start + len], addr))
     }
 }
 

@@ -24,7 +24,7 @@ use super::flow::FlowKey;
 use super::metrics::{Dropped, Refused, UdpMetrics};
 use super::queue::{Datagram, Queue};
 use super::Event;
-use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, Via};
+use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::io_class::IoClass;
 use crate::warn_throttled;
 
@@ -169,7 +169,6 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
         Err(failure) => return Err(failed(a, &dialer, &failure, Vec::new())),
     };
     let mut control = session.take_control();
-    let mut buf = vec![0u8; 65_535];
     let mut last = Instant::now();
     let mut sent: Option<(Instant, Datagram)> = None;
     let recent = |sent: &Option<(Instant, Datagram)>| {
@@ -198,23 +197,22 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                     }
                 }
             }
-            received = session.recv_from(&mut buf) => match received {
-                Ok((from, n)) => {
-                    last = Instant::now();
-                    match a.reply.send(a.key.client, from, &buf[..n]) {
-                        Ok(()) => {
-                            a.metrics.downstream.inc();
+            readable = session.readable() => {
+                let received = match readable {
+                    Ok(()) => relay_answers(a, &session),
+                    Err(e) => Err(e),
+                };
+                match received {
+                    Ok(Answers::Some) => last = Instant::now(),
+                    Ok(Answers::None) => {}
+                    // The inbound is gone: so is the flow.
+                    Ok(Answers::InboundGone) => return Ok(()),
+                    Err(e) => {
+                        let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
+                        dialer.report_failure(Track::Udp, &failure);
+                        if failure.blames_path() {
+                            return Err(failed(a, &dialer, &failure, recent(&sent)));
                         }
-                        // The inbound is gone: so is the flow.
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return Ok(()),
-                        Err(_) => a.metrics.dropped(Dropped::ReplyFailed),
-                    }
-                }
-                Err(e) => {
-                    let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
-                    dialer.report_failure(Track::Udp, &failure);
-                    if failure.blames_path() {
-                        return Err(failed(a, &dialer, &failure, recent(&sent)));
                     }
                 }
             },
@@ -226,6 +224,44 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
             () = tokio::time::sleep_until((last + a.idle).into()) => return Ok(()),
         }
     }
+}
+
+/// What one wake-up of the session's socket brought.
+enum Answers {
+    Some,
+    None,
+    InboundGone,
+}
+
+thread_local! {
+    /// The receive buffer of every endpoint on this thread: an idle
+    /// endpoint holds none of its own.
+    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65_535]);
+}
+
+/// Sends every answer waiting on the session back to the client.
+fn relay_answers(a: &EndpointArgs, session: &UdpSession) -> io::Result<Answers> {
+    RECV_BUF.with_borrow_mut(|buf| {
+        let mut got = Answers::None;
+        loop {
+            match session.try_recv_from(buf) {
+                Ok((from, n)) => {
+                    got = Answers::Some;
+                    match a.reply.send(a.key.client, from, &buf[..n]) {
+                        Ok(()) => {
+                            a.metrics.downstream.inc();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
+                            return Ok(Answers::InboundGone)
+                        }
+                        Err(_) => a.metrics.dropped(Dropped::ReplyFailed),
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
+                Err(e) => return Err(e),
+            }
+        }
+    })
 }
 
 /// Ends with the association's control connection; never without one.

@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::os::fd::AsRawFd;
+
+use tokio::io::Interest;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use ward_supervision::{TaskGuard, TaskScope};
@@ -23,12 +26,15 @@ use super::queue::{Datagram, Pushed};
 use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
 use super::{Event, Handle, NewFlow, Relay};
+use crate::dns::udp_batch::{RecvBatch, BATCH};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::warn_throttled;
 
 /// Endpoint (and association) events queued for an inbound at most (they are rare: one or
 /// two per flow).
 pub(crate) const EVENTS: usize = 4096;
+/// The largest UDP payload (IPv4: 65,535 minus the IP and UDP headers).
+const MAX_DATAGRAM: usize = 65_507;
 
 /// The flows of one inbound, owned by its receive loop.
 pub struct Flows {
@@ -225,7 +231,7 @@ impl Actor for UdpInbound {
     ) -> Result<InboundState, ActorProcessingErr> {
         let receive = match args.spec {
             InboundSpec::Forward { listen, to } => {
-                let socket = Arc::new(UdpSocket::bind(listen).await?);
+                let socket = bind(listen)?;
                 tracing::info!(%listen, %to, "UDP forward inbound listening");
                 let reply = Arc::new(SocketReply(Arc::downgrade(&socket)));
                 let (flows, events) = Flows::new(args.relay, reply);
@@ -235,7 +241,7 @@ impl Actor for UdpInbound {
                 listen,
                 credentials,
             } => {
-                let socket = Arc::new(UdpSocket::bind(listen).await?);
+                let socket = bind(listen)?;
                 let relay_addr = socket.local_addr()?;
                 let listener = TcpListener::bind(relay_addr).await?;
                 tracing::info!(%listen, "SOCKS5 inbound listening (UDP ASSOCIATE)");
@@ -282,7 +288,8 @@ impl Actor for UdpInbound {
     }
 }
 
-/// A forward inbound's loop: every datagram goes to `to`.
+/// A forward inbound's loop: every datagram goes to `to`. Datagrams are
+/// taken in batches (`recvmmsg`).
 async fn forward(
     socket: Arc<UdpSocket>,
     to: SocketAddr,
@@ -290,19 +297,46 @@ async fn forward(
     mut events: mpsc::Receiver<Event>,
     inbound: ActorRef<InboundMsg>,
 ) {
-    let mut buf = vec![0u8; 65_535];
+    let fd = socket.as_raw_fd();
+    let mut batch = RecvBatch::with_slot(MAX_DATAGRAM);
     loop {
         tokio::select! {
-            received = socket.recv_from(&mut buf) => match received {
-                Ok((n, client)) => flows.datagram(client, to, &buf[..n]),
-                Err(e) => {
-                    if classify_io_error(&e, IoSide::Listener) == IoClass::SocketDead {
-                        let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
-                        return;
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
+                    return;
+                }
+                loop {
+                    match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                        Ok(n) => {
+                            for i in 0..n {
+                                if let Some((bytes, client)) = batch.get(i) {
+                                    flows.datagram(client, to, bytes);
+                                }
+                            }
+                            if n < BATCH {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            if classify_io_error(&e, IoSide::Listener) == IoClass::SocketDead {
+                                let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
+                                return;
+                            }
+                            break;
+                        }
                     }
                 }
-            },
+            }
             Some(event) = events.recv() => flows.event(event),
         }
     }
+}
+
+/// A UDP socket for an inbound: a large receive buffer for bursts.
+pub(crate) fn bind(listen: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+    Ok(Arc::new(UdpSocket::from_std(
+        crate::dns::sockets::bind_udp(listen)?,
+    )?))
 }

@@ -1,0 +1,67 @@
+//! UDP test peers: an echo server and a client that checks its echoes.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A UDP echo server on loopback.
+pub struct Echo {
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+}
+
+impl Echo {
+    pub fn start() -> Echo {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            while !stopped.load(Ordering::Relaxed) {
+                if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            }
+        });
+        Echo { addr, stop }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One client flow: sends `i` and waits for its echo.
+pub struct Client(pub UdpSocket);
+
+impl Client {
+    pub fn new() -> Client {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        Client(socket)
+    }
+
+    pub fn echo(&self, to: SocketAddr, i: u32) -> bool {
+        let sent = format!("datagram {i}");
+        self.0.send_to(sent.as_bytes(), to).unwrap();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < deadline {
+            match self.0.recv_from(&mut buf) {
+                Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}

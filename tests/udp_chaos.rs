@@ -1,0 +1,170 @@
+//! Chaos under steady UDP flows: endpoints, the inbound and the dialers are
+//! killed at random, about 2.5 times a second for 20 seconds, while eight
+//! clients echo datagrams through a forward inbound and a group of two
+//! SOCKS5 nodes. At least 99% of the datagrams come back; afterwards the
+//! tree has its full shape again, the endpoints idle out to none, and the
+//! process holds as many file descriptors as before (within 4).
+//! Supervision intensity is raised: this many kills a minute would
+//! otherwise, rightly, escalate.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::dns::{free_port, tools_present};
+use support::socks::{Dante, NoContent};
+use support::udp::{Client, Echo};
+use support::{eventually, seed, walk, Rng, Ward};
+
+const RUN: Duration = Duration::from_secs(20);
+const KILL_EVERY: Duration = Duration::from_millis(400);
+const CLIENTS: usize = 8;
+
+/// Paths of the tree without the endpoints (they come and go).
+fn shape(tree: &Value) -> BTreeSet<String> {
+    walk(tree)
+        .iter()
+        .map(|n| n["path"].as_str().unwrap().to_string())
+        .filter(|p| !p.starts_with("udp/endpoints/"))
+        .collect()
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn killing_relay_actors_under_load_loses_almost_nothing() {
+    if !tools_present(&["danted"]) {
+        return;
+    }
+    let echo = Echo::start();
+    let nodes = [Dante::start(), Dante::start()];
+    let probe = NoContent::start();
+    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ward = Ward::start(&format!(
+        "supervision: (max_restarts: 1000, within_s: 30),\n\
+         dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
+         groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: RoundRobin) }},\n\
+         health: (interval_s: 5, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\")),\n\
+         udp: (inbounds: [ Forward((listen: \"{inbound}\", to: \"{}\")) ], default: \"nodes\", idle: (other_s: 2)),",
+        nodes[0].addr(),
+        nodes[1].addr(),
+        probe.addr,
+        echo.addr,
+    ));
+    let full_shape = shape(&ward.tree());
+    let fds_before = open_fds(ward.pid());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (stop, sent, lost) = (stop.clone(), sent.clone(), lost.clone());
+            std::thread::spawn(move || {
+                let client = Client::new();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !client.echo(inbound, i) {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+        })
+        .collect();
+
+    let mut rng = Rng(seed());
+    let started = Instant::now();
+    let mut kills = Vec::new();
+    for round in 1.. {
+        let due = started + KILL_EVERY * round;
+        if due > started + RUN {
+            break;
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
+            continue;
+        };
+        let targets: Vec<String> = walk(&tree["tree"])
+            .iter()
+            .filter(|n| n["status"] == "running")
+            .filter(|n| {
+                matches!(
+                    n["kind"].as_str(),
+                    Some("udp-endpoint" | "udp-inbound" | "dialer")
+                )
+            })
+            .map(|n| n["path"].as_str().unwrap().to_string())
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let target = &targets[(rng.next() % targets.len() as u64) as usize];
+        let request = serde_json::json!({"cmd": "kill", "path": target}).to_string();
+        if ward.try_request(&request).is_ok_and(|r| r["ok"] == true) {
+            kills.push(target.clone());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.join().unwrap();
+    }
+
+    let (sent, lost) = (sent.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
+    let kind = |prefix: &str| kills.iter().filter(|k| k.starts_with(prefix)).count();
+    eprintln!(
+        "udp chaos: {} kills ({} endpoints, {} inbound, {} dialers), {sent} datagrams, {lost} lost",
+        kills.len(),
+        kind("udp/endpoints/"),
+        kind("udp/inbounds/"),
+        kind("dialers/"),
+    );
+    assert!(
+        kills.len() as f64 >= 2.0 * RUN.as_secs_f64(),
+        "only {} kills",
+        kills.len()
+    );
+    assert!(kind("udp/endpoints/") > 0 && kind("udp/inbounds/") + kind("dialers/") > 0);
+    assert!(sent > 5000, "the flows were steady: {sent}");
+    assert!(
+        lost as f64 <= 0.01 * sent as f64,
+        "{lost} of {sent} datagrams lost\n{}",
+        ward.log()
+    );
+
+    eventually(
+        "the tree back in full shape",
+        Duration::from_secs(30),
+        || {
+            let tree = ward.try_request(r#"{"cmd":"tree"}"#).ok()?["tree"].clone();
+            let running = walk(&tree).iter().all(|n| n["status"] == "running");
+            (running && shape(&tree) == full_shape).then_some(())
+        },
+    );
+    eventually("every endpoint idled out", Duration::from_secs(10), || {
+        let tree = ward.try_request(r#"{"cmd":"tree"}"#).ok()?["tree"].clone();
+        let endpoints = walk(&tree)
+            .iter()
+            .filter(|n| n["kind"] == "udp-endpoint")
+            .count();
+        (endpoints == 0).then_some(())
+    });
+    let stats = ward.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(stats["stats"]["udp"]["endpoints"], 0, "{stats}");
+    let fds_after = open_fds(ward.pid());
+    assert!(
+        fds_after.abs_diff(fds_before) <= 4,
+        "open fds {fds_before} before, {fds_after} after"
+    );
+    assert!(Client::new().echo(inbound, 0), "still relaying");
+}
