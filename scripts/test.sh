@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 # Debian packages the tests use: setpriv (util-linux) to run ward as an
 # unprivileged user; knot as the authoritative upstream and kdig as the
 # client; unbound as a DNS-over-TLS/HTTPS upstream; ss (iproute2) to destroy
-# sockets from outside; dante-server as a real SOCKS5 node.
-PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server)
+# sockets from outside; dante-server as a real SOCKS5 node; nftables for the
+# TPROXY rules of the router test.
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never

@@ -208,9 +208,9 @@ impl Checker<'_> {
                     credentials,
                 })
             }
-            RawInbound::Tproxy(_) => {
-                self.error(path, "Tproxy inbounds are not supported yet");
-                None
+            RawInbound::Tproxy(tproxy) => {
+                let listen = self.socket_addr(&format!("{path}.listen"), &tproxy.listen)?;
+                Some(InboundSpec::Tproxy { listen })
             }
         }
     }

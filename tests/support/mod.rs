@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod netns;
 pub mod socks;
 pub mod udp;
 
@@ -83,10 +84,31 @@ impl Ward {
 
     /// Starts ward with `config`, whose admin socket is `socket`.
     pub fn start_in(dir: tempfile::TempDir, socket: PathBuf, config: &str) -> Ward {
+        Self::launch(dir, socket, config, None)
+    }
+
+    /// Starts ward inside the network namespace `netns`, with a config
+    /// written by `config(dir)` (admin socket `dir/admin.sock`).
+    pub fn start_in_netns(netns: &str, config: impl FnOnce(&Path) -> String) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let text = config(dir.path());
+        Self::launch(dir, socket, &text, Some(netns))
+    }
+
+    fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, netns: Option<&str>) -> Ward {
         let config_path = dir.path().join("ward.ron");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("ward.log")).unwrap();
-        let child = Command::new(WARD)
+        let mut command = match netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, WARD]);
+                c
+            }
+            None => Command::new(WARD),
+        };
+        let child = command
             .args(["run", "--config"])
             .arg(&config_path)
             .stdout(Stdio::null())

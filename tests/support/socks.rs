@@ -19,21 +19,30 @@ pub struct Dante {
     child: Option<Child>,
     dir: tempfile::TempDir,
     pub port: u16,
+    ip: std::net::IpAddr,
+    netns: Option<String>,
 }
 
 impl Dante {
     pub fn start() -> Dante {
+        Self::start_at(None, [127, 0, 0, 1].into(), free_port())
+    }
+
+    /// A danted on `ip:port` inside the network namespace `netns`.
+    pub fn start_at(netns: Option<&str>, ip: std::net::IpAddr, port: u16) -> Dante {
         let mut dante = Dante {
             child: None,
             dir: tempfile::tempdir().unwrap(),
-            port: free_port(),
+            port,
+            ip,
+            netns: netns.map(str::to_string),
         };
         dante.launch();
         dante
     }
 
     pub fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
+        SocketAddr::new(self.ip, self.port)
     }
 
     fn launch(&mut self) {
@@ -41,18 +50,27 @@ impl Dante {
         std::fs::write(
             &conf,
             format!(
-                "logoutput: stderr\ninternal: 127.0.0.1 port = {}\nexternal: 127.0.0.1\n\
+                "logoutput: stderr\ninternal: {ip} port = {}\nexternal: {ip}\n\
                  clientmethod: none\nsocksmethod: none\nuser.privileged: root\nuser.unprivileged: nobody\n\
-                 client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}\n\
-                 socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate bindreply udpreply }}\n",
-                self.port
+                 client pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 }}\n\
+                 socks pass {{ from: 0.0.0.0/0 to: 0.0.0.0/0 command: connect udpassociate bindreply udpreply }}\n",
+                self.port,
+                ip = self.ip,
             ),
         )
         .unwrap();
         let log = std::fs::File::create(self.dir.path().join("danted.log")).unwrap();
         // danted forks helpers that hold the clients' sockets: its own
         // process group lets a kill take them all.
-        let child = Command::new("danted")
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns, "danted"]);
+                c
+            }
+            None => Command::new("danted"),
+        };
+        let child = command
             .args(["-N", "1", "-f"])
             .arg(&conf)
             .process_group(0)
@@ -62,8 +80,17 @@ impl Dante {
             .expect("danted starts");
         self.child = Some(child);
         let addr = self.addr();
+        let log = self.dir.path().join("danted.log");
         eventually("danted listens", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(addr).ok()
+            // In a namespace of its own it is not reachable from here: its
+            // log says when it runs.
+            match self.netns {
+                None => std::net::TcpStream::connect(addr).ok().map(drop),
+                Some(_) => std::fs::read_to_string(&log)
+                    .ok()
+                    .filter(|l| l.contains("running"))
+                    .map(drop),
+            }
         });
     }
 

@@ -25,6 +25,7 @@ use super::metrics::Dropped;
 use super::queue::{Datagram, Pushed};
 use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
+use super::tproxy;
 use super::{Event, Handle, NewFlow, Relay};
 use crate::dns::udp_batch::{RecvBatch, BATCH};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
@@ -196,7 +197,11 @@ impl Reply for SocketReply {
             .0
             .upgrade()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
-        socket.try_send_to(payload, client).map(drop)
+        // Straight to the socket: tokio's try_send_to waits for a
+        // writable event the receive loop never asks for.
+        socket2::SockRef::from(&*socket)
+            .send_to(payload, &client.into())
+            .map(drop)
     }
 }
 
@@ -236,6 +241,17 @@ impl Actor for UdpInbound {
                 let reply = Arc::new(SocketReply(Arc::downgrade(&socket)));
                 let (flows, events) = Flows::new(args.relay, reply);
                 args.tasks.spawn(forward(socket, to, flows, events, myself))
+            }
+            InboundSpec::Tproxy { listen } => {
+                let socket = tproxy::bind_listener(listen)?;
+                tracing::info!(%listen, "UDP tproxy inbound listening");
+                let reply = Arc::new(tproxy::TproxyReply {
+                    pool: Arc::default(),
+                    inbound: Arc::downgrade(&socket),
+                });
+                let (flows, events) = Flows::new(args.relay, reply);
+                args.tasks
+                    .spawn(tproxy::receive_loop(socket, flows, events, myself))
             }
             InboundSpec::Socks5 {
                 listen,

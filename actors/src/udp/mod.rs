@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod queue;
 pub mod settings;
 pub mod socks5_inbound;
+pub mod tproxy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

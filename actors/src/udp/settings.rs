@@ -18,12 +18,17 @@ pub enum InboundSpec {
         listen: SocketAddr,
         credentials: Option<Credentials>,
     },
+    /// A transparent proxy socket (TPROXY): datagrams keep their original
+    /// destination, answers come back from it.
+    Tproxy { listen: SocketAddr },
 }
 
 impl InboundSpec {
     pub fn listen(&self) -> SocketAddr {
         match self {
-            InboundSpec::Forward { listen, .. } | InboundSpec::Socks5 { listen, .. } => *listen,
+            InboundSpec::Forward { listen, .. }
+            | InboundSpec::Socks5 { listen, .. }
+            | InboundSpec::Tproxy { listen } => *listen,
         }
     }
 
@@ -32,6 +37,7 @@ impl InboundSpec {
         match self {
             InboundSpec::Forward { listen, .. } => format!("forward:{listen}"),
             InboundSpec::Socks5 { listen, .. } => format!("socks5:{listen}"),
+            InboundSpec::Tproxy { listen } => format!("tproxy:{listen}"),
         }
     }
 }

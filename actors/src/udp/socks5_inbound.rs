@@ -98,7 +98,9 @@ impl Reply for SocksReply {
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         let mut datagram = Vec::with_capacity(payload.len() + 22);
         socks5::encapsulate(&TargetAddr::Ip(from), payload, &mut datagram);
-        socket.try_send_to(&datagram, client).map(drop)
+        socket2::SockRef::from(&*socket)
+            .send_to(&datagram, &client.into())
+            .map(drop)
     }
 }
 

@@ -1,0 +1,269 @@
+//! Transparent proxy inbounds (Linux TPROXY): the router's firewall hands
+//! datagrams for other hosts to this socket unchanged; the original
+//! destination comes with each datagram as a control message
+//! (IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR). Answers must reach the
+//! client from that original destination, so they go out through
+//! transparent sockets bound to it, pooled.
+
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+use ractor::ActorRef;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use super::endpoint::Reply;
+use super::inbound::{Flows, InboundMsg};
+use super::Event;
+use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::warn_throttled;
+
+/// A reply socket unused this long is closed.
+const REPLY_IDLE: Duration = Duration::from_secs(60);
+/// A failed bind of a reply address is not tried again for this long.
+const BIND_RETRY: Duration = Duration::from_secs(5);
+const BUFFER: usize = 4 << 20;
+
+fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: a valid fd and an int option value of the declared size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A UDP socket that may bind addresses that are not this host's and
+/// receive datagrams for them (needs CAP_NET_ADMIN).
+fn transparent(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    socket.set_reuse_address(true)?;
+    let fd = socket.as_raw_fd();
+    match addr {
+        SocketAddr::V4(_) => setsockopt_int(fd, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?,
+        SocketAddr::V6(_) => {
+            socket.set_only_v6(true)?;
+            setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_TRANSPARENT, 1)?;
+        }
+    }
+    Ok(socket)
+}
+
+/// The listening socket of a tproxy inbound.
+pub fn bind_listener(listen: SocketAddr) -> io::Result<Arc<UdpSocket>> {
+    let socket = transparent(listen)?;
+    let fd = socket.as_raw_fd();
+    match listen {
+        SocketAddr::V4(_) => setsockopt_int(fd, libc::SOL_IP, libc::IP_RECVORIGDSTADDR, 1)?,
+        SocketAddr::V6(_) => setsockopt_int(fd, libc::SOL_IPV6, libc::IPV6_RECVORIGDSTADDR, 1)?,
+    }
+    let _ = socket.set_recv_buffer_size(BUFFER);
+    socket.bind(&listen.into())?;
+    Ok(Arc::new(UdpSocket::from_std(socket.into())?))
+}
+
+/// One datagram: its length, the client, and where the client sent it.
+// nix's recvmsg wants the control buffer as a Vec.
+#[allow(clippy::ptr_arg)]
+fn recv_one(
+    fd: RawFd,
+    buf: &mut [u8],
+    cmsg: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr, SocketAddr)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(cmsg), MsgFlags::MSG_DONTWAIT)
+        .map_err(io::Error::from)?;
+    let client = msg
+        .address
+        .and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::V4(SocketAddrV4::from(*v4)))
+                .or_else(|| {
+                    a.as_sockaddr_in6()
+                        .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
+                })
+        })
+        .ok_or_else(|| io::Error::other("datagram without a source address"))?;
+    let original = msg
+        .cmsgs()
+        .map_err(io::Error::from)?
+        .find_map(|c| match c {
+            ControlMessageOwned::Ipv4OrigDstAddr(sin) => Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(sin.sin_addr.s_addr).into(),
+                u16::from_be(sin.sin_port),
+            ))),
+            ControlMessageOwned::Ipv6OrigDstAddr(sin6) => Some(SocketAddr::V6(SocketAddrV6::new(
+                sin6.sin6_addr.s6_addr.into(),
+                u16::from_be(sin6.sin6_port),
+                sin6.sin6_flowinfo,
+                sin6.sin6_scope_id,
+            ))),
+            _ => None,
+        })
+        .ok_or_else(|| io::Error::other("datagram without its original destination"))?;
+    Ok((msg.bytes, client, original))
+}
+
+/// A tproxy inbound's loop.
+pub async fn receive_loop(
+    socket: Arc<UdpSocket>,
+    mut flows: Flows,
+    mut events: mpsc::Receiver<Event>,
+    inbound: ActorRef<InboundMsg>,
+) {
+    let fd = socket.as_raw_fd();
+    let mut buf = vec![0u8; 65_535];
+    let mut cmsg = nix::cmsg_space!(libc::sockaddr_in6);
+    loop {
+        tokio::select! {
+            ready = socket.readable() => {
+                if let Err(e) = ready {
+                    let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
+                    return;
+                }
+                loop {
+                    match socket.try_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) {
+                        Ok((n, client, original)) => flows.datagram(client, original, &buf[..n]),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(e) => match classify_io_error(&e, IoSide::Listener) {
+                            IoClass::SocketDead => {
+                                let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
+                                return;
+                            }
+                            _ => {
+                                warn_throttled!("tproxy-recv", error = %e, "tproxy receive failed");
+                                break;
+                            }
+                        },
+                    }
+                }
+            }
+            Some(event) = events.recv() => flows.event(event),
+        }
+    }
+}
+
+struct Bound {
+    socket: Arc<std::net::UdpSocket>,
+    used: Instant,
+}
+
+#[derive(Default)]
+struct Pool {
+    sockets: HashMap<SocketAddr, Bound>,
+    failed: HashMap<SocketAddr, Instant>,
+    swept: Option<Instant>,
+}
+
+/// Replies from the original destination: one transparent socket per
+/// address answers come from, shared by every flow, closed when idle; a
+/// bind that failed is not retried for a while.
+#[derive(Default)]
+pub struct ReplyPool {
+    pool: Mutex<Pool>,
+}
+
+impl ReplyPool {
+    fn socket(&self, from: SocketAddr) -> io::Result<Arc<std::net::UdpSocket>> {
+        let now = Instant::now();
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if pool
+            .swept
+            .is_none_or(|at| now.duration_since(at) > REPLY_IDLE / 4)
+        {
+            pool.sockets
+                .retain(|_, b| now.duration_since(b.used) < REPLY_IDLE);
+            pool.failed
+                .retain(|_, at| now.duration_since(*at) < BIND_RETRY);
+            pool.swept = Some(now);
+        }
+        if let Some(bound) = pool.sockets.get_mut(&from) {
+            bound.used = now;
+            return Ok(bound.socket.clone());
+        }
+        if pool
+            .failed
+            .get(&from)
+            .is_some_and(|at| now.duration_since(*at) < BIND_RETRY)
+        {
+            return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
+        }
+        // A plain non-blocking socket: replies never wait, and a tokio
+        // socket would refuse its first send until the reactor saw it
+        // writable.
+        let bound = transparent(from).and_then(|s| {
+            s.bind(&from.into())?;
+            Ok(std::net::UdpSocket::from(s))
+        });
+        match bound {
+            Ok(socket) => {
+                let socket = Arc::new(socket);
+                pool.sockets.insert(
+                    from,
+                    Bound {
+                        socket: socket.clone(),
+                        used: now,
+                    },
+                );
+                Ok(socket)
+            }
+            Err(e) => {
+                warn_throttled!("tproxy-reply-bind", %from, error = %e, "cannot bind a reply socket to the original destination");
+                pool.failed.insert(from, now);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reply sockets open now.
+    pub fn len(&self) -> usize {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sockets
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The reply sink of a tproxy inbound. It holds the inbound's socket only
+/// weakly, to know when the inbound is gone.
+pub struct TproxyReply {
+    pub pool: Arc<ReplyPool>,
+    pub inbound: std::sync::Weak<UdpSocket>,
+}
+
+impl Reply for TproxyReply {
+    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        if self.inbound.strong_count() == 0 {
+            return Err(io::Error::from(io::ErrorKind::NotConnected));
+        }
+        self.pool.socket(from)?.send_to(payload, client).map(drop)
+    }
+}

@@ -1,0 +1,199 @@
+//! The UDP relay on a router, in network namespaces this test builds:
+//! a client namespace, a router namespace running ward behind nftables
+//! TPROXY rules, and an upstream namespace with a UDP echo server and two
+//! SOCKS5 nodes (danted). Flows from the client reach the echo server
+//! through the group, and answers come back from the original destination.
+//! The node in use is killed while flows run: each flow loses at most one
+//! datagram, moves to the other node, fails over once, and ward keeps no
+//! CLOSE-WAIT socket. The client's DNS to ward's own address is answered by
+//! ward's DNS (the rules leave local destinations alone), not relayed.
+//! Needs root (namespaces, nftables).
+
+mod support;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+use support::dns::{query, tools_present};
+use support::netns::{link, Netns};
+use support::socks::Dante;
+use support::Ward;
+
+const TPROXY_PORT: u16 = 12345;
+const ECHO: &str = "10.77.2.2:9000";
+
+fn echo_server(ns: &Netns, stop: Arc<AtomicBool>) {
+    let socket = ns.enter(|| UdpSocket::bind(ECHO).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        }
+    });
+}
+
+/// Sends `i` to the echo server and waits for it, checking it comes back
+/// from the echo server's address.
+fn echo(client: &UdpSocket, i: u32) -> bool {
+    let to: SocketAddr = ECHO.parse().unwrap();
+    let sent = format!("datagram {i}");
+    client.send_to(sent.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match client.recv_from(&mut buf) {
+            Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root (network namespaces)");
+        return;
+    }
+    if !tools_present(&["danted", "nft", "ip", "ss"]) {
+        return;
+    }
+    let (client_ns, router, upstream) = (Netns::new("wc"), Netns::new("wr"), Netns::new("wu"));
+    link(&client_ns, "10.77.1.2/24", &router, "10.77.1.1/24", "c");
+    link(&router, "10.77.2.1/24", &upstream, "10.77.2.2/24", "u");
+    client_ns.exec(&["ip", "route", "add", "default", "via", "10.77.1.1"]);
+    upstream.exec(&["ip", "route", "add", "default", "via", "10.77.2.1"]);
+    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    // The rules a router uses (docs/operations.md): datagrams for other
+    // hosts go to ward's tproxy socket; local destinations are left alone.
+    router.exec(&["ip", "rule", "add", "fwmark", "1", "lookup", "100"]);
+    router.exec(&[
+        "ip",
+        "route",
+        "add",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        "100",
+    ]);
+    let rules = format!(
+        "table ip ward {{\n chain prerouting {{\n  type filter hook prerouting priority mangle; policy accept;\n\
+         fib daddr type local accept\n  meta l4proto udp tproxy to :{TPROXY_PORT} meta mark set 1 accept\n }}\n}}\n"
+    );
+    let rules_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(rules_file.path(), rules).unwrap();
+    router.exec(&["nft", "-f", rules_file.path().to_str().unwrap()]);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    echo_server(&upstream, stop.clone());
+    let mut nodes = [
+        Dante::start_at(Some(&upstream.name), [10, 77, 2, 2].into(), 1081),
+        Dante::start_at(Some(&upstream.name), [10, 77, 2, 2].into(), 1082),
+    ];
+    let ward = Ward::start_in_netns(&router.name, |dir| {
+        format!(
+            "(\n admin: (socket: \"{}/admin.sock\"),\n log: (level: \"debug\"),\n\
+             dialers: {{ \"n1\": Socks5((server: \"10.77.2.2:1081\")), \"n2\": Socks5((server: \"10.77.2.2:1082\")) }},\n\
+             groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
+             dns: (listen: [\"10.77.1.1:53\"], upstreams: {{ \"up\": (url: \"udp://10.77.2.2:53\") }}, default: [\"up\"],\n\
+             records: [ (name: \"router.lan\", type: A, value: \"10.77.1.1\") ]),\n\
+             udp: (inbounds: [ Tproxy((listen: \"0.0.0.0:{TPROXY_PORT}\")) ], default: \"nodes\"),\n)\n",
+            dir.display()
+        )
+    });
+
+    let clients: Vec<UdpSocket> = (0..4)
+        .map(|_| {
+            let socket = client_ns.enter(|| UdpSocket::bind("10.77.1.2:0").unwrap());
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            socket
+        })
+        .collect();
+    for client in &clients {
+        assert!(
+            echo(client, 0),
+            "answered from the original destination\n{}",
+            ward.log()
+        );
+    }
+
+    let lost = std::thread::scope(|scope| {
+        let flows: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                scope.spawn(move || {
+                    (1..=40)
+                        .filter(|&i| {
+                            std::thread::sleep(Duration::from_millis(20));
+                            !echo(client, i)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        nodes[0].kill();
+        let killed = Instant::now();
+        std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
+        let waiting = router.output(&["ss", "-Htn", "state", "close-wait"]);
+        assert!(
+            !waiting.contains("10.77.2.2:1081"),
+            "CLOSE-WAIT to n1: {waiting}"
+        );
+        flows
+            .into_iter()
+            .map(|f| f.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert!(
+        lost.iter().all(|&n| n <= 1),
+        "lost per flow: {lost:?}\n{}",
+        ward.log()
+    );
+    let stats = ward.request(r#"{"cmd":"stats"}"#);
+    assert_eq!(
+        stats["stats"]["udp"]["failovers"], 4,
+        "one failover per flow: {stats}"
+    );
+
+    // DNS to ward's own address on the router: answered by ward's DNS.
+    let asker = client_ns.enter(|| UdpSocket::bind("10.77.1.2:0").unwrap());
+    asker
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    asker
+        .send_to(&query("router.lan.", RecordType::A), "10.77.1.1:53")
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, from) = asker.recv_from(&mut buf).expect("a DNS answer");
+    assert_eq!(from, "10.77.1.1:53".parse::<SocketAddr>().unwrap());
+    let answer = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(answer.answers.len(), 1, "{answer:?}");
+    assert!(!ward.log().contains("Address already in use"));
+
+    // The flows told n1's dialer what happened to them.
+    let reply = ward.request(r#"{"cmd":"dialers"}"#);
+    let n1 = &reply["dialers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "n1")
+        .unwrap()["udp"];
+    assert!(n1["traffic_failures"].as_u64().unwrap() >= 1, "{n1}");
+    stop.store(true, Ordering::Relaxed);
+    drop(nodes);
+}
