@@ -81,10 +81,15 @@ impl Service {
             .dns
             .clone()
             .map(|dns| Resolver::new(dns, metrics.dns.clone(), &dialers));
-        let relay = config
-            .udp
-            .clone()
-            .map(|udp| Relay::new(udp, dialers.clone(), metrics.udp.clone(), view.clone()));
+        let relay = config.udp.clone().map(|udp| {
+            Relay::new(
+                udp,
+                dialers.clone(),
+                metrics.udp.clone(),
+                view.clone(),
+                resolver.clone(),
+            )
+        });
         let ctx = ServiceContext::new(
             view.clone(),
             metrics.clone(),

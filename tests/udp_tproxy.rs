@@ -185,6 +185,49 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
     assert_eq!(answer.answers.len(), 1, "{answer:?}");
     assert!(!ward.log().contains("Address already in use"));
 
+    let created = ward.request(r#"{"cmd":"stats"}"#)["stats"]["udp"]["created"].clone();
+    // Rules that capture even traffic for the router itself: DNS to
+    // ward's own address is still answered by ward, from its listener's
+    // socket, without binding :53 again.
+    router.exec(&["nft", "flush", "chain", "ip", "ward", "prerouting"]);
+    router.exec(&[
+        "nft",
+        "add",
+        "rule",
+        "ip",
+        "ward",
+        "prerouting",
+        "meta",
+        "l4proto",
+        "udp",
+        "tproxy",
+        "to",
+        &format!(":{TPROXY_PORT}"),
+        "meta",
+        "mark",
+        "set",
+        "1",
+        "accept",
+    ]);
+    asker
+        .send_to(&query("router.lan.", RecordType::A), "10.77.1.1:53")
+        .unwrap();
+    let (n, from) = asker
+        .recv_from(&mut buf)
+        .expect("a DNS answer through tproxy");
+    assert_eq!(from, "10.77.1.1:53".parse::<SocketAddr>().unwrap());
+    assert_eq!(Message::from_vec(&buf[..n]).unwrap().answers.len(), 1);
+    assert!(
+        !ward.log().contains("Address already in use"),
+        "{}",
+        ward.log()
+    );
+    assert_eq!(
+        ward.request(r#"{"cmd":"stats"}"#)["stats"]["udp"]["created"],
+        created,
+        "not relayed: no flow for it"
+    );
+
     // The flows told n1's dialer what happened to them.
     let reply = ward.request(r#"{"cmd":"dialers"}"#);
     let n1 = &reply["dialers"]

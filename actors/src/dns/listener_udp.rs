@@ -56,6 +56,10 @@ impl Actor for UdpListener {
         args: UdpListenerArgs,
     ) -> Result<UdpListenerState, ActorProcessingErr> {
         let socket = bind_udp(args.addr).map_err(|e| format!("bind udp {}: {e}", args.addr))?;
+        let socket = Arc::new(socket);
+        // The UDP relay answers DNS captured for this address through this
+        // very socket, never binding the address a second time.
+        args.resolver.register_udp(args.addr, &socket);
         tracing::info!(addr = %args.addr, "DNS listening on UDP");
         let receive = args.tasks.spawn(serve(socket, args.resolver, myself));
         Ok(UdpListenerState { _receive: receive })
@@ -73,7 +77,7 @@ impl Actor for UdpListener {
     }
 }
 
-async fn serve(socket: UdpSocket, resolver: Arc<Resolver>, owner: ActorRef<UdpListenerMsg>) {
+async fn serve(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, owner: ActorRef<UdpListenerMsg>) {
     let fail = |reason: String| {
         let _ = owner.send_message(UdpListenerMsg::SocketFailed(reason));
     };

@@ -8,8 +8,9 @@
 //! within `dns.timeout_ms`; a failure serves a stale answer when there is
 //! one, SERVFAIL otherwise.
 
-use std::net::IpAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -61,6 +62,8 @@ pub struct Resolver {
     rate: Option<RateLimiter>,
     in_flight: Arc<Semaphore>,
     pub metrics: Arc<DnsMetrics>,
+    /// The UDP listeners' sockets by configured address, held weakly.
+    own_udp: std::sync::Mutex<HashMap<SocketAddr, Weak<std::net::UdpSocket>>>,
 }
 
 /// Why one upstream attempt brought nothing usable.
@@ -114,12 +117,63 @@ impl Resolver {
             rate: settings.limits.per_client_qps.map(RateLimiter::new),
             in_flight: Arc::new(Semaphore::new(settings.limits.in_flight)),
             metrics,
+            own_udp: Default::default(),
             settings,
         })
     }
 
     pub fn settings(&self) -> &DnsSettings {
         &self.settings
+    }
+
+    /// Records a UDP listener's socket for its configured address.
+    pub fn register_udp(&self, addr: SocketAddr, socket: &Arc<std::net::UdpSocket>) {
+        self.own_udp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr, Arc::downgrade(socket));
+    }
+
+    /// The live UDP listener socket for exactly this address, if any.
+    pub fn udp_listener(&self, addr: SocketAddr) -> Option<Arc<std::net::UdpSocket>> {
+        self.own_udp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&addr)?
+            .upgrade()
+    }
+
+    /// Answers a UDP query that reached ward some other way (the relay
+    /// captured it) through the listener socket `socket`, as the listener
+    /// would.
+    pub fn answer_from(
+        self: &Arc<Self>,
+        socket: Arc<std::net::UdpSocket>,
+        packet: &[u8],
+        client: SocketAddr,
+    ) {
+        let mut reply = Vec::new();
+        match self.decide(packet, client.ip(), Transport::Udp, &mut reply) {
+            Decision::Reply => {
+                let _ = socket.send_to(&reply, client);
+            }
+            Decision::Drop => {}
+            Decision::Resolve(pending) => {
+                let resolver = self.clone();
+                let packet = packet.to_vec();
+                tokio::spawn(async move {
+                    let answer = resolver
+                        .resolve(&packet, client.ip(), Transport::Udp, pending.stale)
+                        .await;
+                    if socket.send_to(&answer, client).is_err() {
+                        resolver
+                            .metrics
+                            .dropped(super::metrics::Dropped::SendFailed);
+                    }
+                    drop(pending.permit);
+                });
+            }
+        }
     }
 
     /// Queries being resolved now.

@@ -137,26 +137,38 @@ impl Flows {
                 exclude,
                 retries,
             } => {
-                if self.table.get(&key).is_none_or(|h| h.id != id) {
-                    return;
-                }
-                self.table.remove(&key);
                 if retries > MAX_RETRIES {
+                    if self.table.get(&key).is_some_and(|h| h.id == id) {
+                        self.table.remove(&key);
+                    }
                     for _ in &datagrams {
                         self.relay.metrics.dropped(Dropped::RetriesExhausted);
                     }
                     return;
                 }
                 self.relay.metrics.failovers.inc();
-                let kind = datagrams
-                    .first()
-                    .map_or(FlowKind::Other, |d| FlowKind::of(&d.bytes, d.dst));
-                if datagrams.is_empty() {
-                    // Nothing to resend: the next datagram starts the flow
-                    // again, avoiding nothing but what health says.
-                    return;
+                match self.table.get(&key) {
+                    // A datagram that arrived after the failed endpoint
+                    // closed its queue already started the flow again:
+                    // what failed goes there.
+                    Some(handle) if handle.id != id => {
+                        for datagram in datagrams {
+                            if !matches!(handle.queue.push(datagram), Pushed::Queued) {
+                                self.relay.metrics.dropped(Dropped::QueueFull);
+                            }
+                        }
+                    }
+                    _ => {
+                        self.table.remove(&key);
+                        if datagrams.is_empty() {
+                            // Nothing to resend: the next datagram starts
+                            // the flow again, through what health says.
+                            return;
+                        }
+                        let kind = FlowKind::of(&datagrams[0].bytes, datagrams[0].dst);
+                        self.start(key, kind, datagrams, exclude, retries);
+                    }
                 }
-                self.start(key, kind, datagrams, exclude, retries);
             }
             Event::FdLimit => self.relay.fd_exhausted(),
         }
@@ -175,6 +187,10 @@ impl Flows {
 
     pub fn metrics(&self) -> &super::metrics::UdpMetrics {
         &self.relay.metrics
+    }
+
+    pub fn relay(&self) -> &Arc<Relay> {
+        &self.relay
     }
 }
 

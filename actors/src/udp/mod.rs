@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use ward_supervision::{ChildSpec, Restart, SupervisorMsg, SupervisorView};
 
 use crate::dialer::Dialers;
+use crate::dns::resolver::Resolver;
 use endpoint::{EndpointActor, EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
 use metrics::{Refused, UdpMetrics};
@@ -79,6 +80,8 @@ pub struct NewFlow {
 pub struct Relay {
     pub settings: UdpSettings,
     pub metrics: Arc<UdpMetrics>,
+    /// ward's DNS, which answers what is captured for its own listeners.
+    pub dns: Option<Arc<Resolver>>,
     dialers: Arc<Dialers>,
     root: SupervisorView,
     endpoints: ArcSwapOption<ActorRef<SupervisorMsg>>,
@@ -96,10 +99,12 @@ impl Relay {
         dialers: Arc<Dialers>,
         metrics: Arc<UdpMetrics>,
         root: SupervisorView,
+        dns: Option<Arc<Resolver>>,
     ) -> Arc<Relay> {
         Arc::new(Relay {
             settings,
             metrics,
+            dns,
             dialers,
             root,
             endpoints: ArcSwapOption::empty(),
