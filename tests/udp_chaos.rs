@@ -1,4 +1,5 @@
-//! Chaos under steady UDP flows: endpoints, the inbound and the dialers are
+//! Chaos under steady UDP flows: endpoints (and their supervisor), the
+//! inbound and the dialers are
 //! killed at random, about 2.5 times a second for 20 seconds, while eight
 //! clients echo datagrams through a forward inbound and a group of two
 //! SOCKS5 nodes. At least 99% of the datagrams come back; afterwards the
@@ -102,7 +103,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
                 matches!(
                     n["kind"].as_str(),
                     Some("udp-endpoint" | "udp-inbound" | "dialer")
-                )
+                ) || n["path"] == "udp/endpoints"
             })
             .map(|n| n["path"].as_str().unwrap().to_string())
             .collect();
@@ -123,9 +124,10 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
     let (sent, lost) = (sent.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
     let kind = |prefix: &str| kills.iter().filter(|k| k.starts_with(prefix)).count();
     eprintln!(
-        "udp chaos: {} kills ({} endpoints, {} inbound, {} dialers), {sent} datagrams, {lost} lost",
+        "udp chaos: {} kills ({} endpoints, {} of their supervisor, {} inbound, {} dialers), {sent} datagrams, {lost} lost",
         kills.len(),
         kind("udp/endpoints/"),
+        kills.iter().filter(|k| *k == "udp/endpoints").count(),
         kind("udp/inbounds/"),
         kind("dialers/"),
     );

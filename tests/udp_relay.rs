@@ -240,9 +240,26 @@ fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
         assert!(client.echo(echo, 0), "{}", lab.ward.log());
     }
     assert_eq!(endpoints(&lab.ward).len(), 3);
-    // A datagram from a socket without an association is dropped.
+    // A well-formed datagram from a socket without an association is
+    // dropped and counted.
     let stranger = Client::new();
-    assert!(!stranger.echo(lab.inbound, 0));
+    let mut datagram = Vec::new();
+    ward_actors::dialer::socks5::encapsulate(
+        &ward_actors::dialer::socks5::TargetAddr::Ip(echo),
+        b"who am I",
+        &mut datagram,
+    );
+    stranger.0.send_to(&datagram, clients[0].relay).unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        stranger.0.recv_from(&mut buf).is_err(),
+        "no answer for a stranger"
+    );
+    assert_eq!(
+        lab.ward.request(r#"{"cmd":"stats"}"#)["stats"]["udp"]["created"],
+        3,
+        "no flow for a stranger"
+    );
 
     let lost = std::thread::scope(|scope| {
         let flows: Vec<_> = clients

@@ -11,8 +11,8 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -61,6 +61,11 @@ pub struct EndpointArgs {
     /// Live endpoints; this one is counted already.
     pub live: Arc<AtomicUsize>,
     pub metrics: Arc<UdpMetrics>,
+    /// Set by whoever takes the flow first: this endpoint when it starts,
+    /// or the relay giving it up because its start was never answered.
+    pub owned: Arc<AtomicBool>,
+    /// Told when a session opened (descriptors are there again).
+    pub relay: Weak<super::Relay>,
 }
 
 pub struct EndpointActor;
@@ -89,10 +94,13 @@ impl Drop for Live {
         for _ in self.queue.close() {
             self.metrics.dropped(Dropped::SendFailed);
         }
-        let _ = self.events.try_send(Event::Gone {
+        let gone = Event::Gone {
             key: self.key,
             id: self.id,
-        });
+        };
+        if self.events.try_send(gone).is_err() {
+            self.metrics.dropped(Dropped::EventLost);
+        }
     }
 }
 
@@ -111,6 +119,9 @@ impl Actor for EndpointActor {
         myself: ActorRef<EndpointMsg>,
         args: EndpointArgs,
     ) -> Result<EndpointState, ActorProcessingErr> {
+        if args.owned.swap(true, Ordering::AcqRel) {
+            return Err("the flow was given up before its endpoint started".into());
+        }
         // Nothing can fail after this: the count is the endpoint's now.
         let live = Live {
             key: args.key,
@@ -152,18 +163,27 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
     let Some(dialer) = a.via.select(Track::Udp, &exclude) else {
         // Every dialer of the route already failed this flow.
         a.metrics.refused(Refused::NoPath);
-        a.queue.close();
+        for _ in a.queue.close() {
+            a.metrics.dropped(Dropped::RetriesExhausted);
+        }
         return Ok(());
     };
     let mut session = match dialer.udp_flow(a.first, SESSION_TIMEOUT).await {
-        Ok(session) => session,
+        Ok(session) => {
+            if let Some(relay) = a.relay.upgrade() {
+                relay.fd_available();
+            }
+            session
+        }
         Err(failure) if failure.blame == Blame::Nobody => {
             // Out of descriptors or buffers here: not the path's doing.
             if failure.class == IoClass::Transient {
                 let _ = a.events.try_send(Event::FdLimit);
             }
             a.metrics.refused(Refused::FdLimit);
-            a.queue.close();
+            for _ in a.queue.close() {
+                a.metrics.dropped(Dropped::SendFailed);
+            }
             return Ok(());
         }
         Err(failure) => return Err(failed(a, &dialer, &failure, Vec::new())),
@@ -285,12 +305,19 @@ fn failed(
     exclude.push(dialer.name.clone());
     warn_throttled!(&format!("udp-path:{}", dialer.name), dialer = %dialer.name,
         client = %a.key.client, %failure, "UDP flow's path failed; moving it to another dialer");
-    let _ = a.events.try_send(Event::Failed {
+    let failed = Event::Failed {
         key: a.key,
         id: a.id,
         datagrams: again,
         exclude,
         retries: a.retries + 1,
-    });
+    };
+    if let Err(lost) = a.events.try_send(failed) {
+        if let Event::Failed { datagrams, .. } = lost.into_inner() {
+            for _ in datagrams {
+                a.metrics.dropped(Dropped::EventLost);
+            }
+        }
+    }
     format!("path through {} failed: {failure}", dialer.name)
 }

@@ -10,12 +10,13 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::os::fd::AsRawFd;
 
 use tokio::io::Interest;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use ward_supervision::{TaskGuard, TaskScope};
 
@@ -34,6 +35,12 @@ use crate::warn_throttled;
 /// Endpoint (and association) events queued for an inbound at most (they are rare: one or
 /// two per flow).
 pub(crate) const EVENTS: usize = 4096;
+/// How long a failed flow's exclusions are kept for its next endpoint.
+const FAILED_MEMORY: Duration = Duration::from_secs(30);
+/// Failed flows remembered at most before the old ones are forgotten.
+const FAILED_MAX: usize = 4096;
+/// Batches read per wake-up before endpoint events get their turn.
+const BATCHES_PER_TURN: usize = 8;
 /// The largest UDP payload (IPv4: 65,535 minus the IP and UDP headers).
 const MAX_DATAGRAM: usize = 65_507;
 
@@ -43,6 +50,9 @@ pub struct Flows {
     reply: Arc<dyn Reply>,
     table: HashMap<FlowKey, Handle>,
     events: mpsc::Sender<Event>,
+    /// Flows whose path failed lately: the dialers they must avoid and the
+    /// retries they used, kept for whichever endpoint takes the flow next.
+    failed: HashMap<FlowKey, (Vec<String>, u8, Instant)>,
 }
 
 impl Flows {
@@ -53,6 +63,7 @@ impl Flows {
             reply,
             table: HashMap::new(),
             events,
+            failed: HashMap::new(),
         };
         (flows, rx)
     }
@@ -90,7 +101,18 @@ impl Flows {
             None => datagram,
         };
         let kind = FlowKind::of(&datagram.bytes, dst);
-        self.start(key, kind, vec![datagram], Vec::new(), 0);
+        let (exclude, retries) = self.failed_lately(&key);
+        self.start(key, kind, vec![datagram], exclude, retries);
+    }
+
+    /// What a flow that failed lately must avoid, and the retries it used.
+    fn failed_lately(&mut self, key: &FlowKey) -> (Vec<String>, u8) {
+        match self.failed.get(key) {
+            Some((exclude, retries, at)) if at.elapsed() < FAILED_MEMORY => {
+                (exclude.clone(), *retries)
+            }
+            _ => (Vec::new(), 0),
+        }
     }
 
     fn start(
@@ -101,6 +123,12 @@ impl Flows {
         exclude: Vec<String>,
         retries: u8,
     ) {
+        if retries > MAX_RETRIES {
+            for _ in &datagrams {
+                self.relay.metrics.dropped(Dropped::RetriesExhausted);
+            }
+            return;
+        }
         let flow = NewFlow {
             key,
             kind,
@@ -147,6 +175,12 @@ impl Flows {
                     return;
                 }
                 self.relay.metrics.failovers.inc();
+                if self.failed.len() >= FAILED_MAX {
+                    self.failed
+                        .retain(|_, (_, _, at)| at.elapsed() < FAILED_MEMORY);
+                }
+                self.failed
+                    .insert(key, (exclude.clone(), retries, Instant::now()));
                 match self.table.get(&key) {
                     // A datagram that arrived after the failed endpoint
                     // closed its queue already started the flow again:
@@ -275,7 +309,9 @@ impl Actor for UdpInbound {
             } => {
                 let socket = bind(listen)?;
                 let relay_addr = socket.local_addr()?;
-                let listener = TcpListener::bind(relay_addr).await?;
+                // The same family rules as the relay socket (IPv6-only on
+                // `[::]`), so `0.0.0.0:p` and `[::]:p` can both be served.
+                let listener = crate::dns::sockets::bind_tcp(relay_addr)?;
                 tracing::info!(%listen, "SOCKS5 inbound listening (UDP ASSOCIATE)");
                 let associations = Arc::new(Associations::default());
                 let (ended_tx, ended) = mpsc::channel(EVENTS);
@@ -338,7 +374,7 @@ async fn forward(
                     let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
                     return;
                 }
-                loop {
+                for _ in 0..BATCHES_PER_TURN {
                     match socket.try_io(Interest::READABLE, || batch.recv(fd)) {
                         Ok(n) => {
                             for i in 0..n {

@@ -33,17 +33,25 @@ pub enum Dropped {
     ReplyFailed = 2,
     /// The flow failed more than the retries allow.
     RetriesExhausted = 3,
-    /// Not a datagram the inbound can relay (bad SOCKS5 header, unknown
-    /// client).
+    /// Not a datagram the inbound can relay (a bad SOCKS5 header, a name
+    /// or a fragment).
     Malformed = 4,
+    /// From a SOCKS5 client without a live association.
+    Unassociated = 5,
+    /// An endpoint's word to its inbound was lost (its channel full): the
+    /// datagrams it carried, or the end of a flow the inbound then learns
+    /// of at its next datagram.
+    EventLost = 6,
 }
 
-const DROPPED: [&str; 5] = [
+const DROPPED: [&str; 7] = [
     "queue_full",
     "send_failed",
     "reply_failed",
     "retries_exhausted",
     "malformed",
+    "unassociated",
+    "event_lost",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,7 +69,7 @@ pub struct UdpMetrics {
     pub created: Counter,
     pub failovers: Counter,
     refused: [Counter; 3],
-    dropped: [Counter; 5],
+    dropped: [Counter; 7],
     /// Client to destination, destination to client.
     pub upstream: Counter,
     pub downstream: Counter,

@@ -18,7 +18,7 @@ pub mod socks5_inbound;
 pub mod tproxy;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,11 @@ impl Relay {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// A session opened: descriptors are there again.
+    pub(crate) fn fd_available(&self) {
+        self.fd_backoff_ms.store(0, Ordering::Relaxed);
+    }
+
     /// Out of file descriptors: refuse new flows for a while, doubling.
     pub(crate) fn fd_exhausted(&self) {
         let backoff = self.fd_backoff_ms.load(Ordering::Relaxed);
@@ -140,12 +145,11 @@ impl Relay {
     /// Starts an endpoint for a flow: a temporary child of
     /// `udp/endpoints`, asked for without waiting. Refused when the cap is
     /// reached, while backing off after EMFILE, or when no dialer is left.
-    pub fn start(&self, flow: NewFlow) -> Result<Handle, (Refused, Vec<Datagram>)> {
+    pub fn start(self: &Arc<Self>, flow: NewFlow) -> Result<Handle, (Refused, Vec<Datagram>)> {
         let refuse = |why, flow: NewFlow| Err((why, flow.datagrams));
         if self.now_ms() < self.fd_until_ms.load(Ordering::Relaxed) {
             return refuse(Refused::FdLimit, flow);
         }
-        self.fd_backoff_ms.store(0, Ordering::Relaxed);
         let Some(first) = flow.datagrams.first().map(|d| d.dst) else {
             return refuse(Refused::NoPath, flow);
         };
@@ -161,6 +165,7 @@ impl Relay {
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let queue = Arc::new(Queue::new(self.settings.queue));
+        let owned = Arc::new(AtomicBool::new(false));
         for datagram in flow.datagrams {
             queue.push(datagram);
         }
@@ -177,6 +182,17 @@ impl Relay {
             idle: flow.kind.idle(&self.settings.idle),
             live: self.live.clone(),
             metrics: self.metrics.clone(),
+            owned: owned.clone(),
+            relay: Arc::downgrade(self),
+        };
+        let unstarted = Unstarted {
+            key: flow.key,
+            id,
+            queue: queue.clone(),
+            events: args.events.clone(),
+            owned,
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
         };
         let spec = ChildSpec::worker(
             flow.key.name(id),
@@ -186,20 +202,18 @@ impl Relay {
         );
         self.metrics.created.inc();
         self.metrics.endpoints.inc();
-        if !self.add_child(spec) {
+        if !self.add_child(spec, unstarted) {
             // No endpoints supervisor (it is restarting): the flow's first
             // datagrams are lost, the next ones try again.
-            self.live.fetch_sub(1, Ordering::AcqRel);
-            self.metrics.endpoints.dec();
-            queue.close();
             return Err((Refused::NoPath, Vec::new()));
         }
         Ok(Handle { id, queue })
     }
 
     /// Asks the endpoints supervisor to start `spec`, without waiting for
-    /// its answer. False when there is no supervisor to ask.
-    fn add_child(&self, spec: ChildSpec) -> bool {
+    /// its answer. False (the flow given up) when there is no supervisor to
+    /// ask.
+    fn add_child(&self, spec: ChildSpec, unstarted: Unstarted) -> bool {
         for _ in 0..2 {
             let supervisor = match self.endpoints.load_full() {
                 Some(supervisor) => supervisor,
@@ -209,7 +223,7 @@ impl Relay {
                         self.endpoints.store(Some(actor.clone()));
                         actor
                     }
-                    None => return false,
+                    None => break,
                 },
             };
             let (reply, answer) = ractor::concurrency::oneshot();
@@ -218,13 +232,10 @@ impl Relay {
                 RpcReplyPort::from(reply),
             )) {
                 Ok(()) => {
-                    // A child that failed to start never counts as live.
-                    let live = self.live.clone();
-                    let metrics = self.metrics.clone();
+                    // A child that never started gives the flow up here.
                     tokio::spawn(async move {
                         if !matches!(answer.await, Ok(Ok(_))) {
-                            live.fetch_sub(1, Ordering::AcqRel);
-                            metrics.endpoints.dec();
+                            unstarted.give_up();
                         }
                     });
                     return true;
@@ -233,7 +244,45 @@ impl Relay {
                 Err(_) => self.endpoints.store(None),
             }
         }
+        unstarted.give_up();
         false
+    }
+}
+
+/// A flow whose endpoint was asked for but may never start (its
+/// supervisor died first). Whoever comes first owns the flow: the
+/// endpoint's `pre_start`, or `give_up`, which uncounts it, closes its
+/// queue and tells the inbound, exactly once.
+struct Unstarted {
+    key: FlowKey,
+    id: u64,
+    queue: Arc<Queue>,
+    events: mpsc::Sender<Event>,
+    owned: Arc<AtomicBool>,
+    live: Arc<AtomicUsize>,
+    metrics: Arc<UdpMetrics>,
+}
+
+impl Unstarted {
+    fn give_up(self) {
+        if self.owned.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.endpoints.dec();
+        for _ in self.queue.close() {
+            self.metrics.dropped(metrics::Dropped::SendFailed);
+        }
+        if self
+            .events
+            .try_send(Event::Gone {
+                key: self.key,
+                id: self.id,
+            })
+            .is_err()
+        {
+            self.metrics.dropped(metrics::Dropped::EventLost);
+        }
     }
 }
 

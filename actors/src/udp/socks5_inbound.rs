@@ -183,7 +183,7 @@ async fn control(
     // An unspecified listen address answers with the address the client
     // reached.
     let bound = match (relay_addr.ip().is_unspecified(), stream.local_addr()) {
-        (true, Ok(local)) => SocketAddr::new(local.ip(), relay_addr.port()),
+        (true, Ok(local)) => SocketAddr::new(local.ip().to_canonical(), relay_addr.port()),
         _ => relay_addr,
     };
     if socks5::reply(&mut stream, Ok(bound)).await.is_ok() {
@@ -210,7 +210,7 @@ pub async fn relay_loop(
             received = socket.recv_from(&mut buf) => match received {
                 Ok((n, client)) => {
                     if !associations.admit(client) {
-                        flows.metrics().dropped(Dropped::Malformed);
+                        flows.metrics().dropped(Dropped::Unassociated);
                         continue;
                     }
                     match socks5::decapsulate(&buf[..n]) {

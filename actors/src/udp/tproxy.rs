@@ -144,7 +144,8 @@ pub async fn receive_loop(
                     let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
                     return;
                 }
-                loop {
+                // A bounded turn: endpoint events must not starve.
+                for _ in 0..256 {
                     match socket.try_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) {
                         Ok((n, client, original)) => {
                             // Captured on its way to one of ward's own DNS
