@@ -298,3 +298,43 @@ fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
     );
     assert!(clients[1].echo(echo, 99));
 }
+
+#[test]
+fn flows_survive_their_node_resetting_the_association_control_connections() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let lab = lab("");
+    let clients: Vec<Client> = (0..3).map(|_| Client::new()).collect();
+    for client in &clients {
+        assert!(client.echo(lab.inbound, 0));
+    }
+    let node = lab.nodes[0].addr();
+    let inbound = lab.inbound;
+    let lost = std::thread::scope(|scope| {
+        let flows: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                scope.spawn(move || {
+                    (1..=30)
+                        .filter(|&i| {
+                            std::thread::sleep(Duration::from_millis(20));
+                            !client.echo(inbound, i)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(150));
+        // The node stays up; the control connections of its associations
+        // are destroyed (a reset, as a middlebox or the node would do).
+        let reset = std::process::Command::new("ss")
+            .args(["-K", "-t", "dst", &node.to_string()])
+            .output()
+            .unwrap();
+        assert!(reset.status.success());
+        flows.into_iter().map(|f| f.join().unwrap()).collect::<Vec<_>>()
+    });
+    assert!(lost.iter().all(|&n| n <= 1), "lost per flow: {lost:?}\n{}", lab.ward.log());
+    assert_eq!(metric(&lab.ward, "ward_udp_failovers_total"), 3.0, "one failover per flow");
+}
