@@ -333,8 +333,19 @@ fn flows_survive_their_node_resetting_the_association_control_connections() {
             .output()
             .unwrap();
         assert!(reset.status.success());
-        flows.into_iter().map(|f| f.join().unwrap()).collect::<Vec<_>>()
+        flows
+            .into_iter()
+            .map(|f| f.join().unwrap())
+            .collect::<Vec<_>>()
     });
-    assert!(lost.iter().all(|&n| n <= 1), "lost per flow: {lost:?}\n{}", lab.ward.log());
-    assert_eq!(metric(&lab.ward, "ward_udp_failovers_total"), 3.0, "one failover per flow");
+    assert!(
+        lost.iter().all(|&n| n <= 1),
+        "lost per flow: {lost:?}\n{}",
+        lab.ward.log()
+    );
+    assert_eq!(
+        metric(&lab.ward, "ward_udp_failovers_total"),
+        3.0,
+        "one failover per flow"
+    );
 }

@@ -387,6 +387,21 @@ impl UdpSession {
         self.socket.try_send(&datagram).map(drop)
     }
 
+    /// Sends one datagram to `dst` now, straight to the socket (no task
+    /// wake-up): `WouldBlock` when its buffer is full.
+    pub fn send_now(&self, payload: &[u8], dst: SocketAddr) -> io::Result<()> {
+        let socket = socket2::SockRef::from(&self.socket);
+        if self.relayed {
+            let mut datagram = Vec::with_capacity(payload.len() + 22);
+            socks5::encapsulate(&TargetAddr::Ip(dst), payload, &mut datagram);
+            return socket.send(&datagram).map(drop);
+        }
+        match &self.target {
+            Some(_) => socket.send(payload).map(drop),
+            None => socket.send_to(payload, &dst.into()).map(drop),
+        }
+    }
+
     /// Sends one datagram to `dst` (waiting for room in the socket buffer).
     pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> io::Result<()> {
         if self.relayed {

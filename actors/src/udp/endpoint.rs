@@ -189,6 +189,9 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
         Err(failure) => return Err(failed(a, &dialer, &failure, Vec::new())),
     };
     let mut control = session.take_control();
+    let session = Arc::new(session);
+    // From now on the inbound may send straight into the session.
+    a.queue.set_direct(Some(session.clone()));
     let mut last = Instant::now();
     let mut sent: Option<(Instant, Datagram)> = None;
     let recent = |sent: &Option<(Instant, Datagram)>| {
@@ -199,9 +202,15 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
     };
     loop {
         tokio::select! {
-            datagram = a.queue.pop() => {
-                let Some(datagram) = datagram else { return Ok(()) };
-                match session.send_to(&datagram.bytes, datagram.dst).await {
+            item = a.queue.pop() => {
+                let Some((datagram, direct_failure)) = item else { return Ok(()) };
+                // A direct send by the inbound that failed: judged here,
+                // and never written again.
+                let sent_now = match direct_failure {
+                    Some(e) => Err(e),
+                    None => session.send_to(&datagram.bytes, datagram.dst).await,
+                };
+                match sent_now {
                     Ok(()) => {
                         a.metrics.upstream.inc();
                         last = Instant::now();
@@ -241,7 +250,13 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                 dialer.report_failure(Track::Udp, &failure);
                 return Err(failed(a, &dialer, &failure, recent(&sent)));
             }
-            () = tokio::time::sleep_until((last + a.idle).into()) => return Ok(()),
+            () = tokio::time::sleep_until((last + a.idle).into()) => {
+                // The inbound may have kept the flow busy on its own.
+                match a.queue.touched() {
+                    Some(touched) if touched > last => last = touched,
+                    _ => return Ok(()),
+                }
+            }
         }
     }
 }

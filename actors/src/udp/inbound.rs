@@ -23,7 +23,7 @@ use ward_supervision::{TaskGuard, TaskScope};
 use super::endpoint::{Reply, MAX_RETRIES};
 use super::flow::{is_quic_initial, FlowKey, FlowKind};
 use super::metrics::Dropped;
-use super::queue::{Datagram, Pushed};
+use super::queue::{Datagram, Direct, Pushed};
 use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
 use super::tproxy;
@@ -48,7 +48,7 @@ const MAX_DATAGRAM: usize = 65_507;
 pub struct Flows {
     relay: Arc<Relay>,
     reply: Arc<dyn Reply>,
-    table: HashMap<FlowKey, Handle>,
+    table: HashMap<FlowKey, Handle, foldhash::fast::RandomState>,
     events: mpsc::Sender<Event>,
     /// Flows whose path failed lately: the dialers they must avoid and the
     /// retries they used, kept for whichever endpoint takes the flow next.
@@ -61,7 +61,7 @@ impl Flows {
         let flows = Flows {
             relay,
             reply,
-            table: HashMap::new(),
+            table: HashMap::default(),
             events,
             failed: HashMap::new(),
         };
@@ -70,10 +70,6 @@ impl Flows {
 
     /// A datagram from `client` to `dst`.
     pub fn datagram(&mut self, client: SocketAddr, dst: SocketAddr, bytes: &[u8]) {
-        let datagram = Datagram {
-            dst,
-            bytes: bytes.to_vec(),
-        };
         // A QUIC connection keeps its own endpoint; everything else from a
         // source shares one (full-cone).
         let quic = FlowKey {
@@ -89,16 +85,41 @@ impl Flows {
             quic
         };
         let datagram = match self.table.get(&key) {
-            Some(handle) => match handle.queue.push(datagram) {
-                Pushed::Queued => return,
-                Pushed::DroppedOldest => {
-                    self.relay.metrics.dropped(Dropped::QueueFull);
-                    return;
+            Some(handle) => {
+                let datagram = match handle.queue.send_direct(bytes, dst) {
+                    Direct::Sent => {
+                        self.relay.metrics.upstream.inc();
+                        return;
+                    }
+                    Direct::Queue => Datagram {
+                        dst,
+                        bytes: bytes.to_vec(),
+                    },
+                    Direct::Failed(error) => {
+                        let datagram = Datagram {
+                            dst,
+                            bytes: bytes.to_vec(),
+                        };
+                        match handle.queue.push_failed(datagram, error) {
+                            Pushed::Closed(datagram) => datagram,
+                            _ => return,
+                        }
+                    }
+                };
+                match handle.queue.push(datagram) {
+                    Pushed::Queued => return,
+                    Pushed::DroppedOldest => {
+                        self.relay.metrics.dropped(Dropped::QueueFull);
+                        return;
+                    }
+                    // Its endpoint just ended: start another.
+                    Pushed::Closed(datagram) => datagram,
                 }
-                // Its endpoint just ended: start another.
-                Pushed::Closed(datagram) => datagram,
+            }
+            None => Datagram {
+                dst,
+                bytes: bytes.to_vec(),
             },
-            None => datagram,
         };
         let kind = FlowKind::of(&datagram.bytes, dst);
         let (exclude, retries) = self.failed_lately(&key);

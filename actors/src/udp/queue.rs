@@ -1,13 +1,24 @@
 //! The bounded queue between an inbound's receive loop and one endpoint:
 //! pushing never waits; when full, the oldest datagram is dropped (a
 //! real-time flow wants the newest), and the drop is counted by the caller.
+//!
+//! Once the endpoint's session is open it is published here too: while the
+//! queue is empty the inbound sends straight into the session (a
+//! non-blocking system call, no task wake-up) and only a failure or a full
+//! socket buffer goes through the queue, so the endpoint alone decides
+//! what a failure means and never writes into a failed path again.
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
+
+use crate::dialer::UdpSession;
 
 /// One datagram from a client, with where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,11 +27,29 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
+/// A queued datagram, or one whose direct send already failed (with why).
+pub type Item = (Datagram, Option<io::Error>);
+
 pub struct Queue {
-    items: Mutex<VecDeque<Datagram>>,
+    items: Mutex<VecDeque<Item>>,
     ready: Notify,
     closed: AtomicBool,
     cap: usize,
+    /// The endpoint's open session, for direct sends.
+    direct: ArcSwapOption<UdpSession>,
+    /// When the inbound last sent directly (ms since `epoch`).
+    touched_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// What a direct send did.
+pub enum Direct {
+    Sent,
+    /// No session yet, datagrams waiting, or the socket buffer full: queue
+    /// it.
+    Queue,
+    /// The send failed: the endpoint must hear it.
+    Failed(io::Error),
 }
 
 /// What a push did.
@@ -40,17 +69,29 @@ impl Queue {
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             cap: cap.max(1),
+            direct: ArcSwapOption::empty(),
+            touched_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Datagram>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Item>> {
         self.items.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push(&self, datagram: Datagram) -> Pushed {
+        self.push_item((datagram, None))
+    }
+
+    /// Hands the endpoint a datagram whose direct send failed.
+    pub fn push_failed(&self, datagram: Datagram, error: io::Error) -> Pushed {
+        self.push_item((datagram, Some(error)))
+    }
+
+    fn push_item(&self, item: Item) -> Pushed {
         let mut items = self.lock();
         if self.closed.load(Ordering::Acquire) {
-            return Pushed::Closed(datagram);
+            return Pushed::Closed(item.0);
         }
         let dropped = if items.len() >= self.cap {
             items.pop_front();
@@ -58,7 +99,7 @@ impl Queue {
         } else {
             false
         };
-        items.push_back(datagram);
+        items.push_back(item);
         drop(items);
         self.ready.notify_one();
         if dropped {
@@ -68,9 +109,42 @@ impl Queue {
         }
     }
 
-    /// The next datagram, waiting for one; `None` once the queue is closed.
+    /// Sends `bytes` to `dst` through the endpoint's session when it is
+    /// open and nothing is waiting before it.
+    pub fn send_direct(&self, bytes: &[u8], dst: SocketAddr) -> Direct {
+        let Some(session) = self.direct.load_full() else {
+            return Direct::Queue;
+        };
+        if !self.lock().is_empty() {
+            return Direct::Queue;
+        }
+        match session.send_now(bytes, dst) {
+            Ok(()) => {
+                let now = self.epoch.elapsed().as_millis() as u64;
+                self.touched_ms.store(now, Ordering::Relaxed);
+                Direct::Sent
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Direct::Queue,
+            Err(e) => Direct::Failed(e),
+        }
+    }
+
+    /// Publishes (or withdraws) the endpoint's session for direct sends.
+    pub fn set_direct(&self, session: Option<Arc<UdpSession>>) {
+        self.direct.store(session);
+    }
+
+    /// When the inbound last sent directly.
+    pub fn touched(&self) -> Option<Instant> {
+        match self.touched_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.epoch + Duration::from_millis(ms)),
+        }
+    }
+
+    /// The next item, waiting for one; `None` once the queue is closed.
     /// Cancel-safe.
-    pub async fn pop(&self) -> Option<Datagram> {
+    pub async fn pop(&self) -> Option<Item> {
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
@@ -91,9 +165,10 @@ impl Queue {
     /// Closes the queue (later pushes are refused, a waiting `pop` returns
     /// `None`) and hands back what was still waiting.
     pub fn close(&self) -> Vec<Datagram> {
+        self.direct.store(None);
         let mut items = self.lock();
         self.closed.store(true, Ordering::Release);
-        let left = items.drain(..).collect();
+        let left = items.drain(..).map(|(datagram, _)| datagram).collect();
         drop(items);
         self.ready.notify_waiters();
         left
@@ -121,7 +196,7 @@ mod tests {
         assert_eq!(q.push(d(1)), Pushed::Queued);
         assert_eq!(q.push(d(2)), Pushed::Queued);
         assert_eq!(q.push(d(3)), Pushed::DroppedOldest);
-        assert_eq!(q.pop().await, Some(d(2)));
+        assert_eq!(q.pop().await.map(|(d, _)| d), Some(d(2)));
         assert_eq!(q.close(), vec![d(3)]);
         assert_eq!(q.push(d(4)), Pushed::Closed(d(4)));
         assert!(q.is_closed());
@@ -136,13 +211,16 @@ mod tests {
         });
         tokio::task::yield_now().await;
         q.push(d(7));
-        assert_eq!(waiting.await.unwrap(), Some(d(7)));
+        assert_eq!(waiting.await.unwrap().map(|(d, _)| d), Some(d(7)));
         let waiting = tokio::spawn({
             let q = q.clone();
             async move { q.pop().await }
         });
         tokio::task::yield_now().await;
         q.close();
-        assert_eq!(waiting.await.unwrap(), None, "closing wakes a waiting pop");
+        assert!(
+            waiting.await.unwrap().is_none(),
+            "closing wakes a waiting pop"
+        );
     }
 }
