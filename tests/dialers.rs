@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::dns::{answers, free_port, kdig, tools_present, Knot};
 use support::socks::{close_wait, established_to, Dante, NoContent};
-use support::{eventually, Ward};
+use support::{eventually, while_flowing, Ward};
 
 const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
 
@@ -93,7 +93,7 @@ fn group_choice(ward: &Ward, track: &str) -> Option<String> {
 
 /// One query for a name no cache holds, the way a stub asks: UDP, one
 /// retry after 2 s.
-fn ask(dns: SocketAddr, i: usize) -> bool {
+fn ask(dns: SocketAddr, i: u32) -> bool {
     let name = format!("q{i}-{}.load.test", std::process::id());
     kdig(dns, &name, "A", &["+retry=1"]).is_some_and(|reply| answers(&reply) == ["192.0.2.3"])
 }
@@ -115,31 +115,26 @@ fn failover(scheme: &str, track: &str) {
     assert!(up(&lab.ward, "n1", track) && up(&lab.ward, "n2", track));
 
     // The node in use dies while queries flow.
-    let dns = lab.dns;
-    let lost = std::thread::scope(|scope| {
-        let asking = scope.spawn(move || {
-            (1..=40)
-                .filter(|&i| {
-                    std::thread::sleep(Duration::from_millis(10));
-                    !ask(dns, i)
-                })
-                .collect::<Vec<_>>()
-        });
-        std::thread::sleep(Duration::from_millis(100));
-        lab.nodes[0].kill();
-        let killed = Instant::now();
-        // Its traffic fails at once (the tunnels close); that failure, or
-        // the re-probe it triggers, marks it down within one probe timeout.
-        eventually("n1 marked down", Duration::from_secs(1), || {
-            (!up(&lab.ward, "n1", track)).then_some(())
-        });
-        // No socket of ward's to the dead node waits in CLOSE-WAIT past 1 s.
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
-        assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
-        asking.join().unwrap()
-    });
+    let lost = while_flowing(
+        &[lab.dns],
+        40,
+        |dns, i| ask(*dns, i),
+        || {
+            std::thread::sleep(Duration::from_millis(100));
+            lab.nodes[0].kill();
+            let killed = Instant::now();
+            // Its traffic fails at once (the tunnels close); that failure, or
+            // the re-probe it triggers, marks it down within one probe timeout.
+            eventually("n1 marked down", Duration::from_secs(1), || {
+                (!up(&lab.ward, "n1", track)).then_some(())
+            });
+            // No socket of ward's to the dead node waits in CLOSE-WAIT past 1 s.
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
+            assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
+        },
+    );
     assert!(
-        lost.is_empty(),
+        lost == [0],
         "queries lost across the kill: {lost:?}\n{}",
         lab.ward.log()
     );
@@ -201,28 +196,23 @@ fn connections_reset(scheme: &str, track: &str) {
     let pid = lab.ward.pid();
     assert!(ask(lab.dns, 0));
     let node = lab.nodes[0].addr();
-    let dns = lab.dns;
-    let lost = std::thread::scope(|scope| {
-        let asking = scope.spawn(move || {
-            (1..=40)
-                .filter(|&i| {
-                    std::thread::sleep(Duration::from_millis(10));
-                    !ask(dns, i)
-                })
-                .collect::<Vec<_>>()
-        });
-        for _ in 0..2 {
-            std::thread::sleep(Duration::from_millis(150));
-            let reset = std::process::Command::new("ss")
-                .args(["-K", "-t", "dst", &node.to_string()])
-                .output()
-                .expect("ss runs");
-            assert!(reset.status.success(), "{reset:?}");
-        }
-        asking.join().unwrap()
-    });
+    let lost = while_flowing(
+        &[lab.dns],
+        40,
+        |dns, i| ask(*dns, i),
+        || {
+            for _ in 0..2 {
+                std::thread::sleep(Duration::from_millis(150));
+                let reset = std::process::Command::new("ss")
+                    .args(["-K", "-t", "dst", &node.to_string()])
+                    .output()
+                    .expect("ss runs");
+                assert!(reset.status.success(), "{reset:?}");
+            }
+        },
+    );
     assert!(
-        lost.is_empty(),
+        lost == [0],
         "queries lost across the resets: {lost:?}\n{}",
         lab.ward.log()
     );
@@ -268,7 +258,7 @@ fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
     assert_eq!(last["stage"], "proxy_handshake", "{last}");
     // The next queries move the upstream's sessions to n2.
     assert!(ask(lab.dns, 1), "{}", lab.ward.log());
-    let lost: Vec<usize> = (2..=10).filter(|&i| !ask(lab.dns, i)).collect();
+    let lost: Vec<u32> = (2..=10).filter(|&i| !ask(lab.dns, i)).collect();
     assert!(lost.is_empty(), "lost after the move: {lost:?}");
     assert_eq!(group_choice(&lab.ward, "udp").as_deref(), Some("n2"));
     assert!(established_to(lab.ward.pid(), lab.nodes[1].addr()) > 0);

@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{close_wait, Dante, NoContent};
 use support::udp::{Client, Echo};
-use support::{eventually, walk, Ward};
+use support::{eventually, walk, while_flowing, Ward};
 
 const TOOLS: [&str; 2] = ["danted", "ss"];
 
@@ -87,30 +87,18 @@ fn flows_move_to_the_other_node_when_the_node_in_use_dies() {
     assert_eq!(endpoints(&lab.ward).len(), 4, "one endpoint per client");
 
     let inbound = lab.inbound;
-    let lost = std::thread::scope(|scope| {
-        let flows: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                scope.spawn(move || {
-                    (1..=40)
-                        .filter(|&i| {
-                            std::thread::sleep(Duration::from_millis(20));
-                            !client.echo(inbound, i)
-                        })
-                        .count()
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(200));
-        lab.nodes[0].kill();
-        let killed = Instant::now();
-        std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
-        assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
-        flows
-            .into_iter()
-            .map(|f| f.join().unwrap())
-            .collect::<Vec<_>>()
-    });
+    let lost = while_flowing(
+        &clients,
+        40,
+        |client, i| client.echo(inbound, i),
+        || {
+            std::thread::sleep(Duration::from_millis(200));
+            lab.nodes[0].kill();
+            let killed = Instant::now();
+            std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
+            assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
+        },
+    );
     assert!(
         lost.iter().all(|&n| n <= 1),
         "each flow loses at most one datagram: {lost:?}\n{}",
@@ -261,27 +249,15 @@ fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
         "no flow for a stranger"
     );
 
-    let lost = std::thread::scope(|scope| {
-        let flows: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                scope.spawn(move || {
-                    (1..=30)
-                        .filter(|&i| {
-                            std::thread::sleep(Duration::from_millis(20));
-                            !client.echo(echo, i)
-                        })
-                        .count()
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(150));
-        lab.nodes[0].kill();
-        flows
-            .into_iter()
-            .map(|f| f.join().unwrap())
-            .collect::<Vec<_>>()
-    });
+    let lost = while_flowing(
+        &clients,
+        30,
+        |client, i| client.echo(echo, i),
+        || {
+            std::thread::sleep(Duration::from_millis(150));
+            lab.nodes[0].kill();
+        },
+    );
     assert!(
         lost.iter().all(|&n| n <= 1),
         "lost per flow: {lost:?}\n{}",
@@ -311,33 +287,21 @@ fn flows_survive_their_node_resetting_the_association_control_connections() {
     }
     let node = lab.nodes[0].addr();
     let inbound = lab.inbound;
-    let lost = std::thread::scope(|scope| {
-        let flows: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                scope.spawn(move || {
-                    (1..=30)
-                        .filter(|&i| {
-                            std::thread::sleep(Duration::from_millis(20));
-                            !client.echo(inbound, i)
-                        })
-                        .count()
-                })
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(150));
-        // The node stays up; the control connections of its associations
-        // are destroyed (a reset, as a middlebox or the node would do).
-        let reset = std::process::Command::new("ss")
-            .args(["-K", "-t", "dst", &node.to_string()])
-            .output()
-            .unwrap();
-        assert!(reset.status.success());
-        flows
-            .into_iter()
-            .map(|f| f.join().unwrap())
-            .collect::<Vec<_>>()
-    });
+    let lost = while_flowing(
+        &clients,
+        30,
+        |client, i| client.echo(inbound, i),
+        || {
+            std::thread::sleep(Duration::from_millis(150));
+            // The node stays up; the control connections of its associations
+            // are destroyed (a reset, as a middlebox or the node would do).
+            let reset = std::process::Command::new("ss")
+                .args(["-K", "-t", "dst", &node.to_string()])
+                .output()
+                .unwrap();
+            assert!(reset.status.success());
+        },
+    );
     assert!(
         lost.iter().all(|&n| n <= 1),
         "lost per flow: {lost:?}\n{}",

@@ -21,7 +21,7 @@ use hickory_proto::rr::RecordType;
 use support::dns::{query, tools_present};
 use support::netns::{link, Netns};
 use support::socks::Dante;
-use support::Ward;
+use support::{while_flowing, Ward};
 
 const TPROXY_PORT: u16 = 12345;
 const ECHO: &str = "10.77.2.2:9000";
@@ -131,20 +131,7 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         );
     }
 
-    let lost = std::thread::scope(|scope| {
-        let flows: Vec<_> = clients
-            .iter()
-            .map(|client| {
-                scope.spawn(move || {
-                    (1..=40)
-                        .filter(|&i| {
-                            std::thread::sleep(Duration::from_millis(20));
-                            !echo(client, i)
-                        })
-                        .count()
-                })
-            })
-            .collect();
+    let lost = while_flowing(&clients, 40, echo, || {
         std::thread::sleep(Duration::from_millis(200));
         nodes[0].kill();
         let killed = Instant::now();
@@ -154,10 +141,6 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
             !waiting.contains("10.77.2.2:1081"),
             "CLOSE-WAIT to n1: {waiting}"
         );
-        flows
-            .into_iter()
-            .map(|f| f.join().unwrap())
-            .collect::<Vec<_>>()
     });
     assert!(
         lost.iter().all(|&n| n <= 1),

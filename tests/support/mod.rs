@@ -229,3 +229,32 @@ pub fn walk(node: &Value) -> Vec<Value> {
     }
     out
 }
+
+/// Runs `flow(client, i)` for `i` in `1..=count` on every client at once,
+/// one every 20 ms, while `during` runs on this thread; how many of each
+/// client's exchanges failed.
+pub fn while_flowing<C: Sync>(
+    clients: &[C],
+    count: u32,
+    flow: impl Fn(&C, u32) -> bool + Sync,
+    during: impl FnOnce(),
+) -> Vec<usize> {
+    std::thread::scope(|scope| {
+        let flow = &flow;
+        let running: Vec<_> = clients
+            .iter()
+            .map(|client| {
+                scope.spawn(move || {
+                    (1..=count)
+                        .filter(|&i| {
+                            std::thread::sleep(Duration::from_millis(20));
+                            !flow(client, i)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        during();
+        running.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
