@@ -9,18 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-missing=()
 pkgs=(dnsperf knot knot-dnsutils unbound dnsmasq-base)
 [ "${1:-}" = --syscalls ] && pkgs+=(linux-perf)
-for pkg in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
-        || { DEBIAN_FRONTEND=noninteractive apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; }
-fi
+scripts/ensure-packages.sh "${pkgs[@]}"
 cargo build --release --locked
 [ "${1:-}" = --syscalls ] && exec python3 scripts/syscalls_dns.py
 exec python3 scripts/bench_dns.py "$@"

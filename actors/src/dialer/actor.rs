@@ -485,6 +485,15 @@ mod tests {
         ))
     }
 
+    /// The dialer's actor; `periodic` as for a group member.
+    async fn spawn(d: &Arc<Dialer>, periodic: bool) -> ActorRef<DialerMsg> {
+        let args = DialerArgs {
+            dialer: d.clone(),
+            periodic,
+        };
+        Actor::spawn(None, DialerActor, args).await.unwrap().0
+    }
+
     fn url(addr: SocketAddr) -> Option<HttpUrl> {
         Some(HttpUrl::parse(&format!("http://{addr}/generate_204")).unwrap())
     }
@@ -519,11 +528,7 @@ mod tests {
             tcp_url: url(server),
             ..HealthSettings::default()
         });
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: true,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, true).await;
         let tcp = d.health(Track::Tcp);
         until("the first probe measured", || tcp.last_latency().is_some()).await;
         assert!(tcp.is_up());
@@ -551,11 +556,7 @@ mod tests {
             up_after: 1,
             ..HealthSettings::default()
         });
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: false,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, false).await;
         let tcp = d.health(Track::Tcp);
         assert!(
             tcp.last_latency().is_none(),
@@ -575,11 +576,7 @@ mod tests {
     #[tokio::test]
     async fn without_a_probe_target_a_down_track_is_let_back_up_for_traffic_to_try() {
         let d = direct(HealthSettings::default());
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: true,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, true).await;
         let udp = d.health(Track::Udp);
         let started = Instant::now();
         d.report_failure(Track::Udp, &path_failure());
@@ -606,11 +603,7 @@ mod tests {
             up_after: 1,
             ..HealthSettings::default()
         });
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: false,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, false).await;
         let tcp = d.health(Track::Tcp);
         d.report_failure(Track::Tcp, &path_failure());
         until("up after one good probe", || tcp.is_up()).await;
@@ -633,11 +626,7 @@ mod tests {
             tcp_url: url(server),
             ..HealthSettings::default()
         });
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: false,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, false).await;
         for _ in 0..200 {
             d.report_failure(Track::Tcp, &path_failure());
         }
@@ -659,11 +648,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_that_could_not_be_reached_comes_back_on_both_tracks() {
         let d = direct(HealthSettings::default());
-        let args = DialerArgs {
-            dialer: d.clone(),
-            periodic: true,
-        };
-        let (actor, _) = Actor::spawn(None, DialerActor, args).await.unwrap();
+        let actor = spawn(&d, true).await;
         let unreachable = Failure {
             stage: Stage::ProxyConnect,
             ..path_failure()
