@@ -25,9 +25,10 @@ use support::{while_flowing, Ward};
 
 const TPROXY_PORT: u16 = 12345;
 const ECHO: &str = "10.77.2.2:9000";
+const ECHO6: &str = "[fd77:2::2]:9000";
 
-fn echo_server(ns: &Netns, stop: Arc<AtomicBool>) {
-    let socket = ns.enter(|| UdpSocket::bind(ECHO).unwrap());
+fn echo_server(ns: &Netns, at: &'static str, stop: Arc<AtomicBool>) {
+    let socket = ns.enter(move || UdpSocket::bind(at).unwrap());
     socket
         .set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
@@ -44,7 +45,11 @@ fn echo_server(ns: &Netns, stop: Arc<AtomicBool>) {
 /// Sends `i` to the echo server and waits for it, checking it comes back
 /// from the echo server's address.
 fn echo(client: &UdpSocket, i: u32) -> bool {
-    let to: SocketAddr = ECHO.parse().unwrap();
+    echo_to(client, ECHO, i)
+}
+
+fn echo_to(client: &UdpSocket, to: &str, i: u32) -> bool {
+    let to: SocketAddr = to.parse().unwrap();
     let sent = format!("datagram {i}");
     client.send_to(sent.as_bytes(), to).unwrap();
     let mut buf = [0u8; 2048];
@@ -69,14 +74,29 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         return;
     }
     let (client_ns, router, upstream) = (Netns::new("wc"), Netns::new("wr"), Netns::new("wu"));
-    link(&client_ns, "10.77.1.2/24", &router, "10.77.1.1/24", "c");
-    link(&router, "10.77.2.1/24", &upstream, "10.77.2.2/24", "u");
+    let (client_if, router_c) = link(&client_ns, "10.77.1.2/24", &router, "10.77.1.1/24", "c");
+    let (router_u, upstream_if) = link(&router, "10.77.2.1/24", &upstream, "10.77.2.2/24", "u");
+    for (ns, addr, dev) in [
+        (&client_ns, "fd77:1::2/64", &client_if),
+        (&router, "fd77:1::1/64", &router_c),
+        (&router, "fd77:2::1/64", &router_u),
+        (&upstream, "fd77:2::2/64", &upstream_if),
+    ] {
+        ns.exec(&["ip", "-6", "addr", "add", addr, "dev", dev, "nodad"]);
+    }
     client_ns.exec(&["ip", "route", "add", "default", "via", "10.77.1.1"]);
     upstream.exec(&["ip", "route", "add", "default", "via", "10.77.2.1"]);
+    client_ns.exec(&["ip", "-6", "route", "add", "default", "via", "fd77:1::1"]);
+    upstream.exec(&["ip", "-6", "route", "add", "default", "via", "fd77:2::1"]);
     router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     // The rules a router uses (docs/operations.md): datagrams for other
     // hosts go to ward's tproxy socket; local destinations are left alone.
     router.exec(&["ip", "rule", "add", "fwmark", "1", "lookup", "100"]);
+    router.exec(&["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100"]);
+    router.exec(&[
+        "ip", "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100",
+    ]);
     router.exec(&[
         "ip",
         "route",
@@ -89,15 +109,17 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         "100",
     ]);
     let rules = format!(
-        "table ip ward {{\n chain prerouting {{\n  type filter hook prerouting priority mangle; policy accept;\n\
-         fib daddr type local accept\n  meta l4proto udp tproxy to :{TPROXY_PORT} meta mark set 1 accept\n }}\n}}\n"
+        "table inet ward {{\n chain prerouting {{\n  type filter hook prerouting priority mangle; policy accept;\n\
+         fib daddr type local accept\n  meta l4proto udp tproxy ip to :{TPROXY_PORT} meta mark set 1 accept\n\
+         meta l4proto udp tproxy ip6 to :{TPROXY_PORT} meta mark set 1 accept\n }}\n}}\n"
     );
     let rules_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(rules_file.path(), rules).unwrap();
     router.exec(&["nft", "-f", rules_file.path().to_str().unwrap()]);
 
     let stop = Arc::new(AtomicBool::new(false));
-    echo_server(&upstream, stop.clone());
+    echo_server(&upstream, ECHO, stop.clone());
+    echo_server(&upstream, ECHO6, stop.clone());
     let mut nodes = [
         Dante::start_at(Some(&upstream.name), [10, 77, 2, 2].into(), 1081),
         Dante::start_at(Some(&upstream.name), [10, 77, 2, 2].into(), 1082),
@@ -109,7 +131,8 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
              groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
              dns: (listen: [\"10.77.1.1:53\"], upstreams: {{ \"up\": (url: \"udp://10.77.2.2:53\") }}, default: [\"up\"],\n\
              records: [ (name: \"router.lan\", type: A, value: \"10.77.1.1\") ]),\n\
-             udp: (inbounds: [ Tproxy((listen: \"0.0.0.0:{TPROXY_PORT}\")) ], default: \"nodes\"),\n)\n",
+             udp: (inbounds: [ Tproxy((listen: \"0.0.0.0:{TPROXY_PORT}\")), Tproxy((listen: \"[::]:{TPROXY_PORT}\")) ],\n\
+             routes: [ (dst: [\"fd77::/16\"], to: \"direct\") ], default: \"nodes\"),\n)\n",
             dir.display()
         )
     });
@@ -172,18 +195,19 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
     // Rules that capture even traffic for the router itself: DNS to
     // ward's own address is still answered by ward, from its listener's
     // socket, without binding :53 again.
-    router.exec(&["nft", "flush", "chain", "ip", "ward", "prerouting"]);
+    router.exec(&["nft", "flush", "chain", "inet", "ward", "prerouting"]);
     router.exec(&[
         "nft",
         "add",
         "rule",
-        "ip",
+        "inet",
         "ward",
         "prerouting",
         "meta",
         "l4proto",
         "udp",
         "tproxy",
+        "ip",
         "to",
         &format!(":{TPROXY_PORT}"),
         "meta",
@@ -210,6 +234,21 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         created,
         "not relayed: no flow for it"
     );
+
+    // IPv6 through the [::] inbound, routed direct: answered from the
+    // original IPv6 destination.
+    let client6 = client_ns.enter(|| UdpSocket::bind("[fd77:1::2]:0").unwrap());
+    client6
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    // Fresh links: the first IPv6 datagram may wait on neighbour
+    // discovery longer than the client's timeout.
+    assert!(
+        (1..=3).any(|i| echo_to(&client6, ECHO6, i)),
+        "IPv6 flow\n{}",
+        ward.log()
+    );
+    assert!(echo_to(&client6, ECHO6, 4) && echo_to(&client6, ECHO6, 5));
 
     // The flows told n1's dialer what happened to them.
     let reply = ward.request(r#"{"cmd":"dialers"}"#);

@@ -69,8 +69,9 @@ impl Drop for Netns {
     }
 }
 
-/// A veth pair between two namespaces with an address on each end.
-pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
+/// A veth pair between two namespaces with an address on each end; the
+/// interface names, a's first.
+pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) -> (String, String) {
     let (a_if, b_if) = (
         format!("{tag}a{}", std::process::id() % 100000),
         format!("{tag}b{}", std::process::id() % 100000),
@@ -83,4 +84,5 @@ pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) {
     a.exec(&["ip", "link", "set", &a_if, "up"]);
     b.exec(&["ip", "addr", "add", b_addr, "dev", &b_if]);
     b.exec(&["ip", "link", "set", &b_if, "up"]);
+    (a_if, b_if)
 }
