@@ -313,3 +313,38 @@ fn ctl_probe_without_probe_targets_says_so() {
         "{out:?}"
     );
 }
+
+#[test]
+fn an_upstream_whose_node_is_down_at_start_stays_up_and_serves_once_it_comes() {
+    if !tools_present(&TOOLS) {
+        return;
+    }
+    let knot = Knot::start("");
+    let port = free_port();
+    let (ward, dns) = ward_with_top(
+        &format!("dialers: {{ \"late\": Socks5((server: \"127.0.0.1:{port}\")) }},"),
+        &format!(
+            "upstreams: {{ \"up\": (url: \"udp://{}\", via: \"late\") }},\n        default: [\"up\"],",
+            knot.addr()
+        ),
+    );
+    // Started and running (not restarting in a loop), failing fast.
+    let node = ward.node("dns/upstreams/up").unwrap();
+    assert_eq!(node["status"], "running");
+    let started = Instant::now();
+    assert!(!ask(dns, 0));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a quick SERVFAIL, not a hang"
+    );
+    // The node appears: the upstream's sessions open on their own.
+    let _late = Dante::start_at(None, [127, 0, 0, 1].into(), port);
+    eventually("answers through the node", Duration::from_secs(10), || {
+        ask(dns, 1).then_some(())
+    });
+    assert_eq!(
+        ward.node("dns/upstreams/up").unwrap()["restarts"],
+        0,
+        "never restarted"
+    );
+}

@@ -38,6 +38,9 @@ const PROBE_FIRST: Duration = Duration::from_millis(500);
 const PROBE_MAX: Duration = Duration::from_secs(30);
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
+/// Retry delays of UDP sessions that could not be opened.
+const UDP_RETRY_MIN: Duration = Duration::from_millis(500);
+const UDP_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub enum UpstreamMsg {
     Query(UpstreamQuery),
@@ -50,6 +53,8 @@ pub enum UpstreamMsg {
     TransportFailed(String),
     /// The UDP sessions are open (or could not be).
     UdpReady(Result<Vec<UdpTransport>, String>),
+    /// Time to try opening the UDP sessions again.
+    RetryUdp,
     /// The dialer under the UDP sessions is down and another is up.
     DialerDown,
     Probe,
@@ -128,8 +133,12 @@ pub struct UpstreamState {
     probe_delay: Duration,
     probe_task: Option<TaskGuard>,
     tasks: TaskScope,
-    /// Opening (or reopening) the UDP sessions.
+    /// Where UDP queries go.
+    udp_servers: Vec<SocketAddr>,
+    /// Opening (or reopening) the UDP sessions, or waiting to retry.
     udp_opening: Option<TaskGuard>,
+    /// Consecutive failures to open them.
+    udp_failures: u32,
 }
 
 impl Actor for UpstreamActor {
@@ -151,7 +160,12 @@ impl Actor for UpstreamActor {
             args.slot.attach(myself.clone(), Arc::clone(&udp));
             None
         } else {
-            Some(open_udp(&args.slot, udp_servers, &args.tasks, &myself))
+            Some(open_udp(
+                &args.slot,
+                udp_servers.clone(),
+                &args.tasks,
+                &myself,
+            ))
         };
         let mut state = UpstreamState {
             attached: Attached {
@@ -171,7 +185,9 @@ impl Actor for UpstreamActor {
             probe_delay: PROBE_FIRST,
             probe_task: None,
             tasks: args.tasks,
+            udp_servers,
             udp_opening,
+            udp_failures: 0,
         };
         // Restarted while its upstream is down: keep probing it back.
         if !state.attached.slot.health.is_up() {
@@ -199,9 +215,40 @@ impl Actor for UpstreamActor {
             }
             UpstreamMsg::Probe => state.probe(&myself).await,
             UpstreamMsg::ProbeResult(ok) => state.probe_result(&myself, ok),
-            UpstreamMsg::UdpReady(opened) => {
+            UpstreamMsg::UdpReady(Err(e)) => {
+                // No route, no node, no descriptors: the upstream stays up
+                // (its TCP side, if any, works; UDP queries fail at once so
+                // the resolver moves on) and tries again, backing off.
+                state.udp_failures = state.udp_failures.saturating_add(1);
+                let delay = UDP_RETRY_MIN
+                    .saturating_mul(1 << state.udp_failures.min(10))
+                    .min(UDP_RETRY_MAX);
+                warn_throttled!(state.name(), upstream = %state.name(), error = %e,
+                    retry_in_ms = delay.as_millis() as u64, "cannot open the upstream's UDP sessions");
+                if state.attached.slot.restarting() {
+                    state
+                        .attached
+                        .slot
+                        .attach(myself.clone(), Arc::clone(&state.udp));
+                }
+                let me = myself.clone();
+                state.udp_opening = Some(TaskGuard::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    let _ = me.send_message(UpstreamMsg::RetryUdp);
+                }));
+            }
+            UpstreamMsg::RetryUdp => {
+                state.udp_opening = Some(open_udp(
+                    &state.attached.slot,
+                    state.udp_servers.clone(),
+                    &state.tasks,
+                    &myself,
+                ));
+            }
+            UpstreamMsg::UdpReady(Ok(opened)) => {
                 state.udp_opening = None;
-                let new = Arc::new(opened.map_err(|e| format!("cannot open UDP: {e}"))?);
+                state.udp_failures = 0;
+                let new = Arc::new(opened);
                 let old = std::mem::replace(&mut state.udp, new);
                 state
                     .attached
@@ -225,10 +272,9 @@ impl Actor for UpstreamActor {
                 // has another member up: move there. The old sessions serve
                 // until the new ones are ready.
                 if state.udp_opening.is_none() {
-                    let servers = state.udp.iter().map(|t| t.addr()).collect();
                     state.udp_opening = Some(open_udp(
                         &state.attached.slot,
-                        servers,
+                        state.udp_servers.clone(),
                         &state.tasks,
                         &myself,
                     ));

@@ -39,7 +39,6 @@ struct Link {
 
 /// Sessions to one address, through one dialer.
 pub struct UdpTransport {
-    addr: SocketAddr,
     links: Vec<Link>,
     next: AtomicUsize,
     dialer: Arc<Dialer>,
@@ -89,7 +88,6 @@ impl UdpTransport {
             });
         }
         Ok(UdpTransport {
-            addr,
             links,
             next: AtomicUsize::new(0),
             dialer,
@@ -97,11 +95,6 @@ impl UdpTransport {
             owner: owner.clone(),
             moving: AtomicBool::new(false),
         })
-    }
-
-    /// Where its queries go.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
     }
 
     /// The queries waiting for an answer, taken out (to be sent again on
