@@ -524,10 +524,9 @@ pub(crate) async fn resolve(server: &str) -> io::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dialer::socks5::testing::TestProxy;
+    use crate::dialer::socks5::testing::{tcp_echo, udp_echo, TestProxy};
     use crate::io_class::IoClass;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
 
     fn dialer(spec: DialerSpec) -> Dialer {
         Dialer::new(
@@ -544,38 +543,6 @@ mod tests {
             credentials: None,
             mark: None,
         })
-    }
-
-    /// A TCP echo server on loopback.
-    async fn tcp_echo() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 64];
-                    while let Ok(n) = stream.read(&mut buf).await {
-                        if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        });
-        addr
-    }
-
-    /// A UDP echo server on loopback.
-    async fn udp_echo() -> SocketAddr {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buf = [0u8; 1500];
-            while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-                let _ = socket.send_to(&buf[..n], from).await;
-            }
-        });
-        addr
     }
 
     async fn round_trip(stream: &mut TcpStream) {

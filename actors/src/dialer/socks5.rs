@@ -585,6 +585,34 @@ pub(crate) mod testing {
     /// The method selection that accepts none of the offered methods.
     pub(super) const METHOD_UNACCEPTABLE: u8 = 0xFF;
 
+    /// A TCP server on 127.0.0.1 that echoes every connection.
+    pub(crate) async fn tcp_echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let (mut reader, mut writer) = stream.split();
+                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// A UDP server on 127.0.0.1 that echoes every datagram.
+    pub(crate) async fn udp_echo() -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 65536];
+            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(&buf[..len], from).await;
+            }
+        });
+        addr
+    }
+
     /// A SOCKS5 server on 127.0.0.1 serving CONNECT and UDP ASSOCIATE.
     pub(crate) struct TestProxy {
         pub addr: SocketAddr,
@@ -921,7 +949,7 @@ mod tests {
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
 
-    use super::testing::{TestProxy, METHOD_UNACCEPTABLE};
+    use super::testing::{tcp_echo, udp_echo, TestProxy, METHOD_UNACCEPTABLE};
     use super::*;
 
     const BOUND: Duration = Duration::from_secs(2);
@@ -931,34 +959,6 @@ mod tests {
             username: username.into(),
             password: password.into(),
         }
-    }
-
-    /// A TCP server on 127.0.0.1 that echoes every connection.
-    async fn tcp_echo() -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let (mut reader, mut writer) = stream.split();
-                    let _ = tokio::io::copy(&mut reader, &mut writer).await;
-                });
-            }
-        });
-        addr
-    }
-
-    /// A UDP server on 127.0.0.1 that echoes every datagram.
-    async fn udp_echo() -> SocketAddr {
-        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = socket.local_addr().unwrap();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 65536];
-            while let Ok((len, from)) = socket.recv_from(&mut buf).await {
-                let _ = socket.send_to(&buf[..len], from).await;
-            }
-        });
-        addr
     }
 
     /// A fake proxy for one connection: for each scripted response it reads
