@@ -39,14 +39,28 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 
 fn force_buffer(socket: &Socket, option: libc::c_int) -> io::Result<()> {
     use std::os::fd::AsRawFd;
-    let size = UDP_RECV_BUFFER as libc::c_int;
-    // SAFETY: a valid fd, and an int option value of the declared size.
+    setsockopt_int(
+        socket.as_raw_fd(),
+        libc::SOL_SOCKET,
+        option,
+        UDP_RECV_BUFFER as libc::c_int,
+    )
+}
+
+/// Sets an int socket option socket2 does not offer.
+pub(crate) fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: the caller's fd, and an int option value of the declared size.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
+            fd,
+            level,
             option,
-            (&size as *const libc::c_int).cast(),
+            (&value as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use super::endpoint::Reply;
 use super::inbound::{Flows, InboundMsg};
 use super::Event;
+use crate::dns::sockets::setsockopt_int;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::warn_throttled;
 
@@ -30,29 +31,6 @@ const REPLY_IDLE: Duration = Duration::from_secs(60);
 /// A failed bind of a reply address is not tried again for this long.
 const BIND_RETRY: Duration = Duration::from_secs(5);
 const BUFFER: usize = 4 << 20;
-
-fn setsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    option: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: a valid fd and an int option value of the declared size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            option,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
 
 /// A UDP socket that may bind addresses that are not this host's and
 /// receive datagrams for them (needs CAP_NET_ADMIN).
