@@ -17,7 +17,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use support::dns::*;
-use support::{eventually, seed, walk, Rng, Ward};
+use support::{eventually, kill_at_random, seed, walk, Rng, Ward};
 
 const RUN: Duration = Duration::from_secs(20);
 const KILL_EVERY: Duration = Duration::from_millis(350);
@@ -94,34 +94,11 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
         })
         .collect();
 
-    let mut rng = Rng(seed());
-    let started = Instant::now();
-    let (mut kills, mut supervised_kills) = (0usize, 0usize);
-    for round in 1.. {
-        let due = started + KILL_EVERY * round;
-        if due > started + RUN {
-            break;
-        }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
-            continue;
-        };
-        let targets: Vec<String> = walk(&tree["tree"])
-            .iter()
-            .filter(|n| n["status"] == "running")
-            .map(|n| n["path"].as_str().unwrap().to_string())
-            .filter(|p| p.starts_with("dns/"))
-            .collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let target = &targets[(rng.next() % targets.len() as u64) as usize];
-        let request = serde_json::json!({"cmd": "kill", "path": target}).to_string();
-        if ward.try_request(&request).is_ok_and(|r| r["ok"] == true) {
-            kills += 1;
-            supervised_kills += usize::from(!target.contains("/conn-"));
-        }
-    }
+    let killed = kill_at_random(&ward, RUN, KILL_EVERY, |n| {
+        n["path"].as_str().is_some_and(|p| p.starts_with("dns/"))
+    });
+    let kills = killed.len();
+    let supervised_kills = killed.iter().filter(|p| !p.contains("/conn-")).count();
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().unwrap();

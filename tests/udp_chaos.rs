@@ -14,13 +14,13 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{Dante, NoContent};
 use support::udp::{Client, Echo};
-use support::{eventually, seed, walk, Rng, Ward};
+use support::{eventually, kill_at_random, walk, Ward};
 
 const RUN: Duration = Duration::from_secs(20);
 const KILL_EVERY: Duration = Duration::from_millis(400);
@@ -84,38 +84,12 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
         })
         .collect();
 
-    let mut rng = Rng(seed());
-    let started = Instant::now();
-    let mut kills = Vec::new();
-    for round in 1.. {
-        let due = started + KILL_EVERY * round;
-        if due > started + RUN {
-            break;
-        }
-        std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
-            continue;
-        };
-        let targets: Vec<String> = walk(&tree["tree"])
-            .iter()
-            .filter(|n| n["status"] == "running")
-            .filter(|n| {
-                matches!(
-                    n["kind"].as_str(),
-                    Some("udp-endpoint" | "udp-inbound" | "dialer")
-                ) || n["path"] == "udp/endpoints"
-            })
-            .map(|n| n["path"].as_str().unwrap().to_string())
-            .collect();
-        if targets.is_empty() {
-            continue;
-        }
-        let target = &targets[(rng.next() % targets.len() as u64) as usize];
-        let request = serde_json::json!({"cmd": "kill", "path": target}).to_string();
-        if ward.try_request(&request).is_ok_and(|r| r["ok"] == true) {
-            kills.push(target.clone());
-        }
-    }
+    let kills = kill_at_random(&ward, RUN, KILL_EVERY, |n| {
+        matches!(
+            n["kind"].as_str(),
+            Some("udp-endpoint" | "udp-inbound" | "dialer")
+        ) || n["path"] == "udp/endpoints"
+    });
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.join().unwrap();

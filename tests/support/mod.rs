@@ -258,3 +258,40 @@ pub fn while_flowing<C: Sync>(
         running.into_iter().map(|r| r.join().unwrap()).collect()
     })
 }
+
+/// For `run`, every `every`, kills one running actor of the tree that
+/// `target` picks, at random; the paths it killed.
+pub fn kill_at_random(
+    ward: &Ward,
+    run: Duration,
+    every: Duration,
+    target: impl Fn(&Value) -> bool,
+) -> Vec<String> {
+    let mut rng = Rng(seed());
+    let started = Instant::now();
+    let mut kills = Vec::new();
+    for round in 1.. {
+        let due = started + every * round;
+        if due > started + run {
+            break;
+        }
+        std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
+            continue;
+        };
+        let targets: Vec<String> = walk(&tree["tree"])
+            .iter()
+            .filter(|n| n["status"] == "running" && target(n))
+            .map(|n| n["path"].as_str().unwrap().to_string())
+            .collect();
+        if targets.is_empty() {
+            continue;
+        }
+        let chosen = &targets[(rng.next() % targets.len() as u64) as usize];
+        let request = serde_json::json!({"cmd": "kill", "path": chosen}).to_string();
+        if ward.try_request(&request).is_ok_and(|r| r["ok"] == true) {
+            kills.push(chosen.clone());
+        }
+    }
+    kills
+}
