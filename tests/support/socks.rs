@@ -200,3 +200,83 @@ pub fn established_to(ward_pid: i32, peer: SocketAddr) -> usize {
         .filter(|l| l.contains(&format!("pid={ward_pid},")))
         .count()
 }
+
+/// A TCP hop in front of a node, as a middlebox on the path: it relays
+/// every connection and can reset them all at once (ward sees a reset, the
+/// node sees its client leave) while the node stays up. Needs no
+/// privileges, unlike `ss -K`.
+pub struct Cutter {
+    pub addr: SocketAddr,
+    conns: Arc<std::sync::Mutex<Vec<Relayed>>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// One relayed connection: ward's side, the node's side, and whether it is
+/// being cut (its relaying threads then pass no FIN on: the reset must be
+/// the first thing ward sees).
+struct Relayed(std::net::TcpStream, std::net::TcpStream, Arc<AtomicBool>);
+
+impl Cutter {
+    pub fn start(node: SocketAddr) -> Cutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (kept, stopped) = (conns.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = std::net::TcpStream::connect(node) else {
+                    continue;
+                };
+                let cut = Arc::new(AtomicBool::new(false));
+                let pipe = |from: &std::net::TcpStream, to: &std::net::TcpStream| {
+                    let (mut from, mut to) = (from.try_clone().unwrap(), to.try_clone().unwrap());
+                    let cut = cut.clone();
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        if !cut.load(Ordering::SeqCst) {
+                            let _ = to.shutdown(std::net::Shutdown::Write);
+                        }
+                    });
+                };
+                pipe(&client, &upstream);
+                pipe(&upstream, &client);
+                kept.lock().unwrap().push(Relayed(client, upstream, cut));
+            }
+        });
+        Cutter { addr, conns, stop }
+    }
+
+    /// Resets every relayed connection: ward's side gets an RST (linger
+    /// 0), the node's side is closed. Returns how many there were.
+    pub fn reset_all(&self) -> usize {
+        let conns: Vec<Relayed> = self.conns.lock().unwrap().drain(..).collect();
+        for Relayed(client, upstream, cut) in &conns {
+            cut.store(true, Ordering::SeqCst);
+            let linger = nix::libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            nix::sys::socket::setsockopt(client, nix::sys::socket::sockopt::Linger, &linger)
+                .expect("SO_LINGER");
+            // The relaying threads see their reads end and drop their
+            // copies; the last close sends the reset.
+            let _ = client.shutdown(std::net::Shutdown::Read);
+            let _ = upstream.shutdown(std::net::Shutdown::Read);
+        }
+        conns.len()
+    }
+}
+
+impl Drop for Cutter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.reset_all();
+    }
+}
