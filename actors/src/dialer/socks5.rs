@@ -271,12 +271,21 @@ pub fn decapsulate(datagram: &[u8]) -> Result<(TargetAddr, &[u8]), Socks5Error> 
 /// reading and discarding anything it sends. Returns the error that closed
 /// it, or None on EOF. Cancel-safe.
 pub async fn control_closed(control: &mut TcpStream) -> Option<io::Error> {
-    let mut sink = [0u8; 256];
     loop {
-        match control.read(&mut sink).await {
+        if let Err(err) = control.readable().await {
+            return Some(err);
+        }
+        // The buffer lives only between wake-ups: a watching flow keeps
+        // none.
+        let mut sink = [0u8; 256];
+        match control.try_read(&mut sink) {
             Ok(0) => return None,
             Ok(_) => {}
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             Err(err) => return Some(err),
         }
     }

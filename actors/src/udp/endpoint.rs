@@ -168,7 +168,9 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
         }
         return Ok(());
     };
-    let mut session = match dialer.udp_flow(a.first, SESSION_TIMEOUT).await {
+    // Boxed: opening (a SOCKS5 handshake) takes more room than the rest of
+    // the flow's life, and an idle flow should not keep it.
+    let mut session = match Box::pin(dialer.udp_flow(a.first, SESSION_TIMEOUT)).await {
         Ok(session) => {
             if let Some(relay) = a.relay.upgrade() {
                 relay.fd_available();

@@ -65,7 +65,7 @@ pub enum Pushed {
 impl Queue {
     pub fn new(cap: usize) -> Queue {
         Queue {
-            items: Mutex::new(VecDeque::with_capacity(cap.clamp(1, 8))),
+            items: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             cap: cap.max(1),
@@ -152,6 +152,11 @@ impl Queue {
             {
                 let mut items = self.lock();
                 if let Some(datagram) = items.pop_front() {
+                    if items.is_empty() {
+                        // Most datagrams go straight into the session: an
+                        // idle flow keeps no room for queued ones.
+                        items.shrink_to_fit();
+                    }
                     return Some(datagram);
                 }
                 if self.closed.load(Ordering::Acquire) {
