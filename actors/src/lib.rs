@@ -19,6 +19,7 @@ pub mod dns;
 pub mod io_class;
 pub mod throttle;
 pub mod udp;
+pub mod udp_batch;
 
 pub use io_class::{classify_io_error, IoClass, IoSide};
 pub use throttle::Throttle;

@@ -24,8 +24,8 @@ use ward_supervision::{TaskGuard, TaskScope};
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
 use super::sockets::bind_udp;
-use super::udp_batch::{RecvBatch, SendBatch, BATCH};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::udp_batch::{RecvBatch, SendBatch, BATCH};
 
 pub struct UdpListener;
 

@@ -13,6 +13,5 @@ pub mod resolver;
 pub mod settings;
 pub mod sockets;
 pub mod statics;
-pub mod udp_batch;
 pub mod upstream;
 pub mod wire;

@@ -28,8 +28,8 @@ use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
 use super::tproxy;
 use super::{Event, Handle, NewFlow, Relay};
-use crate::dns::udp_batch::{RecvBatch, BATCH};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::udp_batch::{RecvBatch, BATCH};
 use crate::warn_throttled;
 
 /// Endpoint (and association) events queued for an inbound at most (they are rare: one or

@@ -1,8 +1,9 @@
-//! Batched UDP I/O for the DNS listener: one `recvmmsg` takes every queued
-//! query (up to a batch), one `sendmmsg` sends every answer ready at once.
-//! Under load that is two system calls per batch instead of two per query;
-//! at rest it is one `recvmmsg` per wake-up, with readiness cleared when the
-//! batch came back short instead of a `recvfrom` that only says EAGAIN.
+//! Batched UDP I/O for the DNS listeners and the UDP relay inbounds: one
+//! `recvmmsg` takes every queued datagram (up to a batch), one `sendmmsg`
+//! sends every answer ready at once. Under load that is two system calls
+//! per batch instead of two per datagram; at rest it is one `recvmmsg` per
+//! wake-up, with readiness cleared when the batch came back short instead
+//! of a `recvfrom` that only says EAGAIN.
 
 use std::io;
 use std::mem::{size_of, zeroed};
