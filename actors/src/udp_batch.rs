@@ -219,6 +219,68 @@ fn send_chunk(
     }
 }
 
+/// Segments per GSO send at most (the kernel's `UDP_MAX_SEGMENTS` is 64 on
+/// older kernels).
+pub const GSO_SEGMENTS: usize = 64;
+/// Bytes per GSO send at most: one IP packet's payload, with room for the
+/// headers of either family.
+pub const GSO_BYTES: usize = 65_000;
+
+/// Sends `buf` as datagrams of `segment` bytes each (the last may be
+/// shorter) in one system call, with UDP generic segmentation offload
+/// (`UDP_SEGMENT`, Linux 4.18): the stack and the device see one packet
+/// until it is cut. `to` is the destination of an unconnected socket.
+///
+/// All go or none: `WouldBlock` when the socket buffer is full. `EIO` or
+/// `ENOPROTOOPT`: this socket's path cannot segment (no checksum offload,
+/// an old kernel), so the caller stops trying; `EINVAL`: this send cannot
+/// (a segment past the path MTU, too many segments).
+pub fn send_segments(fd: RawFd, to: Option<&SockAddr>, buf: &[u8], segment: u16) -> io::Result<()> {
+    /// Room for one control message carrying a u16, aligned for cmsghdr.
+    #[repr(C, align(8))]
+    struct Control([u8; 32]);
+    let mut control = Control([0; 32]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero bytes are a valid msghdr; every pointer set below
+    // points at locals that outlive the call, sized as declared.
+    let sent = unsafe {
+        let mut msg: libc::msghdr = zeroed();
+        if let Some(to) = to {
+            msg.msg_name = to.as_ptr() as *mut libc::c_void;
+            msg.msg_namelen = to.len();
+        }
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        let space = libc::CMSG_SPACE(size_of::<u16>() as libc::c_uint) as usize;
+        debug_assert!(space <= control.0.len());
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_UDP;
+        (*cmsg).cmsg_type = libc::UDP_SEGMENT;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<u16>() as libc::c_uint) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<u16>(), segment);
+        libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT)
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Whether a [`send_segments`] error says the socket's path cannot
+/// segment at all (rather than this one send).
+pub fn gso_unsupported(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::fd::AsRawFd;
@@ -260,5 +322,30 @@ mod tests {
             let (n, _) = client.recv_from(&mut buf).unwrap();
             assert_eq!(&buf[..n], &[i; 3]);
         }
+    }
+
+    #[test]
+    fn segments_leave_in_one_send_and_arrive_as_datagrams() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = SockAddr::from(server.local_addr().unwrap());
+        // Three of 100 bytes and a shorter last one.
+        let mut buf = Vec::new();
+        for i in 0..3u8 {
+            buf.extend_from_slice(&[i; 100]);
+        }
+        buf.extend_from_slice(&[9; 40]);
+        send_segments(client.as_raw_fd(), Some(&to), &buf, 100).unwrap();
+        let mut got = [0u8; 256];
+        for (i, len) in [(0u8, 100), (1, 100), (2, 100), (9, 40)] {
+            let (n, from) = server.recv_from(&mut got).unwrap();
+            assert_eq!(from, client.local_addr().unwrap());
+            assert_eq!(&got[..n], &vec![i; len][..]);
+        }
+        // More segments than the kernel takes: refused for this send only.
+        let many = vec![0u8; 200 * 10];
+        let e = send_segments(client.as_raw_fd(), Some(&to), &many, 10).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
+        assert!(!gso_unsupported(&e));
     }
 }

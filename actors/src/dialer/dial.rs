@@ -213,6 +213,7 @@ impl Dialer {
                     relayed: false,
                     target: connected.then(|| (target, Vec::new())),
                     control: None,
+                    gso: AtomicBool::new(true),
                 })
             }
             DialerSpec::Socks5 {
@@ -246,6 +247,7 @@ impl Dialer {
                     relayed: true,
                     target,
                     control: Some(association.control),
+                    gso: AtomicBool::new(true),
                 })
             }
         }
@@ -363,6 +365,35 @@ pub struct UdpSession {
     /// A SOCKS5 association's control connection: its close ends the
     /// association, so the owner watches it (see [`UdpSession::take_control`]).
     control: Option<TcpStream>,
+    /// Runs of datagrams may still leave as one segmented send (cleared
+    /// when this socket's path turns out unable to segment).
+    gso: AtomicBool,
+}
+
+/// How many datagrams from the start of `datagrams` can leave as one
+/// segmented send: one destination, one size (the last may be shorter),
+/// within the kernel's limits. At least 1.
+fn gso_run(datagrams: &[(SocketAddr, &[u8])]) -> usize {
+    let Some(&(dst, first)) = datagrams.first() else {
+        return 0;
+    };
+    let size = first.len();
+    // Room for a SOCKS5 header per segment.
+    if size == 0 || size + 22 > usize::from(u16::MAX) {
+        return 1;
+    }
+    let most = crate::udp_batch::GSO_SEGMENTS.min(crate::udp_batch::GSO_BYTES / (size + 22));
+    let mut run = 1;
+    for &(to, payload) in &datagrams[1..] {
+        if run == most || to != dst || payload.is_empty() || payload.len() > size {
+            break;
+        }
+        run += 1;
+        if payload.len() < size {
+            break;
+        }
+    }
+    run
 }
 
 fn no_target() -> io::Error {
@@ -400,6 +431,65 @@ impl UdpSession {
             Some(_) => socket.send(payload).map(drop),
             None => socket.send_to(payload, &dst.into()).map(drop),
         }
+    }
+
+    /// Sends `datagrams` in order now, without waiting. A run to one
+    /// destination of one size (the last may be shorter) leaves in one
+    /// system call, segmented by the kernel (UDP GSO), where the path
+    /// takes it; the rest go one by one. Stops at the first datagram that
+    /// cannot go: how many went before it, and why (`WouldBlock`: the
+    /// socket buffer is full).
+    pub fn send_many(
+        &self,
+        datagrams: &[(SocketAddr, &[u8])],
+        scratch: &mut Vec<u8>,
+    ) -> Result<(), (usize, io::Error)> {
+        let mut i = 0;
+        while i < datagrams.len() {
+            let run = gso_run(&datagrams[i..]);
+            if run > 1 && self.gso.load(Ordering::Relaxed) {
+                match self.send_segmented(&datagrams[i..i + run], scratch) {
+                    Ok(()) => {
+                        i += run;
+                        continue;
+                    }
+                    Err(e) if crate::udp_batch::gso_unsupported(&e) => {
+                        self.gso.store(false, Ordering::Relaxed);
+                    }
+                    // This run only (a segment past the path MTU): one by
+                    // one, as the kernel fragments them.
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(e) => return Err((i, e)),
+                }
+            }
+            for (k, (dst, payload)) in datagrams[i..i + run].iter().enumerate() {
+                self.send_now(payload, *dst).map_err(|e| (i + k, e))?;
+            }
+            i += run;
+        }
+        Ok(())
+    }
+
+    /// One run of [`gso_run`] in one segmented send.
+    fn send_segmented(&self, run: &[(SocketAddr, &[u8])], scratch: &mut Vec<u8>) -> io::Result<()> {
+        scratch.clear();
+        for (dst, payload) in run {
+            if self.relayed {
+                socks5::encapsulate(&TargetAddr::Ip(*dst), payload, scratch);
+            } else {
+                scratch.extend_from_slice(payload);
+            }
+        }
+        // Segments are all as long as the first (one destination, so one
+        // header length); only the last may be shorter (see gso_run).
+        let header = (scratch.len() - run.iter().map(|(_, p)| p.len()).sum::<usize>()) / run.len();
+        let segment = run[0].1.len() + header;
+        let to = match (self.relayed, &self.target) {
+            (false, None) => Some(socket2::SockAddr::from(run[0].0)),
+            _ => None,
+        };
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.socket);
+        crate::udp_batch::send_segments(fd, to.as_ref(), scratch, segment as u16)
     }
 
     /// Sends one datagram to `dst` (waiting for room in the socket buffer).
@@ -589,6 +679,53 @@ mod tests {
             .unwrap_err();
         assert_eq!(failure.blame, Blame::Target);
         assert!(d.health(Track::Tcp).is_up());
+    }
+
+    /// Runs to one destination of one size leave segmented; every datagram
+    /// arrives whole and in order, direct and through a node. (Two
+    /// threads: the sinks block one while the test node relays.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn send_many_keeps_every_datagram_and_its_order() {
+        let proxy = TestProxy::start(None).await;
+        let direct = DialerSpec::Direct {
+            mark: None,
+            interface: None,
+        };
+        for dialer in [dialer(direct), socks5(proxy.addr)] {
+            let sinks = [
+                std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+                std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+            ];
+            let [a, b] = [0, 1].map(|i| sinks[i].local_addr().unwrap());
+            let session = dialer.udp_flow(a, Duration::from_secs(2)).await.unwrap();
+            let mut sent: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+            for i in 0..5 {
+                sent.push((a, vec![i; 100]));
+            }
+            sent.push((a, vec![9; 30]));
+            for i in 0..3 {
+                sent.push((b, vec![20 + i; 100]));
+            }
+            for i in 0..2 {
+                sent.push((a, vec![30 + i; 50]));
+            }
+            assert_eq!(gso_run(&[(a, &[1; 8][..]), (a, &[1; 8]), (b, &[1; 8])]), 2);
+            let datagrams: Vec<(SocketAddr, &[u8])> =
+                sent.iter().map(|(to, d)| (*to, &d[..])).collect();
+            session.send_many(&datagrams, &mut Vec::new()).unwrap();
+            assert!(
+                session.gso.load(Ordering::Relaxed),
+                "loopback segments: the runs went as segmented sends"
+            );
+            for (i, sink) in sinks.iter().enumerate() {
+                sink.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+                let mut buf = [0u8; 256];
+                for (_, expected) in sent.iter().filter(|(to, _)| *to == [a, b][i]) {
+                    let n = sink.recv(&mut buf).expect("every datagram arrives");
+                    assert_eq!(&buf[..n], &expected[..], "{:?}", dialer.spec);
+                }
+            }
+        }
     }
 
     #[tokio::test]

@@ -23,11 +23,12 @@ use ward_supervision::{TaskGuard, TaskScope};
 use super::endpoint::{Reply, MAX_RETRIES};
 use super::flow::{is_quic_initial, FlowKey, FlowKind};
 use super::metrics::Dropped;
-use super::queue::{Datagram, Direct, Pushed};
+use super::queue::{Datagram, Pushed};
 use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
 use super::tproxy;
 use super::{Event, Handle, NewFlow, Relay};
+use crate::dialer::UdpSession;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::udp_batch::{RecvBatch, BATCH};
 use crate::warn_throttled;
@@ -44,6 +45,53 @@ const BATCHES_PER_TURN: usize = 8;
 /// The largest UDP payload (IPv4: 65,535 minus the IP and UDP headers).
 const MAX_DATAGRAM: usize = 65_507;
 
+/// Datagrams of one receive batch going straight into their endpoints'
+/// open sessions, sent together when the batch is done.
+#[derive(Default)]
+struct Outbox {
+    /// Their bytes, one after another.
+    bytes: Vec<u8>,
+    /// Per flow, in the order flows first appeared in the batch.
+    flows: Vec<Outgoing>,
+    /// Where runs are put together for one segmented send.
+    scratch: Vec<u8>,
+}
+
+struct Outgoing {
+    key: FlowKey,
+    session: Arc<UdpSession>,
+    queue: Arc<super::queue::Queue>,
+    datagrams: Vec<(SocketAddr, std::ops::Range<usize>)>,
+}
+
+impl Outbox {
+    /// Takes a datagram for `key` when its flow already has some here (its
+    /// order is kept) or its session is open with nothing queued.
+    fn add(&mut self, key: FlowKey, handle: &Handle, dst: SocketAddr, bytes: &[u8]) -> bool {
+        let index = match self.flows.iter().position(|f| f.key == key) {
+            Some(index) => index,
+            None => {
+                let Some(session) = handle.queue.direct() else {
+                    return false;
+                };
+                self.flows.push(Outgoing {
+                    key,
+                    session,
+                    queue: handle.queue.clone(),
+                    datagrams: Vec::new(),
+                });
+                self.flows.len() - 1
+            }
+        };
+        let start = self.bytes.len();
+        self.bytes.extend_from_slice(bytes);
+        self.flows[index]
+            .datagrams
+            .push((dst, start..self.bytes.len()));
+        true
+    }
+}
+
 /// The flows of one inbound, owned by its receive loop.
 pub struct Flows {
     relay: Arc<Relay>,
@@ -53,6 +101,7 @@ pub struct Flows {
     /// Flows whose path failed lately: the dialers they must avoid and the
     /// retries they used, kept for whichever endpoint takes the flow next.
     failed: HashMap<FlowKey, (Vec<String>, u8, Instant)>,
+    outbox: Outbox,
 }
 
 impl Flows {
@@ -64,11 +113,14 @@ impl Flows {
             table: HashMap::default(),
             events,
             failed: HashMap::new(),
+            outbox: Outbox::default(),
         };
         (flows, rx)
     }
 
-    /// A datagram from `client` to `dst`.
+    /// A datagram from `client` to `dst`. One going straight into its
+    /// endpoint's open session waits in the outbox until [`Flows::flush`],
+    /// which the receive loop calls after every batch.
     pub fn datagram(&mut self, client: SocketAddr, dst: SocketAddr, bytes: &[u8]) {
         // A QUIC connection keeps its own endpoint; everything else from a
         // source shares one (full-cone).
@@ -84,29 +136,69 @@ impl Flows {
         } else {
             quic
         };
+        if let Some(handle) = self.table.get(&key) {
+            if self.outbox.add(key, handle, dst, bytes) {
+                return;
+            }
+        }
+        let datagram = Datagram {
+            dst,
+            bytes: bytes.to_vec(),
+        };
+        self.deliver(key, datagram, None);
+    }
+
+    /// Sends what the outbox holds, a few system calls per flow. What
+    /// cannot go now goes through the endpoint's queue: a full socket
+    /// buffer waits there; a failure is the endpoint's to judge (it
+    /// never writes into a failed path again).
+    pub fn flush(&mut self) {
+        if self.outbox.flows.is_empty() {
+            return;
+        }
+        let mut outbox = std::mem::take(&mut self.outbox);
+        for flow in outbox.flows.drain(..) {
+            let datagrams: Vec<(SocketAddr, &[u8])> = flow
+                .datagrams
+                .iter()
+                .map(|(dst, range)| (*dst, &outbox.bytes[range.clone()]))
+                .collect();
+            let sent = match flow.session.send_many(&datagrams, &mut outbox.scratch) {
+                Ok(()) => datagrams.len(),
+                Err((sent, error)) => {
+                    let mut left = datagrams[sent..].iter().map(|(dst, bytes)| Datagram {
+                        dst: *dst,
+                        bytes: bytes.to_vec(),
+                    });
+                    let error = (error.kind() != io::ErrorKind::WouldBlock).then_some(error);
+                    if let Some(first) = left.next() {
+                        self.deliver(flow.key, first, error);
+                    }
+                    for datagram in left {
+                        self.deliver(flow.key, datagram, None);
+                    }
+                    sent
+                }
+            };
+            if sent > 0 {
+                flow.queue.touch();
+                self.relay.metrics.upstream.inc_by(sent as u64);
+            }
+        }
+        outbox.bytes.clear();
+        self.outbox = outbox;
+    }
+
+    /// Hands a datagram to its flow's endpoint queue (with the error of a
+    /// direct send that failed), or starts an endpoint for it.
+    fn deliver(&mut self, key: FlowKey, datagram: Datagram, error: Option<io::Error>) {
         let datagram = match self.table.get(&key) {
             Some(handle) => {
-                let datagram = match handle.queue.send_direct(bytes, dst) {
-                    Direct::Sent => {
-                        self.relay.metrics.upstream.inc();
-                        return;
-                    }
-                    Direct::Queue => Datagram {
-                        dst,
-                        bytes: bytes.to_vec(),
-                    },
-                    Direct::Failed(error) => {
-                        let datagram = Datagram {
-                            dst,
-                            bytes: bytes.to_vec(),
-                        };
-                        match handle.queue.push_failed(datagram, error) {
-                            Pushed::Closed(datagram) => datagram,
-                            _ => return,
-                        }
-                    }
+                let pushed = match error {
+                    Some(error) => handle.queue.push_failed(datagram, error),
+                    None => handle.queue.push(datagram),
                 };
-                match handle.queue.push(datagram) {
+                match pushed {
                     Pushed::Queued => return,
                     Pushed::DroppedOldest => {
                         self.relay.metrics.dropped(Dropped::QueueFull);
@@ -116,12 +208,9 @@ impl Flows {
                     Pushed::Closed(datagram) => datagram,
                 }
             }
-            None => Datagram {
-                dst,
-                bytes: bytes.to_vec(),
-            },
+            None => datagram,
         };
-        let kind = FlowKind::of(&datagram.bytes, dst);
+        let kind = FlowKind::of(&datagram.bytes, datagram.dst);
         let (exclude, retries) = self.failed_lately(&key);
         self.start(key, kind, vec![datagram], exclude, retries);
     }
@@ -403,6 +492,7 @@ async fn forward(
                                     flows.datagram(client, to, bytes);
                                 }
                             }
+                            flows.flush();
                             if n < BATCH {
                                 break;
                             }

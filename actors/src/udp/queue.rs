@@ -42,16 +42,6 @@ pub struct Queue {
     epoch: Instant,
 }
 
-/// What a direct send did.
-pub enum Direct {
-    Sent,
-    /// No session yet, datagrams waiting, or the socket buffer full: queue
-    /// it.
-    Queue,
-    /// The send failed: the endpoint must hear it.
-    Failed(io::Error),
-}
-
 /// What a push did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pushed {
@@ -109,24 +99,17 @@ impl Queue {
         }
     }
 
-    /// Sends `bytes` to `dst` through the endpoint's session when it is
-    /// open and nothing is waiting before it.
-    pub fn send_direct(&self, bytes: &[u8], dst: SocketAddr) -> Direct {
-        let Some(session) = self.direct.load_full() else {
-            return Direct::Queue;
-        };
-        if !self.lock().is_empty() {
-            return Direct::Queue;
-        }
-        match session.send_now(bytes, dst) {
-            Ok(()) => {
-                let now = self.epoch.elapsed().as_millis() as u64;
-                self.touched_ms.store(now, Ordering::Relaxed);
-                Direct::Sent
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Direct::Queue,
-            Err(e) => Direct::Failed(e),
-        }
+    /// The endpoint's session, when it is open and nothing is waiting
+    /// before a new datagram: the inbound may then send straight into it.
+    pub fn direct(&self) -> Option<Arc<UdpSession>> {
+        let session = self.direct.load_full()?;
+        self.lock().is_empty().then_some(session)
+    }
+
+    /// The inbound sent straight into the session just now.
+    pub fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.touched_ms.store(now.max(1), Ordering::Relaxed);
     }
 
     /// Publishes (or withdraws) the endpoint's session for direct sends.

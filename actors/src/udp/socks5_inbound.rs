@@ -214,7 +214,10 @@ pub async fn relay_loop(
                         continue;
                     }
                     match socks5::decapsulate(&buf[..n]) {
-                        Ok((TargetAddr::Ip(dst), payload)) => flows.datagram(client, dst, payload),
+                        Ok((TargetAddr::Ip(dst), payload)) => {
+                            flows.datagram(client, dst, payload);
+                            flows.flush();
+                        }
                         // Names are not resolved here; fragments are not
                         // reassembled (RFC 1928 makes both optional).
                         _ => flows.metrics().dropped(Dropped::Malformed),

@@ -24,6 +24,7 @@ use super::inbound::{Flows, InboundMsg};
 use super::Event;
 use crate::dns::sockets::setsockopt_int;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::udp_batch::BATCH;
 use crate::warn_throttled;
 
 /// A reply socket unused this long is closed.
@@ -122,8 +123,9 @@ pub async fn receive_loop(
                     let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
                     return;
                 }
-                // A bounded turn: endpoint events must not starve.
-                for _ in 0..256 {
+                // A bounded turn: endpoint events must not starve. Direct
+                // sends leave a batch at a time.
+                for received in 1..=256 {
                     match socket.try_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) {
                         Ok((n, client, original)) => {
                             // Captured on its way to one of ward's own DNS
@@ -150,7 +152,11 @@ pub async fn receive_loop(
                             }
                         },
                     }
+                    if received % BATCH == 0 {
+                        flows.flush();
+                    }
                 }
+                flows.flush();
             }
             Some(event) = events.recv() => flows.event(event),
         }
