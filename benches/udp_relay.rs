@@ -7,6 +7,10 @@
 //!   to sink. socat: sender to `socat` to sink. ward direct: sender to a
 //!   forward inbound to sink. ward via SOCKS5: the same through a danted
 //!   node. Medians of 3 runs, interleaved.
+//! - Answers: the same paths the other way: a client's datagram reaches a
+//!   target through the path, and the target blasts back to where it came
+//!   from (ward's session, socat's socket, or the client itself for raw
+//!   loopback); the client counts arrivals.
 //! - Flow setup: 10,000 client sockets each send one datagram to a
 //!   forward inbound; new flows per second until ward counts them all.
 //! - Memory: RSS with 10,000 idle flows, minus RSS before them.
@@ -94,6 +98,46 @@ fn blast(socket: &UdpSocket, sink: &Sink, size: usize) -> f64 {
     let rate = received as f64 / started.elapsed().as_secs_f64();
     // Let queues drain before the next path.
     std::thread::sleep(Duration::from_millis(300));
+    rate
+}
+
+/// The answer direction: a target that, once a client's datagram reaches
+/// it (through the path), blasts datagrams back to where it came from; the
+/// client counts what arrives per second.
+fn blast_back(client: &UdpSocket, target: &UdpSocket, size: usize) -> f64 {
+    client.send(b"start").unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, peer) = target.recv_from(&mut buf).expect("the client's datagram arrives");
+    let count = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let receiver = client.try_clone().unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let (c, s) = (count.clone(), stop.clone());
+    let counting = std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !s.load(Ordering::Relaxed) {
+            if receiver.recv(&mut buf).is_ok() {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    let payload = vec![0x5a; size];
+    for _ in 0..100 {
+        let _ = target.send_to(&payload, peer);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let before = count.load(Ordering::Relaxed);
+    while started.elapsed() < BLAST {
+        let _ = target.send_to(&payload, peer);
+    }
+    let received = count.load(Ordering::Relaxed) - before;
+    let rate = received as f64 / started.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    counting.join().unwrap();
     rate
 }
 
@@ -235,6 +279,18 @@ fn main() {
         local(free_udp_port()),
     );
     let flow_sink = Sink::start();
+    // Targets for the answer direction, one per path.
+    let targets: Vec<UdpSocket> = (0..4)
+        .map(|_| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            socket
+        })
+        .collect();
+    let target = |i: usize| targets[i].local_addr().unwrap();
+    let (back_direct_in, back_proxied_in) = (local(free_udp_port()), local(free_udp_port()));
     let (ward_proc, metrics) = ward(
         dir.path(),
         node,
@@ -242,13 +298,20 @@ fn main() {
             (direct_in, sink.addr, "direct"),
             (proxied_in, sink.addr, "node"),
             (flows_in, flow_sink.addr, "direct"),
+            (back_direct_in, target(2), "direct"),
+            (back_proxied_in, target(3), "node"),
         ],
     );
-    let socat_in = local(free_udp_port());
-    let _socat = spawn(Command::new("socat").args([
-        &format!("UDP4-LISTEN:{},bind=127.0.0.1,reuseaddr", socat_in.port()),
-        &format!("UDP4:{}", sink.addr),
-    ]));
+    let socat = |to: SocketAddr| {
+        let listen = local(free_udp_port());
+        let proc = spawn(Command::new("socat").args([
+            &format!("UDP4-LISTEN:{},bind=127.0.0.1,reuseaddr", listen.port()),
+            &format!("UDP4:{to}"),
+        ]));
+        (proc, listen)
+    };
+    let (_socat, socat_in) = socat(sink.addr);
+    let (_socat_back, socat_back_in) = socat(target(1));
     std::thread::sleep(Duration::from_millis(500));
 
     let paths = [
@@ -300,6 +363,58 @@ fn main() {
     println!(
         "- ward direct / raw loopback, 64 B: {:.2}",
         direct_pps / raw_pps
+    );
+
+    // The answer direction: targets blast back to whoever reached them.
+    let back_paths = [
+        ("raw loopback", target(0)),
+        ("socat", socat_back_in),
+        ("ward direct", back_direct_in),
+        ("ward via SOCKS5 (danted)", back_proxied_in),
+    ];
+    let clients: Vec<UdpSocket> = back_paths
+        .iter()
+        .map(|(_, to)| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(to).unwrap();
+            socket
+        })
+        .collect();
+    let mut back: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; back_paths.len()];
+    for _ in 0..RUNS {
+        for (p, client) in clients.iter().enumerate() {
+            for (s, size) in [64usize, 1200].into_iter().enumerate() {
+                back[p][s].push(blast_back(client, &targets[p], size));
+            }
+        }
+    }
+    println!();
+    println!("Answers (target back to client):");
+    println!();
+    println!("| path | 64 B: packets/s | 64 B: Mbit/s | 1200 B: packets/s | 1200 B: Mbit/s |");
+    println!("|---|---|---|---|---|");
+    let (mut raw_back, mut direct_back) = (0.0, 0.0);
+    for (p, (name, _)) in back_paths.iter().enumerate() {
+        let small = median(back[p][0].clone());
+        let large = median(back[p][1].clone());
+        if p == 0 {
+            raw_back = small;
+        }
+        if *name == "ward direct" {
+            direct_back = small;
+        }
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.0} | {:.1} |",
+            small,
+            small * 64.0 * 8.0 / 1e6,
+            large,
+            large * 1200.0 * 8.0 / 1e6
+        );
+    }
+    println!();
+    println!(
+        "- answers, ward direct / raw loopback, 64 B: {:.2}",
+        direct_back / raw_back
     );
 
     // Flow setup and memory: FLOWS client sockets, one datagram each.

@@ -18,7 +18,8 @@ path = "docs/benchmarks.md"
 text = open(path).read()
 cpus = os.cpu_count()
 section = (f"<!-- udp-bench -->\n## UDP relay\n\nProduced by `scripts/bench-udp.sh` on {datetime.date.today()} ({cpus} CPUs): one sender\n"
-           "blasting datagrams for 3 s per path, a sink counting arrivals; medians of 3 runs, interleaved.\n"
+           "blasting datagrams for 3 s per path, a sink counting arrivals, then the answer direction (a target\n"
+           "blasting back through the path to the client); medians of 3 runs, interleaved.\n"
            "Every path runs on the same two cores as the sender and the sink.\n\n" + out.strip() + "\n<!-- /udp-bench -->")
 start, end = text.find("<!-- udp-bench -->"), text.find("<!-- /udp-bench -->")
 if start >= 0 and end >= 0:

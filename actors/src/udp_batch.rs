@@ -9,6 +9,7 @@ use std::io;
 use std::mem::{size_of, zeroed};
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::SockAddr;
 
@@ -279,6 +280,122 @@ pub fn gso_unsupported(error: &io::Error) -> bool {
         error.raw_os_error(),
         Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
     )
+}
+
+/// Datagrams to send together, laid out one after another in one buffer,
+/// each with its destination (`None`: the socket's connected peer).
+#[derive(Default)]
+pub struct Datagrams {
+    bytes: Vec<u8>,
+    list: Vec<(Option<SocketAddr>, std::ops::Range<usize>)>,
+}
+
+impl Datagrams {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.list.clear();
+    }
+
+    /// Appends a datagram to `to`, written by `write`.
+    pub fn push(&mut self, to: Option<SocketAddr>, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        self.list.push((to, start..self.bytes.len()));
+    }
+
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// Sends them in order from `fd` without waiting. A run to one
+    /// destination of one size (the last may be shorter) leaves as one
+    /// segmented send while `gso` holds; the rest one by one. `gso` is
+    /// cleared when the socket's path cannot segment; a run the kernel
+    /// will not segment (past the path MTU) goes one by one. Stops at the
+    /// first datagram that cannot go: how many went before it, and why
+    /// (`WouldBlock`: the socket buffer is full).
+    pub fn send(&self, fd: RawFd, gso: &AtomicBool) -> Result<(), (usize, io::Error)> {
+        let mut i = 0;
+        while i < self.list.len() {
+            let run = self.run(i);
+            let (to, first) = &self.list[i];
+            let to = to.map(SockAddr::from);
+            if run > 1 && gso.load(Ordering::Relaxed) {
+                let whole = first.start..self.list[i + run - 1].1.end;
+                match send_segments(fd, to.as_ref(), &self.bytes[whole], first.len() as u16) {
+                    Ok(()) => {
+                        i += run;
+                        continue;
+                    }
+                    Err(e) if gso_unsupported(&e) => gso.store(false, Ordering::Relaxed),
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    Err(e) => return Err((i, e)),
+                }
+            }
+            for k in i..i + run {
+                let datagram = &self.bytes[self.list[k].1.clone()];
+                send_one(fd, to.as_ref(), datagram).map_err(|e| (k, e))?;
+            }
+            i += run;
+        }
+        Ok(())
+    }
+
+    /// How many datagrams from `i` on can leave as one segmented send: one
+    /// destination, one size (the last may be shorter), within the
+    /// kernel's limits. At least 1.
+    fn run(&self, i: usize) -> usize {
+        let (to, first) = &self.list[i];
+        let size = first.len();
+        if size == 0 || size > usize::from(u16::MAX) {
+            return 1;
+        }
+        let most = GSO_SEGMENTS.min(GSO_BYTES / size);
+        let (mut run, mut end) = (1, first.end);
+        for (next, range) in &self.list[i + 1..] {
+            if run == most || next != to || range.start != end || range.is_empty() {
+                break;
+            }
+            if range.len() > size {
+                break;
+            }
+            run += 1;
+            end = range.end;
+            if range.len() < size {
+                break;
+            }
+        }
+        run
+    }
+}
+
+/// One datagram, without waiting.
+fn send_one(fd: RawFd, to: Option<&SockAddr>, datagram: &[u8]) -> io::Result<()> {
+    let (name, len) = match to {
+        Some(to) => (to.as_ptr().cast::<libc::sockaddr>(), to.len()),
+        None => (std::ptr::null(), 0),
+    };
+    // SAFETY: the datagram and the address outlive the call, sized as
+    // declared.
+    let sent = unsafe {
+        libc::sendto(
+            fd,
+            datagram.as_ptr().cast(),
+            datagram.len(),
+            libc::MSG_DONTWAIT,
+            name,
+            len,
+        )
+    };
+    if sent < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

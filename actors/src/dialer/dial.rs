@@ -9,6 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use super::health::{Source, Track, TrackHealth};
 use super::metrics::DialerMetrics;
 use super::settings::{DialerSpec, HealthSettings};
 use super::socks5::{self, TargetAddr};
+use crate::udp_batch::{Datagrams, RecvBatch};
 use crate::warn_throttled;
 
 /// One outbound path.
@@ -370,32 +372,6 @@ pub struct UdpSession {
     gso: AtomicBool,
 }
 
-/// How many datagrams from the start of `datagrams` can leave as one
-/// segmented send: one destination, one size (the last may be shorter),
-/// within the kernel's limits. At least 1.
-fn gso_run(datagrams: &[(SocketAddr, &[u8])]) -> usize {
-    let Some(&(dst, first)) = datagrams.first() else {
-        return 0;
-    };
-    let size = first.len();
-    // Room for a SOCKS5 header per segment.
-    if size == 0 || size + 22 > usize::from(u16::MAX) {
-        return 1;
-    }
-    let most = crate::udp_batch::GSO_SEGMENTS.min(crate::udp_batch::GSO_BYTES / (size + 22));
-    let mut run = 1;
-    for &(to, payload) in &datagrams[1..] {
-        if run == most || to != dst || payload.is_empty() || payload.len() > size {
-            break;
-        }
-        run += 1;
-        if payload.len() < size {
-            break;
-        }
-    }
-    run
-}
-
 fn no_target() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -433,63 +409,28 @@ impl UdpSession {
         }
     }
 
-    /// Sends `datagrams` in order now, without waiting. A run to one
-    /// destination of one size (the last may be shorter) leaves in one
-    /// system call, segmented by the kernel (UDP GSO), where the path
-    /// takes it; the rest go one by one. Stops at the first datagram that
-    /// cannot go: how many went before it, and why (`WouldBlock`: the
-    /// socket buffer is full).
+    /// Sends `datagrams` in order now, without waiting, runs to one
+    /// destination as one segmented send where the path takes it (see
+    /// [`Datagrams::send`]): how many went before the first that could
+    /// not, and why (`WouldBlock`: the socket buffer is full).
     pub fn send_many(
         &self,
         datagrams: &[(SocketAddr, &[u8])],
-        scratch: &mut Vec<u8>,
+        out: &mut Datagrams,
     ) -> Result<(), (usize, io::Error)> {
-        let mut i = 0;
-        while i < datagrams.len() {
-            let run = gso_run(&datagrams[i..]);
-            if run > 1 && self.gso.load(Ordering::Relaxed) {
-                match self.send_segmented(&datagrams[i..i + run], scratch) {
-                    Ok(()) => {
-                        i += run;
-                        continue;
-                    }
-                    Err(e) if crate::udp_batch::gso_unsupported(&e) => {
-                        self.gso.store(false, Ordering::Relaxed);
-                    }
-                    // This run only (a segment past the path MTU): one by
-                    // one, as the kernel fragments them.
-                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
-                    Err(e) => return Err((i, e)),
+        out.clear();
+        // Through a node or to the one target, the socket is connected.
+        let unconnected = !self.relayed && self.target.is_none();
+        for (dst, payload) in datagrams {
+            out.push(unconnected.then_some(*dst), |bytes| {
+                if self.relayed {
+                    socks5::encapsulate(&TargetAddr::Ip(*dst), payload, bytes);
+                } else {
+                    bytes.extend_from_slice(payload);
                 }
-            }
-            for (k, (dst, payload)) in datagrams[i..i + run].iter().enumerate() {
-                self.send_now(payload, *dst).map_err(|e| (i + k, e))?;
-            }
-            i += run;
+            });
         }
-        Ok(())
-    }
-
-    /// One run of [`gso_run`] in one segmented send.
-    fn send_segmented(&self, run: &[(SocketAddr, &[u8])], scratch: &mut Vec<u8>) -> io::Result<()> {
-        scratch.clear();
-        for (dst, payload) in run {
-            if self.relayed {
-                socks5::encapsulate(&TargetAddr::Ip(*dst), payload, scratch);
-            } else {
-                scratch.extend_from_slice(payload);
-            }
-        }
-        // Segments are all as long as the first (one destination, so one
-        // header length); only the last may be shorter (see gso_run).
-        let header = (scratch.len() - run.iter().map(|(_, p)| p.len()).sum::<usize>()) / run.len();
-        let segment = run[0].1.len() + header;
-        let to = match (self.relayed, &self.target) {
-            (false, None) => Some(socket2::SockAddr::from(run[0].0)),
-            _ => None,
-        };
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&self.socket);
-        crate::udp_batch::send_segments(fd, to.as_ref(), scratch, segment as u16)
+        out.send(self.socket.as_raw_fd(), &self.gso)
     }
 
     /// Sends one datagram to `dst` (waiting for room in the socket buffer).
@@ -529,6 +470,30 @@ impl UdpSession {
             let (start, len) = (n - payload.len(), payload.len());
             buf.copy_within(start..n, 0);
             return Ok((from, len));
+        }
+    }
+
+    /// Takes the datagrams waiting (up to a batch, `recvmmsg`) without
+    /// waiting: `WouldBlock` when there are none. Read them with
+    /// [`Self::received`].
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let fd = self.socket.as_raw_fd();
+        self.socket
+            .try_io(tokio::io::Interest::READABLE, || batch.recv(fd))
+    }
+
+    /// Datagram `i` of a batch taken by [`Self::try_recv_batch`]: where it
+    /// came from (for a relayed one, the source the relay reports) and its
+    /// payload. `None` for a datagram from the relay that does not parse.
+    pub fn received<'b>(&self, batch: &'b RecvBatch, i: usize) -> Option<(SocketAddr, &'b [u8])> {
+        let (bytes, from) = batch.get(i)?;
+        if !self.relayed {
+            let from = self.target.as_ref().map_or(from, |(target, _)| *target);
+            return Some((from, bytes));
+        }
+        match socks5::decapsulate(bytes) {
+            Ok((TargetAddr::Ip(from), payload)) => Some((from, payload)),
+            _ => None,
         }
     }
 
@@ -709,10 +674,11 @@ mod tests {
             for i in 0..2 {
                 sent.push((a, vec![30 + i; 50]));
             }
-            assert_eq!(gso_run(&[(a, &[1; 8][..]), (a, &[1; 8]), (b, &[1; 8])]), 2);
             let datagrams: Vec<(SocketAddr, &[u8])> =
                 sent.iter().map(|(to, d)| (*to, &d[..])).collect();
-            session.send_many(&datagrams, &mut Vec::new()).unwrap();
+            session
+                .send_many(&datagrams, &mut Datagrams::default())
+                .unwrap();
             assert!(
                 session.gso.load(Ordering::Relaxed),
                 "loopback segments: the runs went as segmented sends"

@@ -26,6 +26,7 @@ use super::queue::{Datagram, Queue};
 use super::Event;
 use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::io_class::IoClass;
+use crate::udp_batch::{Datagrams, RecvBatch};
 use crate::warn_throttled;
 
 /// How long opening a session may take.
@@ -42,6 +43,22 @@ pub trait Reply: Send + Sync {
     /// Sends `payload`, which came from `from`, to `client`. `NotConnected`
     /// when the inbound is gone (the endpoint then ends).
     fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()>;
+
+    /// Sends `answers` (each with where it came from) to `client` in
+    /// order, laid out in `out`: how many went before the first that
+    /// could not, and why. One by one unless the inbound does better.
+    fn send_many(
+        &self,
+        client: SocketAddr,
+        answers: &[(SocketAddr, &[u8])],
+        out: &mut Datagrams,
+    ) -> Result<(), (usize, io::Error)> {
+        let _ = out;
+        for (i, (from, payload)) in answers.iter().enumerate() {
+            self.send(client, *from, payload).map_err(|e| (i, e))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -270,34 +287,51 @@ enum Answers {
     InboundGone,
 }
 
+/// Batches of answers taken per wake-up at most, before the endpoint's
+/// other work gets its turn.
+const ANSWER_BATCHES: usize = 8;
+
 thread_local! {
-    /// The receive buffer of every endpoint on this thread: an idle
-    /// endpoint holds none of its own.
-    static RECV_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65_535]);
+    /// The receive batch and send buffer of every endpoint on this thread:
+    /// an idle endpoint holds none of its own.
+    static ANSWERS: std::cell::RefCell<(RecvBatch, Datagrams)> =
+        std::cell::RefCell::new((RecvBatch::with_slot(65_535), Datagrams::default()));
 }
 
-/// Sends every answer waiting on the session back to the client.
+/// Sends the answers waiting on the session back to the client, a batch
+/// at a time (`recvmmsg` in, runs of one size as one segmented send out).
 fn relay_answers(a: &EndpointArgs, session: &UdpSession) -> io::Result<Answers> {
-    RECV_BUF.with_borrow_mut(|buf| {
+    ANSWERS.with_borrow_mut(|(batch, out)| {
         let mut got = Answers::None;
-        loop {
-            match session.try_recv_from(buf) {
-                Ok((from, n)) => {
-                    got = Answers::Some;
-                    match a.reply.send(a.key.client, from, &buf[..n]) {
-                        Ok(()) => {
-                            a.metrics.downstream.inc();
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => {
-                            return Ok(Answers::InboundGone)
-                        }
-                        Err(_) => a.metrics.dropped(Dropped::ReplyFailed),
-                    }
-                }
+        for _ in 0..ANSWER_BATCHES {
+            let n = match session.try_recv_batch(batch) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(got),
                 Err(e) => return Err(e),
+            };
+            got = Answers::Some;
+            let answers: Vec<(SocketAddr, &[u8])> =
+                (0..n).filter_map(|i| session.received(batch, i)).collect();
+            let mut start = 0;
+            while start < answers.len() {
+                match a.reply.send_many(a.key.client, &answers[start..], out) {
+                    Ok(()) => {
+                        a.metrics.downstream.inc_by((answers.len() - start) as u64);
+                        break;
+                    }
+                    Err((_, e)) if e.kind() == io::ErrorKind::NotConnected => {
+                        return Ok(Answers::InboundGone)
+                    }
+                    // The one that failed is dropped; the rest go on.
+                    Err((sent, _)) => {
+                        a.metrics.downstream.inc_by(sent as u64);
+                        a.metrics.dropped(Dropped::ReplyFailed);
+                        start += sent + 1;
+                    }
+                }
             }
         }
+        Ok(got)
     })
 }
 

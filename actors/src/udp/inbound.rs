@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,7 @@ use super::tproxy;
 use super::{Event, Handle, NewFlow, Relay};
 use crate::dialer::UdpSession;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
-use crate::udp_batch::{RecvBatch, BATCH};
+use crate::udp_batch::{Datagrams, RecvBatch, BATCH};
 use crate::warn_throttled;
 
 /// Endpoint (and association) events queued for an inbound at most (they are rare: one or
@@ -53,8 +54,8 @@ struct Outbox {
     bytes: Vec<u8>,
     /// Per flow, in the order flows first appeared in the batch.
     flows: Vec<Outgoing>,
-    /// Where runs are put together for one segmented send.
-    scratch: Vec<u8>,
+    /// Where a flow's datagrams are laid out for sending.
+    scratch: Datagrams,
 }
 
 struct Outgoing {
@@ -349,19 +350,41 @@ impl Drop for Flows {
 
 /// Replies from a forward inbound's own socket. Weak: an endpoint must not
 /// keep the socket bound after its inbound died.
-struct SocketReply(Weak<UdpSocket>);
+struct SocketReply {
+    socket: Weak<UdpSocket>,
+    /// Runs of answers may still leave as one segmented send.
+    gso: AtomicBool,
+}
+
+impl SocketReply {
+    fn socket(&self) -> io::Result<Arc<UdpSocket>> {
+        self.socket
+            .upgrade()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
 
 impl Reply for SocketReply {
     fn send(&self, client: SocketAddr, _from: SocketAddr, payload: &[u8]) -> io::Result<()> {
-        let socket = self
-            .0
-            .upgrade()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))?;
         // Straight to the socket: tokio's try_send_to waits for a
         // writable event the receive loop never asks for.
-        socket2::SockRef::from(&*socket)
+        socket2::SockRef::from(&*self.socket()?)
             .send_to(payload, &client.into())
             .map(drop)
+    }
+
+    fn send_many(
+        &self,
+        client: SocketAddr,
+        answers: &[(SocketAddr, &[u8])],
+        out: &mut Datagrams,
+    ) -> Result<(), (usize, io::Error)> {
+        let socket = self.socket().map_err(|e| (0, e))?;
+        out.clear();
+        for (_, payload) in answers {
+            out.push(Some(client), |bytes| bytes.extend_from_slice(payload));
+        }
+        out.send(socket.as_raw_fd(), &self.gso)
     }
 }
 
@@ -398,7 +421,10 @@ impl Actor for UdpInbound {
             InboundSpec::Forward { listen, to } => {
                 let socket = bind(listen)?;
                 tracing::info!(%listen, %to, "UDP forward inbound listening");
-                let reply = Arc::new(SocketReply(Arc::downgrade(&socket)));
+                let reply = Arc::new(SocketReply {
+                    socket: Arc::downgrade(&socket),
+                    gso: AtomicBool::new(true),
+                });
                 let (flows, events) = Flows::new(args.relay, reply);
                 args.tasks.spawn(forward(socket, to, flows, events, myself))
             }
@@ -408,6 +434,7 @@ impl Actor for UdpInbound {
                 let reply = Arc::new(tproxy::TproxyReply {
                     pool: Arc::default(),
                     inbound: Arc::downgrade(&socket),
+                    gso: AtomicBool::new(true),
                 });
                 let (flows, events) = Flows::new(args.relay, reply);
                 args.tasks

@@ -24,7 +24,7 @@ use super::inbound::{Flows, InboundMsg};
 use super::Event;
 use crate::dns::sockets::setsockopt_int;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
-use crate::udp_batch::BATCH;
+use crate::udp_batch::{Datagrams, BATCH};
 use crate::warn_throttled;
 
 /// A reply socket unused this long is closed.
@@ -254,6 +254,8 @@ impl ReplyPool {
 pub struct TproxyReply {
     pub pool: Arc<ReplyPool>,
     pub inbound: std::sync::Weak<UdpSocket>,
+    /// Runs of answers may still leave as one segmented send.
+    pub gso: std::sync::atomic::AtomicBool,
 }
 
 impl Reply for TproxyReply {
@@ -262,5 +264,34 @@ impl Reply for TproxyReply {
             return Err(io::Error::from(io::ErrorKind::NotConnected));
         }
         self.pool.socket(from)?.send_to(payload, client).map(drop)
+    }
+
+    /// Answers from one source leave together through its socket.
+    fn send_many(
+        &self,
+        client: SocketAddr,
+        answers: &[(SocketAddr, &[u8])],
+        out: &mut Datagrams,
+    ) -> Result<(), (usize, io::Error)> {
+        if self.inbound.strong_count() == 0 {
+            return Err((0, io::Error::from(io::ErrorKind::NotConnected)));
+        }
+        let mut start = 0;
+        while start < answers.len() {
+            let from = answers[start].0;
+            let end = answers[start..]
+                .iter()
+                .position(|(f, _)| *f != from)
+                .map_or(answers.len(), |n| start + n);
+            let socket = self.pool.socket(from).map_err(|e| (start, e))?;
+            out.clear();
+            for (_, payload) in &answers[start..end] {
+                out.push(Some(client), |bytes| bytes.extend_from_slice(payload));
+            }
+            out.send(socket.as_raw_fd(), &self.gso)
+                .map_err(|(sent, e)| (start + sent, e))?;
+            start = end;
+        }
+        Ok(())
     }
 }
