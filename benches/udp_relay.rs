@@ -107,7 +107,9 @@ fn blast(socket: &UdpSocket, sink: &Sink, size: usize) -> f64 {
 fn blast_back(client: &UdpSocket, target: &UdpSocket, size: usize) -> f64 {
     client.send(b"start").unwrap();
     let mut buf = [0u8; 2048];
-    let (_, peer) = target.recv_from(&mut buf).expect("the client's datagram arrives");
+    let (_, peer) = target
+        .recv_from(&mut buf)
+        .expect("the client's datagram arrives");
     let count = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let receiver = client.try_clone().unwrap();

@@ -465,4 +465,41 @@ mod tests {
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
         assert!(!gso_unsupported(&e));
     }
+
+    /// A run the kernel will not segment for this send (here: a socket
+    /// without UDP checksums, as a segment past the MTU would be) goes one
+    /// by one, and later runs still try segmenting.
+    #[test]
+    fn a_run_the_kernel_refuses_to_segment_goes_one_by_one() {
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        crate::dns::sockets::setsockopt_int(
+            client.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            1,
+        )
+        .unwrap();
+        let to = Some(server.local_addr().unwrap());
+        let mut out = Datagrams::default();
+        for i in 0..3u8 {
+            out.push(to, |b| b.extend_from_slice(&[i; 50]));
+        }
+        assert_eq!(out.len(), 3);
+        let refused = send_segments(
+            client.as_raw_fd(),
+            Some(&SockAddr::from(server.local_addr().unwrap())),
+            &[0; 100],
+            50,
+        );
+        assert_eq!(refused.unwrap_err().raw_os_error(), Some(libc::EINVAL));
+        let gso = AtomicBool::new(true);
+        out.send(client.as_raw_fd(), &gso).unwrap();
+        assert!(gso.load(Ordering::Relaxed), "refused once, not given up");
+        let mut got = [0u8; 64];
+        for i in 0..3u8 {
+            let n = server.recv(&mut got).unwrap();
+            assert_eq!(&got[..n], &[i; 50][..]);
+        }
+    }
 }
