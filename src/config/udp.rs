@@ -16,6 +16,8 @@ use super::Checker;
 pub const MAX_ENDPOINTS: usize = 1_000_000;
 /// Datagrams queued per endpoint at most.
 pub const MAX_QUEUE: usize = 4096;
+/// The relay's queued bytes: at least one largest datagram, at most 1 GiB.
+pub const QUEUE_BYTES: std::ops::RangeInclusive<usize> = 65_536..=(1 << 30);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default, rename = "udp")]
@@ -26,6 +28,7 @@ pub struct RawUdp {
     pub max_endpoints: usize,
     pub idle: RawIdle,
     pub queue: usize,
+    pub queue_bytes: usize,
 }
 
 impl Default for RawUdp {
@@ -37,6 +40,7 @@ impl Default for RawUdp {
             max_endpoints: 10_000,
             idle: RawIdle::default(),
             queue: 64,
+            queue_bytes: 16 << 20,
         }
     }
 }
@@ -160,6 +164,12 @@ impl Checker<'_> {
         if raw.queue == 0 || raw.queue > MAX_QUEUE {
             self.error("udp.queue", format!("must be 1 to {MAX_QUEUE}"));
         }
+        if !QUEUE_BYTES.contains(&raw.queue_bytes) {
+            self.error(
+                "udp.queue_bytes",
+                format!("must be {} to {}", QUEUE_BYTES.start(), QUEUE_BYTES.end()),
+            );
+        }
         for (field, value) in [
             ("dns_s", raw.idle.dns_s),
             ("quic_s", raw.idle.quic_s),
@@ -180,6 +190,9 @@ impl Checker<'_> {
                 other: Duration::from_secs(raw.idle.other_s.max(1)),
             },
             queue: raw.queue.clamp(1, MAX_QUEUE),
+            queue_bytes: raw
+                .queue_bytes
+                .clamp(*QUEUE_BYTES.start(), *QUEUE_BYTES.end()),
         }
     }
 

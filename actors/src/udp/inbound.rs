@@ -205,6 +205,10 @@ impl Flows {
                         self.relay.metrics.dropped(Dropped::QueueFull);
                         return;
                     }
+                    Pushed::OverBudget => {
+                        self.relay.metrics.dropped(Dropped::OverBudget);
+                        return;
+                    }
                     // Its endpoint just ended: start another.
                     Pushed::Closed(datagram) => datagram,
                 }
@@ -298,8 +302,12 @@ impl Flows {
                     // what failed goes there.
                     Some(handle) if handle.id != id => {
                         for datagram in datagrams {
-                            if !matches!(handle.queue.push(datagram), Pushed::Queued) {
-                                self.relay.metrics.dropped(Dropped::QueueFull);
+                            match handle.queue.push(datagram) {
+                                Pushed::Queued => {}
+                                Pushed::OverBudget => {
+                                    self.relay.metrics.dropped(Dropped::OverBudget)
+                                }
+                                _ => self.relay.metrics.dropped(Dropped::QueueFull),
                             }
                         }
                     }

@@ -25,7 +25,8 @@ const REFUSED: [&str; 3] = ["max_endpoints", "fd_limit", "no_path"];
 /// Why a datagram was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dropped {
-    /// The endpoint's queue was full: the oldest datagram went.
+    /// The endpoint's queue was full (its datagrams, or the relay's queued
+    /// bytes): the oldest datagram went.
     QueueFull = 0,
     /// Sending towards the destination failed (and was not retried).
     SendFailed = 1,
@@ -42,9 +43,12 @@ pub enum Dropped {
     /// datagrams it carried, or the end of a flow the inbound then learns
     /// of at its next datagram.
     EventLost = 6,
+    /// The relay's queued bytes were at `udp.queue_bytes` and the flow had
+    /// nothing waiting to give up: the new datagram went.
+    OverBudget = 7,
 }
 
-const DROPPED: [&str; 7] = [
+const DROPPED: [&str; 8] = [
     "queue_full",
     "send_failed",
     "reply_failed",
@@ -52,6 +56,7 @@ const DROPPED: [&str; 7] = [
     "malformed",
     "unassociated",
     "event_lost",
+    "queue_bytes",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -69,7 +74,7 @@ pub struct UdpMetrics {
     pub created: Counter,
     pub failovers: Counter,
     refused: [Counter; 3],
-    dropped: [Counter; 7],
+    dropped: [Counter; 8],
     /// Client to destination, destination to client.
     pub upstream: Counter,
     pub downstream: Counter,

@@ -31,8 +31,8 @@ use crate::dialer::Dialers;
 use crate::dns::resolver::Resolver;
 use endpoint::{EndpointActor, EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
-use metrics::{Refused, UdpMetrics};
-use queue::{Datagram, Queue};
+use metrics::{Dropped, Refused, UdpMetrics};
+use queue::{Budget, Datagram, Pushed, Queue};
 use settings::UdpSettings;
 
 /// Where the endpoints live in the tree.
@@ -91,6 +91,8 @@ pub struct Relay {
     /// No new flow before this (ms since `epoch`), after EMFILE or ENFILE.
     fd_until_ms: AtomicU64,
     fd_backoff_ms: AtomicU64,
+    /// The bytes every flow's queue holds together.
+    budget: Arc<Budget>,
 }
 
 impl Relay {
@@ -101,6 +103,7 @@ impl Relay {
         root: SupervisorView,
         dns: Option<Arc<Resolver>>,
     ) -> Arc<Relay> {
+        let settings_queue_bytes = settings.queue_bytes;
         Arc::new(Relay {
             settings,
             metrics,
@@ -113,6 +116,7 @@ impl Relay {
             epoch: Instant::now(),
             fd_until_ms: AtomicU64::new(0),
             fd_backoff_ms: AtomicU64::new(0),
+            budget: Arc::new(Budget::new(settings_queue_bytes)),
         })
     }
 
@@ -164,10 +168,14 @@ impl Relay {
             return refuse(Refused::MaxEndpoints, flow);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(Queue::new(self.settings.queue));
+        let queue = Arc::new(Queue::new(self.settings.queue, self.budget.clone()));
         let owned = Arc::new(AtomicBool::new(false));
         for datagram in flow.datagrams {
-            queue.push(datagram);
+            match queue.push(datagram) {
+                Pushed::Queued | Pushed::Closed(_) => {}
+                Pushed::DroppedOldest => self.metrics.dropped(Dropped::QueueFull),
+                Pushed::OverBudget => self.metrics.dropped(Dropped::OverBudget),
+            }
         }
         let args = EndpointArgs {
             key: flow.key,

@@ -1,6 +1,10 @@
 //! The bounded queue between an inbound's receive loop and one endpoint:
 //! pushing never waits; when full, the oldest datagram is dropped (a
 //! real-time flow wants the newest), and the drop is counted by the caller.
+//! Full means its datagram count (`udp.queue`) or the bytes every queue of
+//! the relay holds together (`udp.queue_bytes`, a [`Budget`]): a flood of
+//! large datagrams to flows whose paths are slow to open cannot take the
+//! router's memory.
 //!
 //! Once the endpoint's session is open it is published here too: while the
 //! queue is empty the inbound sends straight into the session (a
@@ -11,7 +15,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,8 +34,43 @@ pub struct Datagram {
 /// A queued datagram, or one whose direct send already failed (with why).
 pub type Item = (Datagram, Option<io::Error>);
 
+/// The bytes every queue of a relay may hold together.
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        let before = self.used.fetch_add(bytes, Ordering::AcqRel);
+        if before + bytes > self.limit {
+            self.used.fetch_sub(bytes, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn give(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
 pub struct Queue {
     items: Mutex<VecDeque<Item>>,
+    budget: Arc<Budget>,
     ready: Notify,
     closed: AtomicBool,
     cap: usize,
@@ -50,12 +89,16 @@ pub enum Pushed {
     DroppedOldest,
     /// The endpoint is gone: nothing was queued.
     Closed(Datagram),
+    /// The relay's queued bytes are at their budget and this flow had
+    /// nothing waiting to give up: the datagram was dropped.
+    OverBudget,
 }
 
 impl Queue {
-    pub fn new(cap: usize) -> Queue {
+    pub fn new(cap: usize, budget: Arc<Budget>) -> Queue {
         Queue {
             items: Mutex::new(VecDeque::new()),
+            budget,
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             cap: cap.max(1),
@@ -79,16 +122,22 @@ impl Queue {
     }
 
     fn push_item(&self, item: Item) -> Pushed {
+        let size = item.0.bytes.len();
         let mut items = self.lock();
         if self.closed.load(Ordering::Acquire) {
             return Pushed::Closed(item.0);
         }
-        let dropped = if items.len() >= self.cap {
-            items.pop_front();
-            true
-        } else {
-            false
-        };
+        let mut dropped = false;
+        if items.len() >= self.cap {
+            self.forget_oldest(&mut items);
+            dropped = true;
+        }
+        while !self.budget.take(size) {
+            if !self.forget_oldest(&mut items) {
+                return Pushed::OverBudget;
+            }
+            dropped = true;
+        }
         items.push_back(item);
         drop(items);
         self.ready.notify_one();
@@ -96,6 +145,18 @@ impl Queue {
             Pushed::DroppedOldest
         } else {
             Pushed::Queued
+        }
+    }
+
+    /// Drops the oldest waiting datagram, giving its bytes back; false
+    /// when none waits.
+    fn forget_oldest(&self, items: &mut VecDeque<Item>) -> bool {
+        match items.pop_front() {
+            Some((old, _)) => {
+                self.budget.give(old.bytes.len());
+                true
+            }
+            None => false,
         }
     }
 
@@ -135,6 +196,7 @@ impl Queue {
             {
                 let mut items = self.lock();
                 if let Some(datagram) = items.pop_front() {
+                    self.budget.give(datagram.0.bytes.len());
                     if items.is_empty() {
                         // Most datagrams go straight into the session: an
                         // idle flow keeps no room for queued ones.
@@ -156,14 +218,24 @@ impl Queue {
         self.direct.store(None);
         let mut items = self.lock();
         self.closed.store(true, Ordering::Release);
-        let left = items.drain(..).map(|(datagram, _)| datagram).collect();
+        let left: Vec<Datagram> = items.drain(..).map(|(datagram, _)| datagram).collect();
         drop(items);
+        self.budget
+            .give(left.iter().map(|d| d.bytes.len()).sum::<usize>());
         self.ready.notify_waiters();
         left
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        let items = self.items.get_mut().unwrap_or_else(|e| e.into_inner());
+        self.budget
+            .give(items.iter().map(|(d, _)| d.bytes.len()).sum::<usize>());
     }
 }
 
@@ -180,7 +252,7 @@ mod tests {
 
     #[tokio::test]
     async fn full_queue_drops_the_oldest_and_close_hands_back_the_rest() {
-        let q = Queue::new(2);
+        let q = Queue::new(2, Arc::new(Budget::new(1 << 20)));
         assert_eq!(q.push(d(1)), Pushed::Queued);
         assert_eq!(q.push(d(2)), Pushed::Queued);
         assert_eq!(q.push(d(3)), Pushed::DroppedOldest);
@@ -192,7 +264,7 @@ mod tests {
 
     #[tokio::test]
     async fn pop_waits_for_a_push() {
-        let q = std::sync::Arc::new(Queue::new(4));
+        let q = std::sync::Arc::new(Queue::new(4, Arc::new(Budget::new(1 << 20))));
         let waiting = tokio::spawn({
             let q = q.clone();
             async move { q.pop().await }
@@ -209,6 +281,38 @@ mod tests {
         assert!(
             waiting.await.unwrap().is_none(),
             "closing wakes a waiting pop"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_relay_byte_budget_bounds_every_queue_together() {
+        let budget = Arc::new(Budget::new(300));
+        let (a, b) = (
+            Queue::new(64, budget.clone()),
+            Queue::new(64, budget.clone()),
+        );
+        let sized = |n: usize| Datagram {
+            dst: "127.0.0.1:9".parse().unwrap(),
+            bytes: vec![0; n],
+        };
+        assert_eq!(a.push(sized(200)), Pushed::Queued);
+        // b has nothing to give up: its datagram goes.
+        assert_eq!(b.push(sized(200)), Pushed::OverBudget);
+        assert_eq!(budget.used(), 200);
+        // a gives up its oldest for a newer one.
+        assert_eq!(a.push(sized(150)), Pushed::DroppedOldest);
+        assert_eq!(budget.used(), 150);
+        assert_eq!(b.push(sized(100)), Pushed::Queued);
+        assert_eq!(budget.used(), 250);
+        assert_eq!(a.pop().await.map(|(d, _)| d.bytes.len()), Some(150));
+        assert_eq!(budget.used(), 100);
+        assert_eq!(a.push(sized(10)), Pushed::Queued);
+        assert_eq!(a.close().len(), 1);
+        drop(b);
+        assert_eq!(
+            budget.used(),
+            0,
+            "closing and dropping give every byte back"
         );
     }
 }

@@ -105,6 +105,9 @@ pub struct UdpSettings {
     pub idle: IdleTimeouts,
     /// Datagrams waiting for one endpoint at most (the oldest is dropped).
     pub queue: usize,
+    /// Bytes of datagrams waiting in every endpoint's queue together, at
+    /// most.
+    pub queue_bytes: usize,
 }
 
 impl UdpSettings {
@@ -147,6 +150,7 @@ mod tests {
             max_endpoints: 10,
             idle: IdleTimeouts::default(),
             queue: 8,
+            queue_bytes: 1 << 20,
         };
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(
