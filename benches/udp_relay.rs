@@ -262,6 +262,52 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Measures every path with `measure(path, socket, size)` (a socket
+/// connected to the path's entry, one per path for the whole run: socat
+/// relays for the first peer it hears only), 64 B and 1200 B, RUNS times
+/// interleaved; prints the medians as a table. Returns ward direct's 64 B
+/// rate over raw loopback's (the first path).
+fn table(paths: &[(&str, SocketAddr)], measure: impl Fn(usize, &UdpSocket, usize) -> f64) -> f64 {
+    let sockets: Vec<UdpSocket> = paths
+        .iter()
+        .map(|(_, to)| {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            socket.connect(to).unwrap();
+            socket
+        })
+        .collect();
+    let mut results: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; paths.len()];
+    for _ in 0..RUNS {
+        for (p, socket) in sockets.iter().enumerate() {
+            for (s, size) in [64usize, 1200].into_iter().enumerate() {
+                results[p][s].push(measure(p, socket, size));
+            }
+        }
+    }
+    println!("| path | 64 B: packets/s | 64 B: Mbit/s | 1200 B: packets/s | 1200 B: Mbit/s |");
+    println!("|---|---|---|---|---|");
+    let (mut raw, mut direct) = (0.0, 0.0);
+    for (p, (name, _)) in paths.iter().enumerate() {
+        let small = median(results[p][0].clone());
+        let large = median(results[p][1].clone());
+        if p == 0 {
+            raw = small;
+        }
+        if *name == "ward direct" {
+            direct = small;
+        }
+        println!(
+            "| {name} | {:.0} | {:.1} | {:.0} | {:.1} |",
+            small,
+            small * 64.0 * 8.0 / 1e6,
+            large,
+            large * 1200.0 * 8.0 / 1e6
+        );
+    }
+    println!();
+    direct / raw
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -322,50 +368,8 @@ fn main() {
         ("ward direct", direct_in),
         ("ward via SOCKS5 (danted)", proxied_in),
     ];
-    println!("| path | 64 B: packets/s | 64 B: Mbit/s | 1200 B: packets/s | 1200 B: Mbit/s |");
-    println!("|---|---|---|---|---|");
-    let mut raw_pps = 0.0;
-    let mut direct_pps = 0.0;
-    // One sender per path for the whole run: socat relays for the first
-    // peer it hears only.
-    let senders: Vec<UdpSocket> = paths
-        .iter()
-        .map(|(_, to)| {
-            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-            socket.connect(to).unwrap();
-            socket
-        })
-        .collect();
-    let mut results: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; paths.len()];
-    for _ in 0..RUNS {
-        for (p, sender) in senders.iter().enumerate() {
-            for (s, size) in [64usize, 1200].into_iter().enumerate() {
-                results[p][s].push(blast(sender, &sink, size));
-            }
-        }
-    }
-    for (p, (name, _)) in paths.iter().enumerate() {
-        let small = median(results[p][0].clone());
-        let large = median(results[p][1].clone());
-        if p == 0 {
-            raw_pps = small;
-        }
-        if *name == "ward direct" {
-            direct_pps = small;
-        }
-        println!(
-            "| {name} | {:.0} | {:.1} | {:.0} | {:.1} |",
-            small,
-            small * 64.0 * 8.0 / 1e6,
-            large,
-            large * 1200.0 * 8.0 / 1e6
-        );
-    }
-    println!();
-    println!(
-        "- ward direct / raw loopback, 64 B: {:.2}",
-        direct_pps / raw_pps
-    );
+    let ratio = table(&paths, |_, sender, size| blast(sender, &sink, size));
+    println!("- ward direct / raw loopback, 64 B: {ratio:.2}");
 
     // The answer direction: targets blast back to whoever reached them.
     let back_paths = [
@@ -374,50 +378,13 @@ fn main() {
         ("ward direct", back_direct_in),
         ("ward via SOCKS5 (danted)", back_proxied_in),
     ];
-    let clients: Vec<UdpSocket> = back_paths
-        .iter()
-        .map(|(_, to)| {
-            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-            socket.connect(to).unwrap();
-            socket
-        })
-        .collect();
-    let mut back: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); 2]; back_paths.len()];
-    for _ in 0..RUNS {
-        for (p, client) in clients.iter().enumerate() {
-            for (s, size) in [64usize, 1200].into_iter().enumerate() {
-                back[p][s].push(blast_back(client, &targets[p], size));
-            }
-        }
-    }
     println!();
     println!("Answers (target back to client):");
     println!();
-    println!("| path | 64 B: packets/s | 64 B: Mbit/s | 1200 B: packets/s | 1200 B: Mbit/s |");
-    println!("|---|---|---|---|---|");
-    let (mut raw_back, mut direct_back) = (0.0, 0.0);
-    for (p, (name, _)) in back_paths.iter().enumerate() {
-        let small = median(back[p][0].clone());
-        let large = median(back[p][1].clone());
-        if p == 0 {
-            raw_back = small;
-        }
-        if *name == "ward direct" {
-            direct_back = small;
-        }
-        println!(
-            "| {name} | {:.0} | {:.1} | {:.0} | {:.1} |",
-            small,
-            small * 64.0 * 8.0 / 1e6,
-            large,
-            large * 1200.0 * 8.0 / 1e6
-        );
-    }
-    println!();
-    println!(
-        "- answers, ward direct / raw loopback, 64 B: {:.2}",
-        direct_back / raw_back
-    );
+    let ratio = table(&back_paths, |p, client, size| {
+        blast_back(client, &targets[p], size)
+    });
+    println!("- answers, ward direct / raw loopback, 64 B: {ratio:.2}");
 
     // Flow setup and memory: FLOWS client sockets, one datagram each.
     let rss_before = rss_kib(ward_proc.0.id());

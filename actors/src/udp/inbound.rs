@@ -29,6 +29,7 @@ use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Associations};
 use super::tproxy;
 use super::{Event, Handle, NewFlow, Relay};
+use crate::dialer::socks5::{self, TargetAddr};
 use crate::dialer::UdpSession;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::udp_batch::{Datagrams, RecvBatch, BATCH};
@@ -356,28 +357,50 @@ impl Drop for Flows {
     }
 }
 
-/// Replies from a forward inbound's own socket. Weak: an endpoint must not
-/// keep the socket bound after its inbound died.
-struct SocketReply {
+/// Replies from an inbound's own socket: as they are for a forward
+/// inbound, with the SOCKS5 UDP header naming their source for a SOCKS5
+/// one. Weak: an endpoint must not keep the socket bound after its inbound
+/// died.
+pub(crate) struct SocketReply {
     socket: Weak<UdpSocket>,
+    socks5: bool,
     /// Runs of answers may still leave as one segmented send.
     gso: AtomicBool,
 }
 
 impl SocketReply {
+    pub(crate) fn new(socket: &Arc<UdpSocket>, socks5: bool) -> Arc<SocketReply> {
+        Arc::new(SocketReply {
+            socket: Arc::downgrade(socket),
+            socks5,
+            gso: AtomicBool::new(true),
+        })
+    }
+
     fn socket(&self) -> io::Result<Arc<UdpSocket>> {
         self.socket
             .upgrade()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
+
+    fn write(&self, from: SocketAddr, payload: &[u8], out: &mut Vec<u8>) {
+        if self.socks5 {
+            socks5::encapsulate(&TargetAddr::Ip(from), payload, out);
+        } else {
+            out.extend_from_slice(payload);
+        }
+    }
 }
 
 impl Reply for SocketReply {
-    fn send(&self, client: SocketAddr, _from: SocketAddr, payload: &[u8]) -> io::Result<()> {
+    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()> {
+        let socket = self.socket()?;
+        let mut datagram = Vec::with_capacity(payload.len() + 22);
+        self.write(from, payload, &mut datagram);
         // Straight to the socket: tokio's try_send_to waits for a
         // writable event the receive loop never asks for.
-        socket2::SockRef::from(&*self.socket()?)
-            .send_to(payload, &client.into())
+        socket2::SockRef::from(&*socket)
+            .send_to(&datagram, &client.into())
             .map(drop)
     }
 
@@ -389,8 +412,8 @@ impl Reply for SocketReply {
     ) -> Result<(), (usize, io::Error)> {
         let socket = self.socket().map_err(|e| (0, e))?;
         out.clear();
-        for (_, payload) in answers {
-            out.push(Some(client), |bytes| bytes.extend_from_slice(payload));
+        for (from, payload) in answers {
+            out.push(Some(client), |bytes| self.write(*from, payload, bytes));
         }
         out.send(socket.as_raw_fd(), &self.gso)
     }
@@ -429,10 +452,7 @@ impl Actor for UdpInbound {
             InboundSpec::Forward { listen, to } => {
                 let socket = bind(listen)?;
                 tracing::info!(%listen, %to, "UDP forward inbound listening");
-                let reply = Arc::new(SocketReply {
-                    socket: Arc::downgrade(&socket),
-                    gso: AtomicBool::new(true),
-                });
+                let reply = SocketReply::new(&socket, false);
                 let (flows, events) = Flows::new(args.relay, reply);
                 args.tasks.spawn(forward(socket, to, flows, events, myself))
             }
@@ -460,7 +480,7 @@ impl Actor for UdpInbound {
                 tracing::info!(%listen, "SOCKS5 inbound listening (UDP ASSOCIATE)");
                 let associations = Arc::new(Associations::default());
                 let (ended_tx, ended) = mpsc::channel(EVENTS);
-                let (flows, events) = Flows::new(args.relay, socks5_inbound::reply_for(&socket));
+                let (flows, events) = Flows::new(args.relay, SocketReply::new(&socket, true));
                 let relay = args.tasks.spawn(socks5_inbound::relay_loop(
                     socket,
                     associations.clone(),

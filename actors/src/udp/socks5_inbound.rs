@@ -6,11 +6,9 @@
 //! connection closes.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::ActorRef;
@@ -18,13 +16,11 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::endpoint::Reply;
 use super::inbound::{Flows, InboundMsg};
 use super::metrics::Dropped;
 use super::Event;
 use crate::dialer::socks5::{self, Command, Credentials, ReplyCode, TargetAddr};
 use crate::io_class::{classify_io_error, IoClass, IoSide};
-use crate::udp_batch::Datagrams;
 use crate::warn_throttled;
 
 /// Control connections served at once, at most.
@@ -87,56 +83,6 @@ impl Associations {
         }
         port.map(|port| SocketAddr::new(ip, port))
     }
-}
-
-/// Answers go back with the SOCKS5 UDP header naming their source.
-struct SocksReply {
-    socket: Weak<UdpSocket>,
-    /// Runs of answers may still leave as one segmented send.
-    gso: AtomicBool,
-}
-
-impl SocksReply {
-    fn socket(&self) -> io::Result<Arc<UdpSocket>> {
-        self.socket
-            .upgrade()
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
-    }
-}
-
-impl Reply for SocksReply {
-    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()> {
-        let socket = self.socket()?;
-        let mut datagram = Vec::with_capacity(payload.len() + 22);
-        socks5::encapsulate(&TargetAddr::Ip(from), payload, &mut datagram);
-        socket2::SockRef::from(&*socket)
-            .send_to(&datagram, &client.into())
-            .map(drop)
-    }
-
-    fn send_many(
-        &self,
-        client: SocketAddr,
-        answers: &[(SocketAddr, &[u8])],
-        out: &mut Datagrams,
-    ) -> Result<(), (usize, io::Error)> {
-        let socket = self.socket().map_err(|e| (0, e))?;
-        out.clear();
-        for (from, payload) in answers {
-            out.push(Some(client), |bytes| {
-                socks5::encapsulate(&TargetAddr::Ip(*from), payload, bytes)
-            });
-        }
-        out.send(socket.as_raw_fd(), &self.gso)
-    }
-}
-
-/// The reply sink of a SOCKS5 inbound's relay socket.
-pub fn reply_for(socket: &Arc<UdpSocket>) -> Arc<dyn Reply> {
-    Arc::new(SocksReply {
-        socket: Arc::downgrade(socket),
-        gso: AtomicBool::new(true),
-    })
 }
 
 /// Accepts control connections until the inbound ends; each association
