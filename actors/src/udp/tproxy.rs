@@ -143,6 +143,8 @@ pub async fn receive_loop(
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                         Err(e) => match classify_io_error(&e, IoSide::Listener) {
                             IoClass::SocketDead => {
+                                // What this turn already took still goes.
+                                flows.flush();
                                 let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
                                 return;
                             }
