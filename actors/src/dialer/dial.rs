@@ -394,21 +394,6 @@ impl UdpSession {
         self.socket.try_send(&datagram).map(drop)
     }
 
-    /// Sends one datagram to `dst` now, straight to the socket (no task
-    /// wake-up): `WouldBlock` when its buffer is full.
-    pub fn send_now(&self, payload: &[u8], dst: SocketAddr) -> io::Result<()> {
-        let socket = socket2::SockRef::from(&self.socket);
-        if self.relayed {
-            let mut datagram = Vec::with_capacity(payload.len() + 22);
-            socks5::encapsulate(&TargetAddr::Ip(dst), payload, &mut datagram);
-            return socket.send(&datagram).map(drop);
-        }
-        match &self.target {
-            Some(_) => socket.send(payload).map(drop),
-            None => socket.send_to(payload, &dst.into()).map(drop),
-        }
-    }
-
     /// Sends `datagrams` in order now, without waiting, runs to one
     /// destination as one segmented send where the path takes it (see
     /// [`Datagrams::send`]): how many went before the first that could
@@ -497,29 +482,9 @@ impl UdpSession {
         }
     }
 
-    /// Waits until a datagram may be waiting (see [`Self::try_recv_from`]).
+    /// Waits until a datagram may be waiting (see [`Self::try_recv_batch`]).
     pub async fn readable(&self) -> io::Result<()> {
         self.socket.readable().await
-    }
-
-    /// [`Self::recv_from`] without waiting: `WouldBlock` when nothing is
-    /// there. Lets an owner receive into a buffer it does not keep.
-    pub fn try_recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
-        loop {
-            if !self.relayed {
-                return match &self.target {
-                    Some((target, _)) => Ok((*target, self.socket.try_recv(buf)?)),
-                    None => self.socket.try_recv_from(buf).map(|(n, from)| (from, n)),
-                };
-            }
-            let n = self.socket.try_recv(buf)?;
-            let Ok((TargetAddr::Ip(from), payload)) = socks5::decapsulate(&buf[..n]) else {
-                continue;
-            };
-            let (start, len) = (n - payload.len(), payload.len());
-            buf.copy_within(start..n, 0);
-            return Ok((from, len));
-        }
     }
 
     /// The control connection of a SOCKS5 association, for the owner to

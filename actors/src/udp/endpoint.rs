@@ -40,25 +40,16 @@ pub const MAX_RETRIES: u8 = 2;
 /// How answers go back to the client: the inbound's socket (with a SOCKS5
 /// header for a SOCKS5 client).
 pub trait Reply: Send + Sync {
-    /// Sends `payload`, which came from `from`, to `client`. `NotConnected`
-    /// when the inbound is gone (the endpoint then ends).
-    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()>;
-
     /// Sends `answers` (each with where it came from) to `client` in
     /// order, laid out in `out`: how many went before the first that
-    /// could not, and why. One by one unless the inbound does better.
+    /// could not, and why. `NotConnected` when the inbound is gone (the
+    /// endpoint then ends).
     fn send_many(
         &self,
         client: SocketAddr,
         answers: &[(SocketAddr, &[u8])],
         out: &mut Datagrams,
-    ) -> Result<(), (usize, io::Error)> {
-        let _ = out;
-        for (i, (from, payload)) in answers.iter().enumerate() {
-            self.send(client, *from, payload).map_err(|e| (i, e))?;
-        }
-        Ok(())
-    }
+    ) -> Result<(), (usize, io::Error)>;
 }
 
 #[derive(Clone)]

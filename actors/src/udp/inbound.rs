@@ -393,17 +393,6 @@ impl SocketReply {
 }
 
 impl Reply for SocketReply {
-    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()> {
-        let socket = self.socket()?;
-        let mut datagram = Vec::with_capacity(payload.len() + 22);
-        self.write(from, payload, &mut datagram);
-        // Straight to the socket: tokio's try_send_to waits for a
-        // writable event the receive loop never asks for.
-        socket2::SockRef::from(&*socket)
-            .send_to(&datagram, &client.into())
-            .map(drop)
-    }
-
     fn send_many(
         &self,
         client: SocketAddr,

@@ -261,13 +261,6 @@ pub struct TproxyReply {
 }
 
 impl Reply for TproxyReply {
-    fn send(&self, client: SocketAddr, from: SocketAddr, payload: &[u8]) -> io::Result<()> {
-        if self.inbound.strong_count() == 0 {
-            return Err(io::Error::from(io::ErrorKind::NotConnected));
-        }
-        self.pool.socket(from)?.send_to(payload, client).map(drop)
-    }
-
     /// Answers from one source leave together through its socket.
     fn send_many(
         &self,
