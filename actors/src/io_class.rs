@@ -109,6 +109,13 @@ fn classify_errno(errno: Errno, side: IoSide) -> IoClass {
             IoSide::Listener => IoClass::SocketDead,
             _ => IoClass::Transient,
         },
+        // A datagram to a family the flow's socket cannot send to (IPv6
+        // off on this host): that datagram is lost, the flow is not. On a
+        // dial the path cannot reach the family at all.
+        EAFNOSUPPORT => match side {
+            IoSide::Dial => IoClass::PathFailed,
+            _ => IoClass::Transient,
+        },
         // A firewall rule refused the packet: not the path's fault, not fatal.
         EPERM | EACCES => match side {
             IoSide::Listener => IoClass::SocketDead,
@@ -181,6 +188,7 @@ mod tests {
             (Errno::EHOSTUNREACH, [Transient, PathFailed, PathFailed]),
             (Errno::ENETUNREACH, [Transient, PathFailed, PathFailed]),
             (Errno::EADDRINUSE, [SocketDead, Transient, Transient]),
+            (Errno::EAFNOSUPPORT, [Transient, PathFailed, Transient]),
         ];
         for (errno, expected) in table {
             for (side, want) in [Listener, Dial, Session].into_iter().zip(expected) {

@@ -8,13 +8,14 @@
 //! failures that blame the path count against its health.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
+use nix::errno::Errno;
 use ractor::ActorRef;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
@@ -206,13 +207,17 @@ impl Dialer {
         match &self.spec {
             DialerSpec::Direct { mark, interface } => {
                 let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
-                let socket = udp_socket(target, *mark, interface.as_deref()).map_err(io)?;
-                if connected {
+                let (socket, dual_stack) = if connected {
+                    let socket = udp_socket(target, *mark, interface.as_deref()).map_err(io)?;
                     socket.connect(target).await.map_err(io)?;
-                }
+                    (socket, false)
+                } else {
+                    flow_socket(target, *mark, interface.as_deref()).map_err(io)?
+                };
                 Ok(UdpSession {
                     socket,
                     relayed: false,
+                    dual_stack,
                     target: connected.then(|| (target, Vec::new())),
                     control: None,
                     gso: AtomicBool::new(true),
@@ -247,6 +252,7 @@ impl Dialer {
                 Ok(UdpSession {
                     socket,
                     relayed: true,
+                    dual_stack: false,
                     target,
                     control: Some(association.control),
                     gso: AtomicBool::new(true),
@@ -361,6 +367,10 @@ pub struct UdpSession {
     socket: UdpSocket,
     /// Through a SOCKS5 relay: every datagram carries a UDP request header.
     relayed: bool,
+    /// An IPv6 socket that also reaches IPv4 (as v4-mapped addresses): a
+    /// direct flow may send to either family, whatever its first
+    /// destination was.
+    dual_stack: bool,
     /// The one destination of a session opened for it, with its header
     /// when relayed.
     target: Option<(SocketAddr, Vec<u8>)>,
@@ -407,7 +417,7 @@ impl UdpSession {
         // Through a node or to the one target, the socket is connected.
         let unconnected = !self.relayed && self.target.is_none();
         for (dst, payload) in datagrams {
-            out.push(unconnected.then_some(*dst), |bytes| {
+            out.push(unconnected.then(|| self.wire(*dst)), |bytes| {
                 if self.relayed {
                     socks5::encapsulate(&TargetAddr::Ip(*dst), payload, bytes);
                 } else {
@@ -427,7 +437,27 @@ impl UdpSession {
         }
         match &self.target {
             Some(_) => self.socket.send(payload).await.map(drop),
-            None => self.socket.send_to(payload, dst).await.map(drop),
+            None => self.socket.send_to(payload, self.wire(dst)).await.map(drop),
+        }
+    }
+
+    /// `dst` as this socket addresses it: v4-mapped on a dual-stack one.
+    fn wire(&self, dst: SocketAddr) -> SocketAddr {
+        match dst {
+            SocketAddr::V4(v4) if self.dual_stack => {
+                SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0).into()
+            }
+            _ => dst,
+        }
+    }
+
+    /// A source as the flow names it: plain IPv4 for a v4-mapped one.
+    fn unwire(&self, from: SocketAddr) -> SocketAddr {
+        match from {
+            SocketAddr::V6(v6) if self.dual_stack => {
+                SocketAddr::new(v6.ip().to_canonical(), v6.port())
+            }
+            _ => from,
         }
     }
 
@@ -445,7 +475,11 @@ impl UdpSession {
             if !self.relayed {
                 return match &self.target {
                     Some((target, _)) => Ok((*target, self.socket.recv(buf).await?)),
-                    None => self.socket.recv_from(buf).await.map(|(n, from)| (from, n)),
+                    None => self
+                        .socket
+                        .recv_from(buf)
+                        .await
+                        .map(|(n, from)| (self.unwire(from), n)),
                 };
             }
             let n = self.socket.recv(buf).await?;
@@ -473,7 +507,10 @@ impl UdpSession {
     pub fn received<'b>(&self, batch: &'b RecvBatch, i: usize) -> Option<(SocketAddr, &'b [u8])> {
         let (bytes, from) = batch.get(i)?;
         if !self.relayed {
-            let from = self.target.as_ref().map_or(from, |(target, _)| *target);
+            let from = self
+                .target
+                .as_ref()
+                .map_or_else(|| self.unwire(from), |(target, _)| *target);
             return Some((from, bytes));
         }
         match socks5::decapsulate(bytes) {
@@ -528,6 +565,30 @@ fn udp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::R
     };
     socket.bind(&any.into())?;
     UdpSocket::from_std(socket.into())
+}
+
+/// The socket of a direct flow, which may send to destinations of both
+/// families: a dual-stack IPv6 socket, or where IPv6 is off (a kernel
+/// booted with `ipv6.disable=1`) one of `first`'s family. The flag says
+/// which.
+fn flow_socket(
+    first: SocketAddr,
+    mark: Option<u32>,
+    iface: Option<&str>,
+) -> io::Result<(UdpSocket, bool)> {
+    let any: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    let dual = marked_socket(any, Type::DGRAM, Protocol::UDP, mark, iface).and_then(|socket| {
+        socket.set_only_v6(false)?;
+        socket.bind(&any.into())?;
+        Ok(socket)
+    });
+    match dual {
+        Ok(socket) => Ok((UdpSocket::from_std(socket.into())?, true)),
+        Err(e) if e.raw_os_error() == Some(Errno::EAFNOSUPPORT as i32) => {
+            Ok((udp_socket(first, mark, iface)?, false))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// `host:port` to an address (the first the system resolver gives).
@@ -657,6 +718,65 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A SOCKS5 client's flow may go to both families whatever its first
+    /// destination; answers name their sources as the client sent to them
+    /// (plain IPv4, not v4-mapped).
+    #[tokio::test]
+    async fn a_direct_flow_reaches_both_families() {
+        let echo = |bind: &str| {
+            let socket = std::net::UdpSocket::bind(bind).unwrap();
+            let addr = socket.local_addr().unwrap();
+            std::thread::spawn(move || {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while let Ok((n, from)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+            });
+            addr
+        };
+        let (v4, v6) = (echo("127.0.0.1:0"), echo("[::1]:0"));
+        let d = dialer(DialerSpec::Direct {
+            mark: None,
+            interface: None,
+        });
+        let session = d.udp_flow(v4, Duration::from_secs(2)).await.unwrap();
+        assert!(session.dual_stack, "this host has IPv6");
+        let mut buf = [0u8; 64];
+        for dst in [v6, v4] {
+            session.send_to(b"one", dst).await.unwrap();
+            let (from, n) =
+                tokio::time::timeout(Duration::from_secs(2), session.recv_from(&mut buf))
+                    .await
+                    .expect("an answer in time")
+                    .unwrap();
+            assert_eq!((from, &buf[..n]), (dst, &b"one"[..]));
+        }
+        let datagrams: [(SocketAddr, &[u8]); 2] = [(v4, b"two"), (v6, b"two")];
+        session
+            .send_many(&datagrams, &mut Datagrams::default())
+            .unwrap();
+        let mut batch = RecvBatch::with_slot(64);
+        let mut answers = Vec::new();
+        while answers.len() < 2 {
+            tokio::time::timeout(Duration::from_secs(2), session.readable())
+                .await
+                .expect("answers in time")
+                .unwrap();
+            let Ok(n) = session.try_recv_batch(&mut batch) else {
+                continue;
+            };
+            for i in 0..n {
+                let (from, payload) = session.received(&batch, i).unwrap();
+                answers.push((from, payload.to_vec()));
+            }
+        }
+        answers.sort();
+        assert_eq!(answers, [(v4, b"two".to_vec()), (v6, b"two".to_vec())]);
     }
 
     #[tokio::test]
