@@ -1,5 +1,6 @@
 //! Text output of `ward ctl`: the tree indented like pstree, with kind,
-//! status, restarts and uptime per node, and stats as aligned lines.
+//! status, restarts and uptime per node (and what a node adds beside its
+//! name, an endpoint's dialer), and stats as aligned lines.
 
 use std::fmt::Write;
 
@@ -55,7 +56,11 @@ fn collect<'a>(
     child_prefix: &str,
     rows: &mut Vec<(String, &'a TreeNode)>,
 ) {
-    rows.push((format!("{prefix}{}", node.name()), node));
+    let label = match &node.detail {
+        Some(detail) => format!("{prefix}{} {detail}", node.name()),
+        None => format!("{prefix}{}", node.name()),
+    };
+    rows.push((label, node));
     let count = node.children.len();
     for (i, child) in node.children.iter().enumerate() {
         let last = i + 1 == count;
@@ -227,6 +232,7 @@ mod tests {
         TreeNode {
             path: path.into(),
             kind: kind.into(),
+            detail: None,
             id: Some("0.1".into()),
             status: "running".into(),
             restarts: 0,
@@ -251,6 +257,14 @@ mod tests {
                     "supervisor",
                     vec![node("dns/upstreams", "supervisor", vec![])],
                 ),
+                node(
+                    "udp/endpoints",
+                    "supervisor",
+                    vec![TreeNode {
+                        detail: Some("via n1".into()),
+                        ..node("udp/endpoints/10.0.0.2:5353#7", "udp-endpoint", vec![])
+                    }],
+                ),
             ],
         );
         let text = tree(&root);
@@ -263,8 +277,14 @@ mod tests {
             "{}",
             lines[2]
         );
-        assert!(lines[3].starts_with("└── dns "));
-        assert!(lines[4].starts_with("    └── upstreams "));
+        assert!(lines[3].starts_with("├── dns "));
+        assert!(lines[4].starts_with("│   └── upstreams "));
+        assert!(lines[5].starts_with("└── endpoints "));
+        assert!(
+            lines[6].starts_with("    └── 10.0.0.2:5353#7 via n1  udp-endpoint "),
+            "{}",
+            lines[6]
+        );
         assert!(lines[1].contains("1m05s"));
     }
 

@@ -203,6 +203,7 @@ mod tests {
         TreeNode {
             path: path.into(),
             kind: kind.into(),
+            detail: None,
             id: running.then(|| "0.1".to_string()),
             status: if running { "running" } else { "backoff" }.into(),
             restarts: 0,

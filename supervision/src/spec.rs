@@ -84,6 +84,8 @@ pub struct ChildSpec {
     pub backoff: Option<BackoffPolicy>,
     /// Spawns the child linked to the supervisor passed in.
     pub start: StartFn,
+    /// What the tree shows beside the name (an endpoint's `via n1`).
+    pub detail: Option<String>,
 }
 
 impl std::fmt::Debug for ChildSpec {
@@ -93,6 +95,7 @@ impl std::fmt::Debug for ChildSpec {
             .field("kind", &self.kind)
             .field("restart", &self.restart)
             .field("shutdown", &self.shutdown)
+            .field("detail", &self.detail)
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +118,7 @@ impl ChildSpec {
             shutdown: DEFAULT_WORKER_SHUTDOWN,
             backoff: None,
             start,
+            detail: None,
         }
     }
 
@@ -168,6 +172,12 @@ impl ChildSpec {
     /// Sets how long a graceful stop may take before the child is killed.
     pub fn with_shutdown(mut self, shutdown: Duration) -> Self {
         self.shutdown = shutdown;
+        self
+    }
+
+    /// Sets what the tree shows beside the child's name.
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
         self
     }
 

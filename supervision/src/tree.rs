@@ -21,6 +21,10 @@ pub struct TreeNode {
     pub path: String,
     /// Stable kind string (`supervisor`, `admin`, `dns-upstream`, ...).
     pub kind: String,
+    /// Shown beside the name: which dialer an endpoint's flow goes
+    /// through (`via n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// The actor id of the running incarnation.
     pub id: Option<String>,
     /// `starting`, `running`, `stopping`, `backoff`, `stopped` or `exited`.
@@ -128,6 +132,7 @@ impl SupervisorView {
         TreeNode {
             path: path.to_string(),
             kind: kind.to_string(),
+            detail: None,
             id: me.as_ref().map(|m| m.cell.get_id().to_string()),
             status: me
                 .as_ref()
@@ -282,6 +287,7 @@ impl Subtree for ChildList {
             .map(|c| TreeNode {
                 path: child_path(path, &c.name),
                 kind: c.kind.clone(),
+                detail: None,
                 id: Some(c.cell.get_id().to_string()),
                 status: status_of_cell(&c.cell).to_string(),
                 restarts: 0,
@@ -317,6 +323,7 @@ fn node_of_slot(slot: &Slot, parent: &str, now: Instant) -> TreeNode {
     TreeNode {
         path: child_path(parent, &slot.spec.name),
         kind: slot.spec.kind.clone(),
+        detail: slot.spec.detail.clone(),
         id: slot.run.cell().map(|c| c.get_id().to_string()),
         status: status_of_slot(slot).to_string(),
         restarts: slot.restarts,

@@ -1,5 +1,6 @@
 //! One flow's endpoint (kind `udp-endpoint`, a temporary child of
-//! `udp/endpoints`): it picks a dialer from its route when it starts, owns
+//! `udp/endpoints`, shown as `<client>#<id> via <dialer>`): it goes through
+//! the dialer picked from its route when it was asked for, owns
 //! its session (a direct socket, or a SOCKS5 UDP association), carries the
 //! client's datagrams out and the answers back.
 //!
@@ -24,7 +25,7 @@ use super::flow::FlowKey;
 use super::metrics::{Dropped, Refused, UdpMetrics};
 use super::queue::{Datagram, Queue};
 use super::Event;
-use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, UdpSession, Via};
+use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, UdpSession};
 use crate::io_class::IoClass;
 use crate::udp_batch::{Datagrams, RecvBatch};
 use crate::warn_throttled;
@@ -58,7 +59,8 @@ pub struct EndpointArgs {
     pub id: u64,
     /// The first datagram's destination (its family picks the socket's).
     pub first: SocketAddr,
-    pub via: Via,
+    /// The path, picked from the flow's route when it was asked for.
+    pub dialer: Arc<Dialer>,
     /// Dialers that already failed this flow.
     pub exclude: Vec<String>,
     pub retries: u8,
@@ -167,15 +169,7 @@ impl Actor for EndpointActor {
 
 /// The flow, until it idles or its path fails.
 async fn run(a: &EndpointArgs) -> Result<(), String> {
-    let exclude: Vec<&str> = a.exclude.iter().map(String::as_str).collect();
-    let Some(dialer) = a.via.select(Track::Udp, &exclude) else {
-        // Every dialer of the route already failed this flow.
-        a.metrics.refused(Refused::NoPath);
-        for _ in a.queue.close() {
-            a.metrics.dropped(Dropped::RetriesExhausted);
-        }
-        return Ok(());
-    };
+    let dialer = &a.dialer;
     // Boxed: opening (a SOCKS5 handshake) takes more room than the rest of
     // the flow's life, and an idle flow should not keep it.
     let mut session = match Box::pin(dialer.udp_flow(a.first, SESSION_TIMEOUT)).await {
@@ -196,7 +190,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
             }
             return Ok(());
         }
-        Err(failure) => return Err(failed(a, &dialer, &failure, Vec::new())),
+        Err(failure) => return Err(failed(a, dialer, &failure, Vec::new())),
     };
     let mut control = session.take_control();
     let session = Arc::new(session);
@@ -230,7 +224,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                         let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
                         dialer.report_failure(Track::Udp, &failure);
                         if failure.blames_path() {
-                            return Err(failed(a, &dialer, &failure, vec![datagram]));
+                            return Err(failed(a, dialer, &failure, vec![datagram]));
                         }
                         a.metrics.dropped(Dropped::SendFailed);
                     }
@@ -250,7 +244,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                         let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
                         dialer.report_failure(Track::Udp, &failure);
                         if failure.blames_path() {
-                            return Err(failed(a, &dialer, &failure, recent(&sent)));
+                            return Err(failed(a, dialer, &failure, recent(&sent)));
                         }
                     }
                 }
@@ -258,7 +252,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
             closed = watch(&mut control) => {
                 let failure = Failure::association_closed(closed.as_ref());
                 dialer.report_failure(Track::Udp, &failure);
-                return Err(failed(a, &dialer, &failure, recent(&sent)));
+                return Err(failed(a, dialer, &failure, recent(&sent)));
             }
             () = tokio::time::sleep_until((last + a.idle).into()) => {
                 // The inbound may have kept the flow busy on its own.

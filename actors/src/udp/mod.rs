@@ -27,7 +27,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use ward_supervision::{ChildSpec, Restart, SupervisorMsg, SupervisorView};
 
-use crate::dialer::Dialers;
+use crate::dialer::{Dialers, Track};
 use crate::dns::resolver::Resolver;
 use endpoint::{EndpointActor, EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
@@ -161,6 +161,14 @@ impl Relay {
         let Some(via) = self.dialers.via(route) else {
             return refuse(Refused::NoPath, flow);
         };
+        let exclude: Vec<&str> = flow.exclude.iter().map(String::as_str).collect();
+        let Some(dialer) = via.select(Track::Udp, &exclude) else {
+            // Every dialer of the route already failed this flow.
+            for _ in &flow.datagrams {
+                self.metrics.dropped(Dropped::RetriesExhausted);
+            }
+            return refuse(Refused::NoPath, flow);
+        };
         // Count the endpoint now: the cap holds even while children start.
         let live = self.live.fetch_add(1, Ordering::AcqRel);
         if live >= self.settings.max_endpoints {
@@ -181,7 +189,7 @@ impl Relay {
             key: flow.key,
             id,
             first,
-            via,
+            dialer: dialer.clone(),
             exclude: flow.exclude,
             retries: flow.retries,
             queue: queue.clone(),
@@ -207,7 +215,8 @@ impl Relay {
             "udp-endpoint",
             Restart::Temporary,
             move |_| (EndpointActor, args.clone()),
-        );
+        )
+        .with_detail(format!("via {}", dialer.name));
         self.metrics.created.inc();
         self.metrics.endpoints.inc();
         if !self.add_child(spec, unstarted) {
