@@ -59,18 +59,23 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
 
-# The UDP failover tests through the Forward and SOCKS5 inbounds need no
-# root: run them again as nobody (ward, danted and the test all
-# unprivileged) when this run is root and nobody can reach the build.
+# The failover tests through SOCKS5 nodes (DNS through dialers, the UDP
+# relay's Forward and SOCKS5 inbounds) need no root: run them again as
+# nobody (ward, danted, knot and the test all unprivileged) when this run
+# is root and nobody can reach the build.
 if [ "$(id -u)" -eq 0 ]; then
-    echo "== UDP relay failover as an unprivileged user"
-    bin=$(cargo test --locked --test udp_relay --no-run --message-format=json 2>/dev/null \
-        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
     nobody=(setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp)
-    if [ -n "$bin" ] && "${nobody[@]}" test -x "$bin"; then
-        (cd /tmp && "${nobody[@]}" "$bin")
-    else
-        echo "skipped: user nobody cannot reach ${bin:-the test binary}"
-    fi
+    for test in dialers udp_relay; do
+        echo "== $test as an unprivileged user"
+        # The test binary itself, not the ward binary it depends on.
+        bin=$(cargo test --locked --test "$test" --no-run --message-format=json 2>/dev/null \
+            | grep '"kind":\["test"\]' \
+            | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
+        if [ -n "$bin" ] && "${nobody[@]}" test -x "$bin"; then
+            (cd /tmp && "${nobody[@]}" "$bin")
+        else
+            echo "skipped: user nobody cannot reach ${bin:-the $test test binary}"
+        fi
+    done
 fi
 echo "== all tests passed"

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::dns::{answers, free_port, kdig, tools_present, Knot};
-use support::socks::{close_wait, established_to, Dante, NoContent};
+use support::socks::{close_wait, established_to, Cutter, Dante, NoContent};
 use support::{eventually, while_flowing, Ward};
 
 const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
@@ -20,6 +20,8 @@ const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
 struct Lab {
     _knot: Knot,
     nodes: [Dante; 2],
+    /// A TCP hop in front of n1, when ward reaches it through one.
+    n1_front: Option<Cutter>,
     _probe: NoContent,
     ward: Ward,
     dns: SocketAddr,
@@ -29,15 +31,24 @@ struct Lab {
 /// upstream `up` at knot over `scheme` through the group; members probed
 /// every `interval_s`.
 fn lab(scheme: &str, interval_s: u64) -> Lab {
+    lab_with(scheme, interval_s, false)
+}
+
+/// [`lab`], with ward reaching n1 through a [`Cutter`] when `front_n1`.
+fn lab_with(scheme: &str, interval_s: u64, front_n1: bool) -> Lab {
     let knot = Knot::start("");
     let nodes = [Dante::start(), Dante::start()];
+    let n1_front = front_n1.then(|| Cutter::start(nodes[0].addr()));
+    let n1 = n1_front
+        .as_ref()
+        .map_or(nodes[0].addr(), |front| front.addr);
     let probe = NoContent::start();
     let (ward, dns) = ward_with_top(
         &format!(
             "dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
              groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
              health: (interval_s: {interval_s}, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\"), udp_dns: Some(\"{}\")),",
-            nodes[0].addr(),
+            n1,
             nodes[1].addr(),
             probe.addr,
             knot.addr()
@@ -50,6 +61,7 @@ fn lab(scheme: &str, interval_s: u64) -> Lab {
     Lab {
         _knot: knot,
         nodes,
+        n1_front,
         _probe: probe,
         ward,
         dns,
@@ -186,16 +198,19 @@ fn dns_over_udp_associate_through_a_group_survives_the_node_in_use_dying() {
 }
 
 /// The node stays up but ward's connections to it are reset under load
-/// (`ss -K` destroys them; the node sees a reset): queries keep being
-/// answered, and nothing is left in CLOSE-WAIT.
+/// (a TCP hop in front of n1 resets them: ward gets an RST, as from a
+/// middlebox; no root needed): queries keep being answered, and nothing is
+/// left in CLOSE-WAIT.
 fn connections_reset(scheme: &str, track: &str) {
     if !tools_present(&TOOLS) {
         return;
     }
-    let lab = lab(scheme, 1);
+    let lab = lab_with(scheme, 1, true);
     let pid = lab.ward.pid();
     assert!(ask(lab.dns, 0));
-    let node = lab.nodes[0].addr();
+    let front = lab.n1_front.as_ref().expect("a hop in front of n1");
+    let node = front.addr;
+    let mut resets = 0;
     let lost = while_flowing(
         &[lab.dns],
         40,
@@ -203,14 +218,11 @@ fn connections_reset(scheme: &str, track: &str) {
         || {
             for _ in 0..2 {
                 std::thread::sleep(Duration::from_millis(150));
-                let reset = std::process::Command::new("ss")
-                    .args(["-K", "-t", "dst", &node.to_string()])
-                    .output()
-                    .expect("ss runs");
-                assert!(reset.status.success(), "{reset:?}");
+                resets += front.reset_all();
             }
         },
     );
+    assert!(resets > 0, "ward held connections to n1 to reset");
     assert!(
         lost == [0],
         "queries lost across the resets: {lost:?}\n{}",
