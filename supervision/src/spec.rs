@@ -134,8 +134,21 @@ impl ChildSpec {
         A: Actor,
         F: Fn(&StartContext) -> (A, A::Arguments) + Send + Sync + 'static,
     {
-        // A worker is one whose child list stays empty.
-        Self::worker_with_children(name, kind, restart, move |ctx, _children| make(ctx))
+        // No child list to show: a worker has nothing below it. One
+        // allocation holds `make` (these are made per UDP flow).
+        let start: StartFn = Arc::new(move |ctx: StartContext| {
+            let (actor, args) = make(&ctx);
+            Box::pin(async move {
+                let (actor_ref, join) =
+                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
+                Ok(StartedChild {
+                    cell: actor_ref.get_cell(),
+                    join,
+                    view: None,
+                })
+            })
+        });
+        Self::new(name, kind, restart, start)
     }
 
     /// A worker that spawns child actors of its own and lists them in the
