@@ -15,7 +15,9 @@
 //!   forward inbound; new flows per second until ward counts them all.
 //! - Memory: RSS with 10,000 idle flows, minus RSS before them.
 //!
-//! Prints a markdown table.
+//! Prints a markdown table. With `WARD_BENCH_FLOWS_ONLY=1` only flow setup
+//! and memory are measured (seconds instead of minutes, for working on
+//! them).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -313,6 +315,40 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// Both directions through every path: client to target, then the
+/// targets blasting back to whoever reached them.
+fn throughput(
+    sink: &Sink,
+    targets: &[UdpSocket],
+    [socat_in, direct_in, proxied_in]: [SocketAddr; 3],
+    [socat_back_in, back_direct_in, back_proxied_in]: [SocketAddr; 3],
+) {
+    let target = |i: usize| targets[i].local_addr().unwrap();
+    let paths = [
+        ("raw loopback", sink.addr),
+        ("socat", socat_in),
+        ("ward direct", direct_in),
+        ("ward via SOCKS5 (danted)", proxied_in),
+    ];
+    let ratio = table(&paths, |_, sender, size| blast(sender, sink, size));
+    println!("- ward direct / raw loopback, 64 B: {ratio:.2}");
+
+    // The answer direction: targets blast back to whoever reached them.
+    let back_paths = [
+        ("raw loopback", target(0)),
+        ("socat", socat_back_in),
+        ("ward direct", back_direct_in),
+        ("ward via SOCKS5 (danted)", back_proxied_in),
+    ];
+    println!();
+    println!("Answers (target back to client):");
+    println!();
+    let ratio = table(&back_paths, |p, client, size| {
+        blast_back(client, &targets[p], size)
+    });
+    println!("- answers, ward direct / raw loopback, 64 B: {ratio:.2}");
+}
+
 fn main() {
     // `cargo bench` passes --bench; a plain `cargo test --benches` run must not blast.
     if !std::env::args().any(|a| a == "--bench") {
@@ -362,29 +398,14 @@ fn main() {
     let (_socat_back, socat_back_in) = socat(target(1));
     std::thread::sleep(Duration::from_millis(500));
 
-    let paths = [
-        ("raw loopback", sink.addr),
-        ("socat", socat_in),
-        ("ward direct", direct_in),
-        ("ward via SOCKS5 (danted)", proxied_in),
-    ];
-    let ratio = table(&paths, |_, sender, size| blast(sender, &sink, size));
-    println!("- ward direct / raw loopback, 64 B: {ratio:.2}");
-
-    // The answer direction: targets blast back to whoever reached them.
-    let back_paths = [
-        ("raw loopback", target(0)),
-        ("socat", socat_back_in),
-        ("ward direct", back_direct_in),
-        ("ward via SOCKS5 (danted)", back_proxied_in),
-    ];
-    println!();
-    println!("Answers (target back to client):");
-    println!();
-    let ratio = table(&back_paths, |p, client, size| {
-        blast_back(client, &targets[p], size)
-    });
-    println!("- answers, ward direct / raw loopback, 64 B: {ratio:.2}");
+    if std::env::var_os("WARD_BENCH_FLOWS_ONLY").is_none() {
+        throughput(
+            &sink,
+            &targets,
+            [socat_in, direct_in, proxied_in],
+            [socat_back_in, back_direct_in, back_proxied_in],
+        );
+    }
 
     // Flow setup and memory: FLOWS client sockets, one datagram each.
     let rss_before = rss_kib(ward_proc.0.id());
