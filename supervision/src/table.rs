@@ -92,7 +92,10 @@ impl Slot {
 /// Children in start order, found by name and by actor id.
 #[derive(Default)]
 pub(crate) struct Table {
-    pub(crate) slots: BTreeMap<u64, Slot>,
+    /// Boxed: a slot is a few hundred bytes, and the map's nodes, half
+    /// full when children are only appended, would hold room for twice
+    /// as many (one per UDP flow under `udp/endpoints`).
+    pub(crate) slots: BTreeMap<u64, Box<Slot>>,
     by_name: HashMap<String, u64>,
     by_id: HashMap<ActorId, u64>,
     next_seq: u64,
@@ -107,12 +110,12 @@ impl Table {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.by_name.insert(spec.name.clone(), seq);
-        self.slots.insert(seq, Slot::new(spec));
+        self.slots.insert(seq, Box::new(Slot::new(spec)));
         Some(seq)
     }
 
     pub(crate) fn remove(&mut self, seq: u64) -> Option<Slot> {
-        let slot = self.slots.remove(&seq)?;
+        let slot = *self.slots.remove(&seq)?;
         self.by_name.remove(&slot.spec.name);
         if let Some(cell) = slot.run.cell() {
             self.by_id.remove(&cell.get_id());
@@ -134,7 +137,7 @@ impl Table {
     }
 
     pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
-        self.slots.get_mut(&seq)
+        self.slots.get_mut(&seq).map(|slot| &mut **slot)
     }
 
     pub(crate) fn len(&self) -> usize {
