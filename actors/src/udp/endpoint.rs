@@ -10,8 +10,10 @@
 //! failed back to its inbound to be sent again through another dialer, and
 //! exits abnormally: it never writes into that path again.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -88,28 +90,22 @@ pub enum EndpointMsg {
 
 /// Uncounts the endpoint, closes its queue and tells the inbound, however
 /// the endpoint ends (a kill included).
-struct Live {
-    key: FlowKey,
-    id: u64,
-    queue: Arc<Queue>,
-    events: mpsc::Sender<Event>,
-    live: Arc<AtomicUsize>,
-    metrics: Arc<UdpMetrics>,
-}
+struct Live(Arc<EndpointArgs>);
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.endpoints.dec();
-        for _ in self.queue.close() {
-            self.metrics.dropped(Dropped::SendFailed);
+        let a = &self.0;
+        a.live.fetch_sub(1, Ordering::AcqRel);
+        a.metrics.endpoints.dec();
+        for _ in a.queue.close() {
+            a.metrics.dropped(Dropped::SendFailed);
         }
         let gone = Event::Gone {
-            key: self.key,
-            id: self.id,
+            key: a.key,
+            id: a.id,
         };
-        if self.events.try_send(gone).is_err() {
-            self.metrics.dropped(Dropped::EventLost);
+        if a.events.try_send(gone).is_err() {
+            a.metrics.dropped(Dropped::EventLost);
         }
     }
 }
@@ -122,25 +118,20 @@ pub struct EndpointState {
 impl Actor for EndpointActor {
     type Msg = EndpointMsg;
     type State = EndpointState;
-    type Arguments = EndpointArgs;
+    /// Shared with the child spec (which keeps it while the endpoint
+    /// lives) and the flow's task: one copy per flow.
+    type Arguments = Arc<EndpointArgs>;
 
     async fn pre_start(
         &self,
         myself: ActorRef<EndpointMsg>,
-        args: EndpointArgs,
+        args: Arc<EndpointArgs>,
     ) -> Result<EndpointState, ActorProcessingErr> {
         if args.owned.swap(true, Ordering::AcqRel) {
             return Err("the flow was given up before its endpoint started".into());
         }
         // Nothing can fail after this: the count is the endpoint's now.
-        let live = Live {
-            key: args.key,
-            id: args.id,
-            queue: args.queue.clone(),
-            events: args.events.clone(),
-            live: args.live.clone(),
-            metrics: args.metrics.clone(),
-        };
+        let live = Live(args.clone());
         let io = TaskGuard::spawn(async move {
             let outcome = run(&args).await;
             let _ = myself.send_message(EndpointMsg::Done(outcome));
@@ -172,7 +163,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
     let dialer = &a.dialer;
     // Boxed: opening (a SOCKS5 handshake) takes more room than the rest of
     // the flow's life, and an idle flow should not keep it.
-    let mut session = match Box::pin(dialer.udp_flow(a.first, SESSION_TIMEOUT)).await {
+    let session = match Box::pin(dialer.udp_flow(a.first, SESSION_TIMEOUT)).await {
         Ok(session) => {
             if let Some(relay) = a.relay.upgrade() {
                 relay.fd_available();
@@ -192,8 +183,12 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
         }
         Err(failure) => return Err(failed(a, dialer, &failure, Vec::new())),
     };
-    let mut control = session.take_control();
-    let session = Arc::new(session);
+    // A SOCKS5 association's control connection, watched for its end.
+    // Boxed (once): a direct flow, most of them, keeps no room for it.
+    // The session goes into its Arc through a function, so the flow's
+    // future keeps no room for it inline either.
+    let (session, control) = share(session);
+    let mut control = control.map(|control| Box::pin(watch(control)));
     // From now on the inbound may send straight into the session.
     a.queue.set_direct(Some(session.clone()));
     let mut last = Instant::now();
@@ -212,7 +207,9 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                 // and never written again.
                 let sent_now = match direct_failure {
                     Some(e) => Err(e),
-                    None => session.send_to(&datagram.bytes, datagram.dst).await,
+                    // Boxed: a datagram waits here only while the socket
+                    // buffer is full, and its room is half the flow's.
+                    None => Box::pin(session.send_to(&datagram.bytes, datagram.dst)).await,
                 };
                 match sent_now {
                     Ok(()) => {
@@ -249,7 +246,7 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
                     }
                 }
             },
-            closed = watch(&mut control) => {
+            closed = closed(&mut control) => {
                 let failure = Failure::association_closed(closed.as_ref());
                 dialer.report_failure(Track::Udp, &failure);
                 return Err(failed(a, dialer, &failure, recent(&sent)));
@@ -263,6 +260,13 @@ async fn run(a: &EndpointArgs) -> Result<(), String> {
             }
         }
     }
+}
+
+/// The session shared (with the inbound, which sends into it), and its
+/// control connection taken out.
+fn share(mut session: UdpSession) -> (Arc<UdpSession>, Option<TcpStream>) {
+    let control = session.take_control();
+    (Arc::new(session), control)
 }
 
 /// What one wake-up of the session's socket brought.
@@ -320,10 +324,18 @@ fn relay_answers(a: &EndpointArgs, session: &UdpSession) -> io::Result<Answers> 
     })
 }
 
-/// Ends with the association's control connection; never without one.
-async fn watch(control: &mut Option<TcpStream>) -> Option<io::Error> {
-    match control {
-        Some(control) => socks5::control_closed(control).await,
+/// Ends with the association's control connection (which it keeps open
+/// until then).
+async fn watch(mut control: TcpStream) -> Option<io::Error> {
+    socks5::control_closed(&mut control).await
+}
+
+/// Ends when the association's control connection does; never without one.
+async fn closed<F: Future<Output = Option<io::Error>>>(
+    watch: &mut Option<Pin<Box<F>>>,
+) -> Option<io::Error> {
+    match watch {
+        Some(watch) => watch.await,
         None => std::future::pending().await,
     }
 }

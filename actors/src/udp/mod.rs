@@ -185,7 +185,7 @@ impl Relay {
                 Pushed::OverBudget => self.metrics.dropped(Dropped::OverBudget),
             }
         }
-        let args = EndpointArgs {
+        let args = Arc::new(EndpointArgs {
             key: flow.key,
             id,
             first,
@@ -200,7 +200,7 @@ impl Relay {
             metrics: self.metrics.clone(),
             owned: owned.clone(),
             relay: Arc::downgrade(self),
-        };
+        });
         let unstarted = Unstarted {
             key: flow.key,
             id,
