@@ -3,7 +3,8 @@
 //! in use is killed while flows run: every flow moves to the other node and
 //! loses nothing (the datagram in flight is sent again), each flow fails
 //! over once, and ward keeps no socket in CLOSE-WAIT. Endpoints idle out;
-//! past `max_endpoints` new flows are refused, not crashed on.
+//! past `max_endpoints` new flows are refused, not crashed on, and so they
+//! are when ward runs out of descriptors, without blaming the path.
 
 mod support;
 
@@ -322,4 +323,81 @@ fn flows_survive_their_node_resetting_the_association_control_connections() {
         3.0,
         "one failover per flow"
     );
+}
+
+/// Lowers ward's open-files limit (soft and hard) to `limit`.
+fn limit_descriptors(pid: i32, limit: u64) {
+    let out = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .output()
+        .expect("prlimit runs");
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Out of descriptors (EMFILE while opening a flow's socket): new flows are
+/// refused and counted, the direct path is not blamed, nothing restarts,
+/// and flows are taken again once descriptors are free.
+#[test]
+fn out_of_descriptors_refuses_new_flows_without_blaming_the_path() {
+    let echo = Echo::start();
+    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ward = Ward::start(&format!(
+        "udp: (inbounds: [ Forward((listen: \"{inbound}\", to: \"{}\")) ], default: \"direct\", idle: (other_s: 1)),",
+        echo.addr
+    ));
+    let stats = ward.request(r#"{"cmd":"stats"}"#);
+    let open = stats["stats"]["open_fds"].as_u64().unwrap();
+    // Room for a few flows' sockets, no more.
+    limit_descriptors(ward.pid(), open + 6);
+    let clients: Vec<Client> = (0..30).map(|_| Client::new()).collect();
+    for client in &clients {
+        client.0.send_to(b"first", inbound).unwrap();
+    }
+    // Every answer there will be is back within half a second.
+    std::thread::sleep(Duration::from_millis(500));
+    let answered = clients
+        .iter()
+        .filter(|client| {
+            client.0.set_nonblocking(true).unwrap();
+            let mut buf = [0u8; 64];
+            client.0.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"first")
+        })
+        .count();
+    assert!(
+        (1..30).contains(&answered),
+        "some flows fit, the rest were refused: {answered} answered\n{}",
+        ward.log()
+    );
+    // The flows idle out and give their descriptors back.
+    eventually("flows idle out", Duration::from_secs(10), || {
+        endpoints(&ward).is_empty().then_some(())
+    });
+    assert!(
+        metric(&ward, "ward_udp_refused_total{reason=\"fd_limit\"}") >= 1.0,
+        "{}",
+        ward.http_get("/metrics")
+    );
+    // Not the path's fault: the direct dialer is up and was not blamed,
+    // and no actor restarted.
+    let reply = ward.request(r#"{"cmd":"dialers"}"#);
+    let direct = &reply["dialers"].as_array().unwrap()[0];
+    assert_eq!(
+        (direct["name"].as_str(), direct["udp"]["up"].as_bool()),
+        (Some("direct"), Some(true)),
+        "{reply}"
+    );
+    assert!(
+        !ward.http_get("/metrics").contains("blame=\"path\""),
+        "no failure blamed on a path"
+    );
+    assert!(walk(&ward.tree()).iter().all(|n| n["restarts"] == 0));
+    // Descriptors are back: new flows are taken again (after the backoff).
+    let late = Client::new();
+    eventually("a new flow is taken", Duration::from_secs(5), || {
+        late.echo(inbound, 1).then_some(())
+    });
 }
