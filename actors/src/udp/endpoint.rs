@@ -55,11 +55,11 @@ pub trait Reply: Send + Sync {
     ) -> Result<(), (usize, io::Error)>;
 }
 
-#[derive(Clone)]
 pub struct EndpointArgs {
     pub key: FlowKey,
     pub id: u64,
-    /// The first datagram's destination (its family picks the socket's).
+    /// The first datagram's destination (its family picks the socket's
+    /// where a direct flow cannot have a dual-stack one).
     pub first: SocketAddr,
     /// The path, picked from the flow's route when it was asked for.
     pub dialer: Arc<Dialer>,
@@ -88,25 +88,31 @@ pub enum EndpointMsg {
     Done(Result<(), String>),
 }
 
-/// Uncounts the endpoint, closes its queue and tells the inbound, however
-/// the endpoint ends (a kill included).
+impl EndpointArgs {
+    /// The flow is over: uncounts it, drops what waits in its queue and
+    /// tells the inbound. Whoever owns the flow calls it, once.
+    pub(super) fn end(&self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.endpoints.dec();
+        for _ in self.queue.close() {
+            self.metrics.dropped(Dropped::SendFailed);
+        }
+        let gone = Event::Gone {
+            key: self.key,
+            id: self.id,
+        };
+        if self.events.try_send(gone).is_err() {
+            self.metrics.dropped(Dropped::EventLost);
+        }
+    }
+}
+
+/// Ends the flow however the endpoint ends (a kill included).
 struct Live(Arc<EndpointArgs>);
 
 impl Drop for Live {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.live.fetch_sub(1, Ordering::AcqRel);
-        a.metrics.endpoints.dec();
-        for _ in a.queue.close() {
-            a.metrics.dropped(Dropped::SendFailed);
-        }
-        let gone = Event::Gone {
-            key: a.key,
-            id: a.id,
-        };
-        if a.events.try_send(gone).is_err() {
-            a.metrics.dropped(Dropped::EventLost);
-        }
+        self.0.end();
     }
 }
 

@@ -201,15 +201,7 @@ impl Relay {
             owned: owned.clone(),
             relay: Arc::downgrade(self),
         });
-        let unstarted = Unstarted {
-            key: flow.key,
-            id,
-            queue: queue.clone(),
-            events: args.events.clone(),
-            owned,
-            live: self.live.clone(),
-            metrics: self.metrics.clone(),
-        };
+        let unstarted = Unstarted(args.clone());
         let spec = ChildSpec::worker(
             flow.key.name(id),
             "udp-endpoint",
@@ -268,37 +260,13 @@ impl Relay {
 
 /// A flow whose endpoint was asked for but may never start (its
 /// supervisor died first). Whoever comes first owns the flow: the
-/// endpoint's `pre_start`, or `give_up`, which uncounts it, closes its
-/// queue and tells the inbound, exactly once.
-struct Unstarted {
-    key: FlowKey,
-    id: u64,
-    queue: Arc<Queue>,
-    events: mpsc::Sender<Event>,
-    owned: Arc<AtomicBool>,
-    live: Arc<AtomicUsize>,
-    metrics: Arc<UdpMetrics>,
-}
+/// endpoint's `pre_start`, or `give_up`, which ends it, exactly once.
+struct Unstarted(Arc<EndpointArgs>);
 
 impl Unstarted {
     fn give_up(self) {
-        if self.owned.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.endpoints.dec();
-        for _ in self.queue.close() {
-            self.metrics.dropped(metrics::Dropped::SendFailed);
-        }
-        if self
-            .events
-            .try_send(Event::Gone {
-                key: self.key,
-                id: self.id,
-            })
-            .is_err()
-        {
-            self.metrics.dropped(metrics::Dropped::EventLost);
+        if !self.0.owned.swap(true, Ordering::AcqRel) {
+            self.0.end();
         }
     }
 }
