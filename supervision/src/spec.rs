@@ -138,15 +138,7 @@ impl ChildSpec {
         // allocation holds `make` (these are made per UDP flow).
         let start: StartFn = Arc::new(move |ctx: StartContext| {
             let (actor, args) = make(&ctx);
-            Box::pin(async move {
-                let (actor_ref, join) =
-                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
-                Ok(StartedChild {
-                    cell: actor_ref.get_cell(),
-                    join,
-                    view: None,
-                })
-            })
+            spawn_linked(actor, args, ctx.supervisor, None)
         });
         Self::new(name, kind, restart, start)
     }
@@ -164,20 +156,10 @@ impl ChildSpec {
         A: Actor,
         F: Fn(&StartContext, Arc<ChildList>) -> (A, A::Arguments) + Send + Sync + 'static,
     {
-        let make = Arc::new(make);
         let start: StartFn = Arc::new(move |ctx: StartContext| {
-            let make = Arc::clone(&make);
-            Box::pin(async move {
-                let children = Arc::new(ChildList::default());
-                let (actor, args) = make(&ctx, children.clone());
-                let (actor_ref, join) =
-                    Actor::spawn_linked(None, actor, args, ctx.supervisor).await?;
-                Ok(StartedChild {
-                    cell: actor_ref.get_cell(),
-                    join,
-                    view: Some(children),
-                })
-            })
+            let children = Arc::new(ChildList::default());
+            let (actor, args) = make(&ctx, children.clone());
+            spawn_linked(actor, args, ctx.supervisor, Some(children))
         });
         Self::new(name, kind, restart, start)
     }
@@ -200,6 +182,24 @@ impl ChildSpec {
         self.backoff = Some(backoff);
         self
     }
+}
+
+/// Spawns `actor` linked to `supervisor`: the start of a worker, with what
+/// it shows below itself in the tree.
+fn spawn_linked<A: Actor>(
+    actor: A,
+    args: A::Arguments,
+    supervisor: ActorCell,
+    view: Option<SubtreeRef>,
+) -> StartFuture {
+    Box::pin(async move {
+        let (actor_ref, join) = Actor::spawn_linked(None, actor, args, supervisor).await?;
+        Ok(StartedChild {
+            cell: actor_ref.get_cell(),
+            join,
+            view,
+        })
+    })
 }
 
 /// How a supervisor restarts its children.
