@@ -233,6 +233,7 @@ fn inbound_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
                 move |start| {
                     let args = InboundArgs {
                         spec: spec.clone(),
+                        path: start.path.clone(),
                         relay: relay.clone(),
                         tasks: start.tasks.clone(),
                     };
@@ -287,6 +288,7 @@ fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
                 move |start| {
                     let args = UdpListenerArgs {
                         addr,
+                        path: start.path.clone(),
                         resolver: udp.clone(),
                         tasks: start.tasks.clone(),
                     };

@@ -1,8 +1,9 @@
 //! The DNS forwarder's limits and local answers through the real binary:
 //! the in-flight bound answers REFUSED at once, the per-client rate limit
 //! drops and counts, TCP connections per client are capped and idle ones
-//! closed, identical concurrent misses share one upstream query, and hosts
-//! file and inline records are answered without an upstream.
+//! closed, identical concurrent misses share one upstream query, hosts
+//! file and inline records are answered without an upstream, and what the
+//! kernel drops at a listener that fell behind is counted.
 
 mod support;
 
@@ -226,4 +227,42 @@ fn hosts_file_and_inline_records_are_answered_without_an_upstream() {
     assert_eq!(nodata["RCODE"], 0);
     assert!(answers(&nodata).is_empty());
     assert_eq!(count.load(Ordering::SeqCst), 0, "nothing went upstream");
+}
+
+/// A listener that cannot keep up (ward stopped while datagrams pour in):
+/// what its full socket buffer drops is counted under its path, and the
+/// listener answers again once ward runs.
+#[test]
+fn what_the_kernel_drops_at_a_full_listener_is_counted() {
+    if !tools_present(&["kdig"]) {
+        return;
+    }
+    let (silent, _) = counting_upstream(None, Duration::ZERO);
+    let (ward, dns) = ward_with(&format!(
+        "upstreams: {{ \"silent\": (url: \"udp://{silent}\") }},\n\
+         records: [ (name: \"router.lan\", type: A, value: \"192.168.1.1\") ],"
+    ));
+    let pid = nix::unistd::Pid::from_raw(ward.pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Short datagrams (not even a header): ward drops them at once when
+    // it reads them, so nothing goes upstream. Far more than any receive
+    // buffer holds.
+    let flood = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..20_000 {
+        let _ = flood.send_to(b"xx", dns);
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let answer = kdig(dns, "router.lan.", "A", &[]).expect("answered after the flood");
+    assert_eq!(answers(&answer), vec!["192.168.1.1"]);
+    let metrics = ward.http_get("/metrics");
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "ward_socket_drops_total{{path=\"dns/listeners/udp:{dns}\"}} "
+            ))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no drops counted for the listener:\n{metrics}"));
+    assert!(dropped >= 1.0, "{dropped}");
 }

@@ -12,11 +12,14 @@
 //! - [`dialer`]: outbound paths and groups, with health learned from
 //!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
+//! - [`socket_drops`]: datagrams the kernel dropped at a full receiving
+//!   socket, per tree path.
 //! - [`udp`]: the UDP relay: inbounds and one endpoint actor per flow.
 
 pub mod dialer;
 pub mod dns;
 pub mod io_class;
+pub mod socket_drops;
 pub mod throttle;
 pub mod udp;
 pub mod udp_batch;

@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use ward_actors::dialer::metrics::DialerMetrics;
 use ward_actors::dns::metrics::DnsMetrics;
+use ward_actors::socket_drops::SocketDrops;
 use ward_actors::udp::metrics::UdpMetrics;
 use ward_actors::Throttle;
 use ward_supervision::{ExitReason, SupervisionObserver, TreeNode};
@@ -27,6 +28,11 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SupervisorLabel {
     pub supervisor: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PathLabel {
+    pub path: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +52,7 @@ pub struct Metrics {
     resident_memory: Gauge,
     log_suppressed: Counter,
     log_suppressed_seen: AtomicU64,
+    socket_drops: Family<PathLabel, Counter>,
     restarts_total: AtomicU64,
     rendering: std::sync::Mutex<()>,
     /// The DNS forwarder's metrics (registered even when DNS is off).
@@ -101,6 +108,12 @@ impl Metrics {
             "Repeated log lines folded into summaries by the throttle",
             log_suppressed.clone(),
         );
+        let socket_drops = Family::<PathLabel, Counter>::default();
+        registry.register(
+            "socket_drops",
+            "Datagrams the kernel dropped at a full receiving socket (a DNS listener or UDP inbound that fell behind), by tree path",
+            socket_drops.clone(),
+        );
         let dns = DnsMetrics::register(&mut registry);
         let dialers = DialerMetrics::register(&mut registry);
         let udp = UdpMetrics::register(&mut registry);
@@ -117,6 +130,7 @@ impl Metrics {
             resident_memory,
             log_suppressed,
             log_suppressed_seen: AtomicU64::new(0),
+            socket_drops,
             restarts_total: AtomicU64::new(0),
             rendering: std::sync::Mutex::new(()),
         }
@@ -144,6 +158,10 @@ impl Metrics {
         self.open_fds.set(process::open_fds() as i64);
         self.resident_memory.set(process::rss_bytes() as i64);
         self.dns.refresh();
+        for (path, total) in SocketDrops::global().totals() {
+            let counter = self.socket_drops.get_or_create(&PathLabel { path });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
         let suppressed = Throttle::global().suppressed_total();
         let seen = self.log_suppressed_seen.swap(suppressed, Ordering::Relaxed);
         self.log_suppressed.inc_by(suppressed.saturating_sub(seen));

@@ -25,12 +25,16 @@ use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
 use super::sockets::bind_udp;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::socket_drops::{SocketDrops, Watched};
 use crate::udp_batch::{RecvBatch, SendBatch, BATCH};
 
 pub struct UdpListener;
 
 pub struct UdpListenerArgs {
     pub addr: SocketAddr,
+    /// The listener's path in the tree (its socket's drops are counted
+    /// under it).
+    pub path: String,
     pub resolver: Arc<Resolver>,
     /// The incarnation's task scope, for the receive loop (it owns the socket).
     pub tasks: TaskScope,
@@ -57,6 +61,8 @@ impl Actor for UdpListener {
     ) -> Result<UdpListenerState, ActorProcessingErr> {
         let socket = bind_udp(args.addr).map_err(|e| format!("bind udp {}: {e}", args.addr))?;
         let socket = Arc::new(socket);
+        let watched: Watched = socket.clone();
+        SocketDrops::global().watch(&args.path, &watched);
         // The UDP relay answers DNS captured for this address through this
         // very socket, never binding the address a second time.
         args.resolver.register_udp(args.addr, &socket);

@@ -32,6 +32,7 @@ use super::{Event, Handle, NewFlow, Relay};
 use crate::dialer::socks5::{self, TargetAddr};
 use crate::dialer::UdpSession;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::socket_drops::{SocketDrops, Watched};
 use crate::udp_batch::{Datagrams, RecvBatch, BATCH};
 use crate::warn_throttled;
 
@@ -412,6 +413,9 @@ pub struct UdpInbound;
 
 pub struct InboundArgs {
     pub spec: InboundSpec,
+    /// The inbound's path in the tree (its socket's drops are counted
+    /// under it).
+    pub path: String,
     pub relay: Arc<Relay>,
     pub tasks: TaskScope,
 }
@@ -440,6 +444,7 @@ impl Actor for UdpInbound {
         let receive = match args.spec {
             InboundSpec::Forward { listen, to } => {
                 let socket = bind(listen)?;
+                watch_drops(&args.path, &socket);
                 tracing::info!(%listen, %to, "UDP forward inbound listening");
                 let reply = SocketReply::new(&socket, false);
                 let (flows, events) = Flows::new(args.relay, reply);
@@ -447,6 +452,7 @@ impl Actor for UdpInbound {
             }
             InboundSpec::Tproxy { listen } => {
                 let socket = tproxy::bind_listener(listen)?;
+                watch_drops(&args.path, &socket);
                 tracing::info!(%listen, "UDP tproxy inbound listening");
                 let reply = Arc::new(tproxy::TproxyReply {
                     pool: Arc::default(),
@@ -462,6 +468,7 @@ impl Actor for UdpInbound {
                 credentials,
             } => {
                 let socket = bind(listen)?;
+                watch_drops(&args.path, &socket);
                 let relay_addr = socket.local_addr()?;
                 // The same family rules as the relay socket (IPv6-only on
                 // `[::]`), so `0.0.0.0:p` and `[::]:p` can both be served.
@@ -555,6 +562,12 @@ async fn forward(
             Some(event) = events.recv() => flows.event(event),
         }
     }
+}
+
+/// Counts what the kernel drops at `socket` under `path`.
+fn watch_drops(path: &str, socket: &Arc<UdpSocket>) {
+    let watched: Watched = socket.clone();
+    SocketDrops::global().watch(path, &watched);
 }
 
 /// A UDP socket for an inbound: a large receive buffer for bursts.
