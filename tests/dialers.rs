@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::dns::{answers, free_port, kdig, tools_present, Knot};
 use support::socks::{close_wait, established_to, Cutter, Dante, NoContent};
-use support::{eventually, while_flowing, Ward};
+use support::{dialer, eventually, while_flowing, Ward};
 
 const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
 
@@ -84,13 +84,6 @@ fn ward_with_top(top: &str, dns_body: &str) -> (Ward, SocketAddr) {
 
 fn dialers(ward: &Ward) -> Value {
     ward.request(r#"{"cmd":"dialers"}"#)
-}
-
-fn dialer<'a>(reply: &'a Value, name: &str) -> &'a Value {
-    reply["dialers"]
-        .as_array()
-        .and_then(|all| all.iter().find(|d| d["name"] == name))
-        .unwrap_or_else(|| panic!("no dialer {name} in {reply}"))
 }
 
 fn up(ward: &Ward, name: &str, track: &str) -> bool {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{close_wait, Cutter, Dante, NoContent};
 use support::udp::{Client, Echo};
-use support::{eventually, walk, while_flowing, Ward};
+use support::{dialer, eventually, walk, while_flowing, Ward};
 
 const TOOLS: [&str; 2] = ["danted", "ss"];
 
@@ -122,12 +122,7 @@ fn flows_move_to_the_other_node_when_the_node_in_use_dies() {
     assert_eq!(metric(&lab.ward, "ward_udp_failovers_total"), 4.0);
     assert_eq!(vias(&lab.ward), ["via n2"; 4]);
     let reply = lab.ward.request(r#"{"cmd":"dialers"}"#);
-    let n1 = &reply["dialers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "n1")
-        .unwrap()["udp"];
+    let n1 = &dialer(&reply, "n1")["udp"];
     assert_eq!(n1["up"], false, "{n1}");
 }
 
@@ -384,12 +379,7 @@ fn out_of_descriptors_refuses_new_flows_without_blaming_the_path() {
     // Not the path's fault: the direct dialer is up and was not blamed,
     // and no actor restarted.
     let reply = ward.request(r#"{"cmd":"dialers"}"#);
-    let direct = &reply["dialers"].as_array().unwrap()[0];
-    assert_eq!(
-        (direct["name"].as_str(), direct["udp"]["up"].as_bool()),
-        (Some("direct"), Some(true)),
-        "{reply}"
-    );
+    assert_eq!(dialer(&reply, "direct")["udp"]["up"], true, "{reply}");
     assert!(
         !ward.http_get("/metrics").contains("blame=\"path\""),
         "no failure blamed on a path"

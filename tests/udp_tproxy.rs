@@ -21,7 +21,7 @@ use hickory_proto::rr::RecordType;
 use support::dns::{query, tools_present};
 use support::netns::{link, Netns};
 use support::socks::Dante;
-use support::{while_flowing, Ward};
+use support::{dialer, while_flowing, Ward};
 
 const TPROXY_PORT: u16 = 12345;
 const ECHO: &str = "10.77.2.2:9000";
@@ -252,12 +252,7 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
 
     // The flows told n1's dialer what happened to them.
     let reply = ward.request(r#"{"cmd":"dialers"}"#);
-    let n1 = &reply["dialers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["name"] == "n1")
-        .unwrap()["udp"];
+    let n1 = &dialer(&reply, "n1")["udp"];
     assert!(n1["traffic_failures"].as_u64().unwrap() >= 1, "{n1}");
     stop.store(true, Ordering::Relaxed);
     drop(nodes);

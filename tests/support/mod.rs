@@ -219,6 +219,14 @@ impl Drop for Ward {
     }
 }
 
+/// The dialer `name` in a reply to `{"cmd":"dialers"}`.
+pub fn dialer<'a>(reply: &'a Value, name: &str) -> &'a Value {
+    reply["dialers"]
+        .as_array()
+        .and_then(|all| all.iter().find(|d| d["name"] == name))
+        .unwrap_or_else(|| panic!("no dialer {name} in {reply}"))
+}
+
 /// Every node of a JSON tree, depth first.
 pub fn walk(node: &Value) -> Vec<Value> {
     let mut out = vec![node.clone()];
