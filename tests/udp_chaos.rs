@@ -2,9 +2,15 @@
 //! inbound and the dialers are
 //! killed at random, about 2.5 times a second for 20 seconds, while eight
 //! clients echo datagrams through a forward inbound and a group of two
-//! SOCKS5 nodes. At least 99% of the datagrams come back; afterwards the
-//! tree has its full shape again, the endpoints idle out to none, and the
-//! process holds as many file descriptors as before (within 4).
+//! SOCKS5 nodes. A kill costs at most what was in flight through what it
+//! killed, and relaying resumes at once: each client has one datagram out
+//! at a time and sends the next when it is answered or after 500 ms, and
+//! the inbound and `udp/endpoints` come back within 300 ms, so killing
+//! either (every flow goes through both) loses at most one datagram per
+//! client, an endpoint at most its client's one, a dialer none (it owns no
+//! flow's socket). Afterwards the tree has its full shape again, the
+//! endpoints idle out to none, and the process holds as many file
+//! descriptors as before (within 4).
 //! Supervision intensity is raised: this many kills a minute would
 //! otherwise, rightly, escalate.
 
@@ -97,11 +103,12 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
 
     let (sent, lost) = (sent.load(Ordering::Relaxed), lost.load(Ordering::Relaxed));
     let kind = |prefix: &str| kills.iter().filter(|k| k.starts_with(prefix)).count();
+    let supervisor = kills.iter().filter(|k| *k == "udp/endpoints").count();
     eprintln!(
         "udp chaos: {} kills ({} endpoints, {} of their supervisor, {} inbound, {} dialers), {sent} datagrams, {lost} lost",
         kills.len(),
         kind("udp/endpoints/"),
-        kills.iter().filter(|k| *k == "udp/endpoints").count(),
+        supervisor,
         kind("udp/inbounds/"),
         kind("dialers/"),
     );
@@ -112,9 +119,10 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
     );
     assert!(kind("udp/endpoints/") > 0 && kind("udp/inbounds/") + kind("dialers/") > 0);
     assert!(sent > 5000, "the flows were steady: {sent}");
+    let bound = CLIENTS * (kind("udp/inbounds/") + supervisor) + kind("udp/endpoints/");
     assert!(
-        lost as f64 <= 0.01 * sent as f64,
-        "{lost} of {sent} datagrams lost\n{}",
+        lost <= bound,
+        "{lost} of {sent} datagrams lost, more than the {bound} in flight through what was killed\n{}",
         ward.log()
     );
 

@@ -344,7 +344,7 @@ fn udp_stats(relay: &Relay) -> UdpStats {
         max_endpoints: relay.settings.max_endpoints as u64,
         created: m.created.get(),
         failovers: m.failovers.get(),
-        refused: [Refused::MaxEndpoints, Refused::FdLimit, Refused::NoPath]
+        refused: Refused::ALL
             .into_iter()
             .map(|why| m.refused_count(why))
             .sum(),

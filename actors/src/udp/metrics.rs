@@ -18,9 +18,22 @@ pub enum Refused {
     FdLimit = 1,
     /// No dialer left that has not failed the flow.
     NoPath = 2,
+    /// The endpoints supervisor was restarting (killed, or escalated):
+    /// there was nobody to start the endpoint. The next datagram tries
+    /// again.
+    Restarting = 3,
 }
 
-const REFUSED: [&str; 3] = ["max_endpoints", "fd_limit", "no_path"];
+impl Refused {
+    pub const ALL: [Refused; 4] = [
+        Refused::MaxEndpoints,
+        Refused::FdLimit,
+        Refused::NoPath,
+        Refused::Restarting,
+    ];
+}
+
+const REFUSED: [&str; 4] = ["max_endpoints", "fd_limit", "no_path", "restarting"];
 
 /// Why a datagram was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +86,7 @@ pub struct UdpMetrics {
     pub endpoints: Gauge,
     pub created: Counter,
     pub failovers: Counter,
-    refused: [Counter; 3],
+    refused: [Counter; 4],
     dropped: [Counter; 8],
     /// Client to destination, destination to client.
     pub upstream: Counter,

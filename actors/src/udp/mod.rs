@@ -209,20 +209,19 @@ impl Relay {
             move |_| (EndpointActor, args.clone()),
         )
         .with_detail(format!("via {}", dialer.name));
-        self.metrics.created.inc();
         self.metrics.endpoints.inc();
-        if !self.add_child(spec, unstarted) {
+        if let Err(unstarted) = self.add_child(spec, unstarted) {
             // No endpoints supervisor (it is restarting): the flow's first
             // datagrams are lost, the next ones try again.
-            return Err((Refused::NoPath, Vec::new()));
+            return Err((Refused::Restarting, unstarted.refuse()));
         }
+        self.metrics.created.inc();
         Ok(Handle { id, queue })
     }
 
     /// Asks the endpoints supervisor to start `spec`, without waiting for
-    /// its answer. False (the flow given up) when there is no supervisor to
-    /// ask.
-    fn add_child(&self, spec: ChildSpec, unstarted: Unstarted) -> bool {
+    /// its answer. The flow back when there is no supervisor to ask.
+    fn add_child(&self, spec: ChildSpec, unstarted: Unstarted) -> Result<(), Unstarted> {
         for _ in 0..2 {
             let supervisor = match self.endpoints.load_full() {
                 Some(supervisor) => supervisor,
@@ -247,14 +246,13 @@ impl Relay {
                             unstarted.give_up();
                         }
                     });
-                    return true;
+                    return Ok(());
                 }
                 // A supervisor from an earlier incarnation: look it up again.
                 Err(_) => self.endpoints.store(None),
             }
         }
-        unstarted.give_up();
-        false
+        Err(unstarted)
     }
 }
 
@@ -269,6 +267,17 @@ impl Unstarted {
             self.0.end();
         }
     }
+
+    /// Never asked for: uncounts the flow and hands back its datagrams,
+    /// for the refusal to count (the inbound forgets the flow itself).
+    fn refuse(self) -> Vec<Datagram> {
+        if self.0.owned.swap(true, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.0.live.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.endpoints.dec();
+        self.0.queue.close()
+    }
 }
 
 /// The address family's unspecified address, port 0.
@@ -276,5 +285,81 @@ pub fn any_of(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dialer::metrics::DialerMetrics;
+    use crate::dialer::settings::DialerSettings;
+    use crate::udp_batch::Datagrams;
+    use settings::IdleTimeouts;
+
+    struct NoReply;
+
+    impl Reply for NoReply {
+        fn send_many(
+            &self,
+            _: SocketAddr,
+            _: &[(SocketAddr, &[u8])],
+            _: &mut Datagrams,
+        ) -> Result<(), (usize, std::io::Error)> {
+            Ok(())
+        }
+    }
+
+    /// With no `udp/endpoints` in the tree (it is restarting) a new flow is
+    /// refused as `restarting`, its datagram handed back for the refusal to
+    /// count, and nothing stays counted as live or created.
+    #[tokio::test]
+    async fn a_flow_without_an_endpoints_supervisor_is_refused_as_restarting() {
+        let dialers = Dialers::new(
+            DialerSettings::direct_only(),
+            Arc::new(DialerMetrics::default()),
+        );
+        let settings = UdpSettings {
+            inbounds: vec![],
+            routes: vec![],
+            default: "direct".into(),
+            max_endpoints: 10,
+            idle: IdleTimeouts::default(),
+            queue: 8,
+            queue_bytes: 1 << 20,
+        };
+        let metrics = Arc::new(UdpMetrics::default());
+        let relay = Relay::new(
+            settings,
+            dialers,
+            metrics.clone(),
+            SupervisorView::new(),
+            None,
+        );
+        let (events, mut gone) = mpsc::channel(4);
+        let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let flow = NewFlow {
+            key: FlowKey { client, dst: None },
+            kind: FlowKind::of(b"hello", dst),
+            datagrams: vec![Datagram {
+                dst,
+                bytes: b"hello".to_vec(),
+            }],
+            exclude: vec![],
+            retries: 0,
+            reply: Arc::new(NoReply),
+            events,
+        };
+        let Err((why, lost)) = relay.start(flow) else {
+            panic!("started without an endpoints supervisor");
+        };
+        assert_eq!(why, Refused::Restarting);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].bytes, b"hello");
+        assert_eq!(relay.live(), 0);
+        assert_eq!(metrics.endpoints.get(), 0);
+        assert_eq!(metrics.created.get(), 0);
+        assert_eq!(metrics.dropped_count(Dropped::SendFailed), 0);
+        assert!(gone.try_recv().is_err(), "the inbound forgets it itself");
     }
 }
