@@ -43,7 +43,17 @@ impl Drop for TaskGuard {
 /// The helper tasks of one actor incarnation, which its supervisor awaits
 /// (after aborting them) before it starts the next incarnation.
 #[derive(Clone, Debug, Default)]
-pub struct TaskScope(Arc<Mutex<Vec<JoinHandle<()>>>>);
+pub struct TaskScope(Arc<Mutex<Tasks>>);
+
+#[derive(Debug, Default)]
+struct Tasks {
+    handles: Vec<JoinHandle<()>>,
+    /// Finished tasks are forgotten when the list grows this long: twice
+    /// what was left running last time (at least 16), so the list stays
+    /// about as long as the number of live tasks at O(1) amortised per
+    /// spawn, however many short tasks come and go.
+    reap_at: usize,
+}
 
 impl TaskScope {
     pub fn new() -> Self {
@@ -55,16 +65,28 @@ impl TaskScope {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let handle = tokio::spawn(future);
-        let guard = TaskGuard(handle.abort_handle());
+        TaskGuard(self.track(tokio::spawn(future)))
+    }
+
+    /// Spawns `future`, which ends by itself (one exchange, under its
+    /// deadline), as a task of this incarnation: nobody guards it, it is
+    /// aborted with the incarnation.
+    pub fn spawn_detached<F>(&self, future: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.track(tokio::spawn(future));
+    }
+
+    fn track(&self, handle: JoinHandle<()>) -> AbortHandle {
+        let abort = handle.abort_handle();
         let mut tasks = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget finished tasks now and then, so the list stays as long as
-        // the number of live tasks (amortised).
-        if tasks.len() >= 16 && tasks.len().is_power_of_two() {
-            tasks.retain(|t| !t.is_finished());
+        if tasks.handles.len() >= tasks.reap_at {
+            tasks.handles.retain(|t| !t.is_finished());
+            tasks.reap_at = (tasks.handles.len() * 2).max(16);
         }
-        tasks.push(handle);
-        guard
+        tasks.handles.push(handle);
+        abort
     }
 
     /// Aborts every task of the scope and hands back their handles, to be
@@ -72,10 +94,17 @@ impl TaskScope {
     pub fn abort_all(&self) -> Vec<JoinHandle<()>> {
         let tasks = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
         tasks
+            .handles
             .into_iter()
             .filter(|t| !t.is_finished())
             .inspect(|t| t.abort())
             .collect()
+    }
+
+    /// Tasks remembered (running, or finished and not yet forgotten).
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
+        self.0.lock().unwrap().handles.len()
     }
 }
 
@@ -111,5 +140,25 @@ mod tests {
         }
         // The task's socket is closed once the awaited task has ended.
         std::net::UdpSocket::bind(addr).expect("address free again");
+    }
+
+    #[tokio::test]
+    async fn many_short_tasks_are_forgotten_as_they_end() {
+        let scope = TaskScope::new();
+        let (_hold, held) = tokio::sync::oneshot::channel::<()>();
+        scope.spawn_detached(async move {
+            let _ = held.await;
+        });
+        for _ in 0..10_000 {
+            scope.spawn_detached(async {});
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            scope.remembered() <= 64,
+            "{} remembered",
+            scope.remembered()
+        );
+        // The one still running is aborted with the scope.
+        assert_eq!(scope.abort_all().len(), 1);
     }
 }
