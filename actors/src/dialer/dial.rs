@@ -540,9 +540,13 @@ fn marked_socket(
     mark: Option<u32>,
     interface: Option<&str>,
 ) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(peer), kind, Some(protocol))?;
-    socket.set_nonblocking(true)?;
-    socket.set_cloexec(true)?;
+    // Nonblocking and close-on-exec from the one system call (socket2 adds
+    // SOCK_CLOEXEC).
+    let socket = Socket::new(
+        Domain::for_address(peer),
+        kind.nonblocking(),
+        Some(protocol),
+    )?;
     if let Some(mark) = mark {
         socket.set_mark(mark)?;
     }
