@@ -2,8 +2,10 @@
 //! loopback, with kdig as the client: UDP, TCP, TC->TCP, negative caching,
 //! answers while the upstream is down, serve-stale, fallback chains, race,
 //! FORMERR, ACL refusals, half-closed TCP clients, a listener whose socket
-//! is destroyed from outside, and a TCP upstream that closes connections
-//! mid-load.
+//! is destroyed from outside, a TCP upstream that closes connections
+//! mid-load, and (against an in-process upstream that records them) a
+//! fresh source port per upstream query, forgeries skipped, and sockets
+//! closed at the deadline.
 
 mod support;
 
@@ -594,4 +596,63 @@ fn the_dns_subtree_shows_upstreams_listeners_and_connections() {
     eventually("conn-2", Duration::from_secs(5), || {
         ward.node("dns/upstreams/knot/conn-2")
     });
+}
+
+/// Direct, every UDP query to an upstream leaves from a socket of its own
+/// on a fresh random port (RFC 5452), and a forgery with the wrong id that
+/// reaches that port first is skipped.
+#[test]
+fn every_upstream_query_has_its_own_port_and_forgeries_are_skipped() {
+    let upstream = Recorder::start();
+    let (_ward, dns) = ward_with(&format!(
+        "upstreams: {{ \"rec\": (url: \"udp://{}\") }}, default: [\"rec\"],",
+        upstream.addr
+    ));
+    const QUERIES: usize = 40;
+    for i in 0..QUERIES {
+        let q = query(&format!("q{i}.example."), RecordType::A);
+        let reply = udp_exchange(dns, &q, Duration::from_secs(2)).expect("an answer");
+        let reply = Message::from_vec(&reply).unwrap();
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            reply.answers[0].data.to_string(),
+            "192.0.2.1",
+            "the forgery was taken"
+        );
+    }
+    let ports = upstream.ports();
+    assert_eq!(ports.len(), QUERIES, "one upstream query per miss");
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    // The kernel picks each port at random: two of forty may meet.
+    assert!(distinct.len() >= QUERIES - 2, "ports {ports:?}");
+}
+
+/// A query that gets no answer gives its socket back at its deadline.
+#[test]
+fn unanswered_upstream_queries_close_their_sockets() {
+    let silent = silent_upstream();
+    let (ward, dns) = ward_with(&format!(
+        "upstreams: {{ \"silent\": (url: \"udp://{}\") }}, default: [\"silent\"], timeout_ms: 2000,",
+        silent.local_addr().unwrap()
+    ));
+    // One query first, so whatever ward opens once is open.
+    let _ = udp_exchange(
+        dns,
+        &query("first.example.", RecordType::A),
+        Duration::from_secs(3),
+    );
+    let before = ward.open_fds();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..30 {
+        let q = query(&format!("n{i}.example."), RecordType::A);
+        client.send_to(&q, dns).unwrap();
+    }
+    eventually("a socket per waiting query", Duration::from_secs(1), || {
+        (ward.open_fds() >= before + 30).then_some(())
+    });
+    eventually(
+        "the sockets closed at the deadline",
+        Duration::from_secs(5),
+        || (ward.open_fds() <= before).then_some(()),
+    );
 }

@@ -41,12 +41,6 @@ fn shape(tree: &Value) -> BTreeSet<String> {
         .collect()
 }
 
-fn open_fds(pid: i32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .count()
-}
-
 #[test]
 fn killing_relay_actors_under_load_loses_almost_nothing() {
     if !tools_present(&["danted"]) {
@@ -68,7 +62,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
         echo.addr,
     ));
     let full_shape = shape(&ward.tree());
-    let fds_before = open_fds(ward.pid());
+    let fds_before = ward.open_fds();
 
     let stop = Arc::new(AtomicBool::new(false));
     let (sent, lost) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -145,7 +139,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
     });
     let stats = ward.request(r#"{"cmd":"stats"}"#);
     assert_eq!(stats["stats"]["udp"]["endpoints"], 0, "{stats}");
-    let fds_after = open_fds(ward.pid());
+    let fds_after = ward.open_fds();
     assert!(
         fds_after.abs_diff(fds_before) <= 4,
         "open fds {fds_before} before, {fds_after} after"

@@ -178,6 +178,13 @@ impl Ward {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// The file descriptors the process holds now.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
     /// `GET path` on the metrics endpoint.
     pub fn http_get(&self, path: &str) -> String {
         let stats = self.request(r#"{"cmd":"stats"}"#);

@@ -64,6 +64,11 @@ impl Dialer {
         &self.tracks[track as usize]
     }
 
+    /// Direct: no node in between.
+    pub fn is_direct(&self) -> bool {
+        matches!(self.spec, DialerSpec::Direct { .. })
+    }
+
     pub fn hop(&self) -> Hop {
         match self.spec {
             DialerSpec::Direct { .. } => Hop::Direct,
@@ -167,6 +172,31 @@ impl Dialer {
         timeout: Duration,
     ) -> Result<UdpSession, Failure> {
         self.open_udp_reported(target, true, timeout).await
+    }
+
+    /// A connected UDP socket to `target` on a fresh random source port,
+    /// made at once: a direct dialer's, for one DNS query (RFC 5452: the
+    /// port is the half of a query's unpredictability the id cannot give).
+    /// None through a node, whose associations take a handshake.
+    pub fn query_socket(&self, target: SocketAddr) -> Option<io::Result<UdpSocket>> {
+        let DialerSpec::Direct { mark, interface } = &self.spec else {
+            return None;
+        };
+        // `connect` binds it to a random ephemeral port, as `bind` to port
+        // 0 would.
+        Some(
+            marked_socket(
+                target,
+                Type::DGRAM,
+                Protocol::UDP,
+                *mark,
+                interface.as_deref(),
+            )
+            .and_then(|socket| {
+                socket.connect(&target.into())?;
+                UdpSocket::from_std(socket.into())
+            }),
+        )
     }
 
     /// A full-cone UDP session (datagrams to any destination, answers from

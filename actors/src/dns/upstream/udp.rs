@@ -1,18 +1,26 @@
-//! The UDP transport of an upstream: a few sessions through its dialer
-//! (connected sockets on random source ports, or SOCKS5 UDP associations),
-//! each with a receive task that matches answers to pending queries by id
-//! and question. Connected sockets hear ICMP port-unreachable as
-//! ECONNREFUSED, so a dead upstream fails its queries at once instead of
-//! after a timeout; an association whose control connection closes ends at
-//! once.
+//! The UDP transport of an upstream. Direct, every query gets its own
+//! socket, connected on a fresh random source port (as unbound and dnsmasq
+//! do): an off-path attacker must guess the port as well as the id
+//! (RFC 5452), and no port lives long enough to be found by a side channel.
+//! Each such query is one short task of the upstream's incarnation that
+//! waits for the answer, under the query's deadline, and closes the socket.
+//! Through a SOCKS5 node, a few UDP associations carry the queries (the
+//! node picks the ports the upstream sees), each with a receive task that
+//! matches answers to pending queries by id and question. Connected
+//! sockets hear ICMP port-unreachable as ECONNREFUSED, so a dead upstream
+//! fails its queries at once instead of after a timeout; an association
+//! whose control connection closes ends at once.
 
+use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use tokio::net::TcpStream;
+use tokio::io::Interest;
+use tokio::net::{TcpStream, UdpSocket};
 use ward_supervision::{TaskGuard, TaskScope};
 
 use super::actor::UpstreamMsg;
@@ -20,10 +28,11 @@ use super::conn::CONNECT_TIMEOUT;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
 use crate::dialer::{socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
+use crate::dns::wire;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::warn_throttled;
 
-/// Sockets per upstream address.
+/// Associations per upstream address through a node.
 pub const SOCKETS: usize = 4;
 /// How often expired queries are failed and forgotten.
 const SWEEP: Duration = Duration::from_millis(250);
@@ -37,10 +46,21 @@ struct Link {
     _control: Option<TaskGuard>,
 }
 
-/// Sessions to one address, through one dialer.
+/// How queries reach the address.
+enum Carrier {
+    /// A socket per query (direct); its task runs in `scope`.
+    PerQuery {
+        addr: SocketAddr,
+        scope: TaskScope,
+        label: Arc<str>,
+    },
+    /// Long-lived associations through a node, taken in turn.
+    Links { links: Vec<Link>, next: AtomicUsize },
+}
+
+/// Queries to one address, through one dialer.
 pub struct UdpTransport {
-    links: Vec<Link>,
-    next: AtomicUsize,
+    carrier: Carrier,
     dialer: Arc<Dialer>,
     via: Via,
     owner: ActorRef<UpstreamMsg>,
@@ -49,9 +69,9 @@ pub struct UdpTransport {
 }
 
 impl UdpTransport {
-    /// Opens `SOCKETS` sessions to `addr` through a dialer `via` selects;
-    /// their receive tasks run in `scope`. `label` names the upstream in
-    /// logs.
+    /// Reaches `addr` through a dialer `via` selects: direct, nothing to
+    /// open; through a node, `SOCKETS` associations. Tasks run in `scope`.
+    /// `label` names the upstream in logs.
     pub async fn open(
         addr: SocketAddr,
         via: &Via,
@@ -62,34 +82,24 @@ impl UdpTransport {
         let dialer = via
             .select(Track::Udp, &[])
             .ok_or_else(|| format!("no dialer in {:?}", via.name()))?;
-        let mut links = Vec::with_capacity(SOCKETS);
-        for _ in 0..SOCKETS {
-            let mut session = dialer
-                .udp_session(addr, CONNECT_TIMEOUT)
-                .await
-                .map_err(|f| format!("UDP session through {}: {f}", dialer.name))?;
-            let control = session.take_control();
-            let session = Arc::new(session);
-            let pending = Arc::new(Pending::default());
-            let recv = scope.spawn(receive(
-                session.clone(),
-                pending.clone(),
-                dialer.clone(),
-                label.to_string(),
-                owner.clone(),
-            ));
-            let control = control
-                .map(|control| scope.spawn(watch_control(control, dialer.clone(), owner.clone())));
-            links.push(Link {
-                session,
-                pending,
-                _recv: recv,
-                _control: control,
-            });
-        }
+        let carrier = if dialer.is_direct() {
+            Carrier::PerQuery {
+                addr,
+                scope: scope.clone(),
+                label: label.into(),
+            }
+        } else {
+            let mut links = Vec::with_capacity(SOCKETS);
+            for _ in 0..SOCKETS {
+                links.push(Link::open(addr, &dialer, scope, label, owner).await?);
+            }
+            Carrier::Links {
+                links,
+                next: AtomicUsize::new(0),
+            }
+        };
         Ok(UdpTransport {
-            links,
-            next: AtomicUsize::new(0),
+            carrier,
             dialer,
             via: via.clone(),
             owner: owner.clone(),
@@ -97,13 +107,17 @@ impl UdpTransport {
         })
     }
 
-    /// The queries waiting for an answer, taken out (to be sent again on
-    /// the sessions that replace these).
+    /// The queries waiting for an answer on associations, taken out (to be
+    /// sent again on the transport that replaces this one). A query on its
+    /// own socket stays there until answered or expired.
     pub fn take_pending(&self) -> Vec<UpstreamQuery> {
-        self.links
-            .iter()
-            .flat_map(|link| link.pending.take_all())
-            .collect()
+        match &self.carrier {
+            Carrier::PerQuery { .. } => Vec::new(),
+            Carrier::Links { links, .. } => links
+                .iter()
+                .flat_map(|link| link.pending.take_all())
+                .collect(),
+        }
     }
 
     /// Sends a query without waiting; its answer or failure arrives on its
@@ -117,21 +131,155 @@ impl UdpTransport {
         {
             let _ = self.owner.send_message(UpstreamMsg::DialerDown);
         }
-        let link = &self.links[self.next.fetch_add(1, Ordering::Relaxed) % self.links.len()];
-        let (id, wire) = match link.pending.insert(query, |id, q| q.wire(id)) {
-            Ok(sent) => sent,
-            Err(query) => return query.fail(UpstreamError::Unavailable),
-        };
-        if let Err(e) = link.session.try_send(&wire) {
-            if let Some(query) = link.pending.take(id) {
-                let class = classify_io_error(&e, IoSide::Dial);
-                query.fail(if class == IoClass::Transient {
-                    UpstreamError::Unavailable
-                } else {
-                    UpstreamError::Io(class)
+        match &self.carrier {
+            Carrier::PerQuery { addr, scope, label } => {
+                let Some(opened) = self.dialer.query_socket(*addr) else {
+                    return query.fail(UpstreamError::Unavailable);
+                };
+                let id = rand::random::<u16>();
+                // Straight to the system call: a socket just registered
+                // has no readiness yet, so tokio's `try_send` would not try.
+                let sent = opened.and_then(|socket| {
+                    socket2::SockRef::from(&socket).send(&query.wire(id))?;
+                    Ok(socket)
                 });
+                match sent {
+                    Ok(socket) => scope.spawn_detached(await_answer(
+                        socket,
+                        id,
+                        query,
+                        self.dialer.clone(),
+                        label.clone(),
+                    )),
+                    Err(e) => query.fail(send_error(&e)),
+                }
+            }
+            Carrier::Links { links, next } => {
+                let link = &links[next.fetch_add(1, Ordering::Relaxed) % links.len()];
+                let (id, wire) = match link.pending.insert(query, |id, q| q.wire(id)) {
+                    Ok(sent) => sent,
+                    Err(query) => return query.fail(UpstreamError::Unavailable),
+                };
+                if let Err(e) = link.session.try_send(&wire) {
+                    if let Some(query) = link.pending.take(id) {
+                        query.fail(send_error(&e));
+                    }
+                }
             }
         }
+    }
+}
+
+/// Why a query could not be sent: out of descriptors or buffer space is
+/// nobody's fault (the chain moves on); anything else is the socket's.
+fn send_error(e: &io::Error) -> UpstreamError {
+    match classify_io_error(e, IoSide::Dial) {
+        IoClass::Transient => UpstreamError::Unavailable,
+        class => UpstreamError::Io(class),
+    }
+}
+
+thread_local! {
+    /// Where answers on per-query sockets are read, before the one that
+    /// matches is copied out: a waiting query holds no buffer.
+    static ANSWER: RefCell<Vec<u8>> = RefCell::new(vec![0; 65_535]);
+}
+
+/// One query's socket: the first datagram with its id and question is its
+/// answer; anything else (late, spoofed) is skipped. Ends by the deadline,
+/// and the socket closes with it.
+async fn await_answer(
+    socket: UdpSocket,
+    id: u16,
+    query: UpstreamQuery,
+    dialer: Arc<Dialer>,
+    label: Arc<str>,
+) {
+    let deadline = tokio::time::Instant::from_std(query.deadline);
+    // An ICMP error (port unreachable) makes the socket report EPOLLERR
+    // alone, which a wait for readability never sees.
+    let interest = Interest::READABLE | Interest::ERROR;
+    loop {
+        let ready = match tokio::time::timeout_at(deadline, socket.ready(interest)).await {
+            Err(_) => return query.fail(UpstreamError::Timeout),
+            Ok(ready) => ready,
+        };
+        let read = match ready {
+            Err(e) => Err(e),
+            Ok(ready) if ready.is_error() => {
+                // SO_ERROR reads and clears the error; none left clears
+                // the readiness.
+                socket.try_io(Interest::ERROR, || {
+                    Err(socket
+                        .take_error()?
+                        .unwrap_or_else(|| io::ErrorKind::WouldBlock.into()))
+                })
+            }
+            Ok(_) => ANSWER.with_borrow_mut(|buf| {
+                let n = socket.try_recv(buf)?;
+                let answer = &buf[..n];
+                let ours = wire::read_u16(answer, 0) == Some(id)
+                    && wire::same_question(answer, &query.question);
+                Ok(ours.then(|| answer.to_vec()))
+            }),
+        };
+        let error = match read {
+            Ok(Some(answer)) => {
+                let _ = query.reply.send(Ok(answer));
+                return;
+            }
+            Ok(None) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => e,
+        };
+        match classify_io_error(&error, IoSide::Session) {
+            IoClass::Transient | IoClass::Normal => continue,
+            // ICMP port unreachable and the like: nobody answers there now;
+            // the resolver counts it against the upstream.
+            class => {
+                warn_throttled!(&*label, upstream = %label, error = %error, "upstream UDP receive failed");
+                dialer.report_failure(
+                    Track::Udp,
+                    &Failure::io(&error, Stage::Session, dialer.hop(), true),
+                );
+                return query.fail(UpstreamError::Io(class));
+            }
+        }
+    }
+}
+
+impl Link {
+    /// An association through the node, with its receive task (and the
+    /// task watching its control connection) in `scope`.
+    async fn open(
+        addr: SocketAddr,
+        dialer: &Arc<Dialer>,
+        scope: &TaskScope,
+        label: &str,
+        owner: &ActorRef<UpstreamMsg>,
+    ) -> Result<Link, String> {
+        let mut session = dialer
+            .udp_session(addr, CONNECT_TIMEOUT)
+            .await
+            .map_err(|f| format!("UDP session through {}: {f}", dialer.name))?;
+        let control = session.take_control();
+        let session = Arc::new(session);
+        let pending = Arc::new(Pending::default());
+        let recv = scope.spawn(receive(
+            session.clone(),
+            pending.clone(),
+            dialer.clone(),
+            label.to_string(),
+            owner.clone(),
+        ));
+        let control = control
+            .map(|control| scope.spawn(watch_control(control, dialer.clone(), owner.clone())));
+        Ok(Link {
+            session,
+            pending,
+            _recv: recv,
+            _control: control,
+        })
     }
 }
 
