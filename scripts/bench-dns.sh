@@ -3,9 +3,12 @@
 # the same knot on loopback, and writes docs/benchmarks.md. Needs root (it
 # binds port 53 on 127.0.0.10-13 and installs dnsperf, knot, unbound,
 # dnsmasq-base when missing). Takes about ten minutes.
-#   scripts/bench-dns.sh [--quick]
+#   scripts/bench-dns.sh [--quick | --syscalls | --base REV]
 # With --syscalls it instead counts system calls and context switches per
-# query with perf (scripts/syscalls_dns.py, about two minutes).
+# query with perf (scripts/syscalls_dns.py, about two minutes). With
+# --base REV it instead runs this tree's ward beside REV's, built from
+# `git archive` under target/bench-base (scripts/ab_dns.py, about five
+# minutes plus the build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -14,4 +17,12 @@ pkgs=(dnsperf knot knot-dnsutils unbound dnsmasq-base)
 scripts/ensure-packages.sh "${pkgs[@]}"
 cargo build --release --locked
 [ "${1:-}" = --syscalls ] && exec python3 scripts/syscalls_dns.py
+if [ "${1:-}" = --base ]; then
+    rev=${2:?--base needs a revision}
+    base=target/bench-base
+    rm -rf "$base/src" && mkdir -p "$base/src"
+    git archive "$rev" | tar -x -C "$base/src"
+    (cd "$base/src" && CARGO_TARGET_DIR=../target cargo build --release --locked)
+    exec python3 scripts/ab_dns.py "$base/target/release/ward" "$(git rev-parse --short "$rev")"
+fi
 exec python3 scripts/bench_dns.py "$@"

@@ -26,6 +26,7 @@ WARD = os.path.join(ROOT, "target/release/ward")
 LAB = tempfile.mkdtemp(prefix="ward-bench-")
 SERVERS = {"dnsmasq": "127.0.0.11", "unbound": "127.0.0.12", "ward": "127.0.0.13"}
 procs = []
+PIDS = {}
 
 
 def sh(cmd, **kw):
@@ -51,32 +52,35 @@ def start(cmd, name):
     return p
 
 
-def start_servers():
-    taken = sh("ss -Hlnu '( sport = :53 )' || true")
-    for addr in ["127.0.0.10", *SERVERS.values()]:
-        if f"{addr}:53 " in taken:
-            sys.exit(f"{addr}:53 is already in use (a server left from an earlier run?)")
+def start_knot():
     os.makedirs(f"{LAB}/knot", exist_ok=True)
     with open(f"{LAB}/knot.conf", "w") as f:
         f.write(f"server:\n  listen: 127.0.0.10@53\n  rundir: {LAB}/knot\n  udp-workers: 1\n  tcp-workers: 1\n"
                 f"  background-workers: 1\ndatabase:\n  storage: {LAB}/knot\nzone:\n  - domain: bench.test\n"
                 f"    file: {LAB}/bench.test.zone\n    journal-content: none\nlog:\n  - target: stderr\n    any: error\n")
     start(f"knotd -c {LAB}/knot.conf", "knot")
-    start(f"dnsmasq -k --listen-address=127.0.0.11 --port=53 --bind-interfaces --no-resolv --no-hosts "
-          f"--server=127.0.0.10 --cache-size=100000 --dns-forward-max=5000", "dnsmasq")
-    with open(f"{LAB}/unbound.conf", "w") as f:
-        f.write(f"server:\n  interface: 127.0.0.12\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n"
-                f"  pidfile: \"\"\n  num-threads: 2\n  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n"
-                f"  msg-cache-size: 64m\n  rrset-cache-size: 128m\n  so-reuseport: yes\n  verbosity: 0\n  use-syslog: no\n"
-                f"  module-config: \"iterator\"\n  domain-insecure: \"bench.test\"\n  local-zone: \"test.\" nodefault\n"
-                f"forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.10@53\n")
-    start(f"unbound -d -c {LAB}/unbound.conf", "unbound")
-    with open(f"{LAB}/ward.ron", "w") as f:
-        f.write(f"(\n admin: (socket: \"{LAB}/admin.sock\"),\n log: (level: \"warn\"),\n dns: (\n"
-                f"  listen: [\"127.0.0.13:53\"],\n  upstreams: {{ \"knot\": (url: \"udp://127.0.0.10:53\") }},\n"
+
+
+def start_ward(binary, name):
+    """A ward build forwarding to knot on SERVERS[name], its admin socket
+    at {LAB}/{name}.sock."""
+    with open(f"{LAB}/{name}.ron", "w") as f:
+        f.write(f"(\n admin: (socket: \"{LAB}/{name}.sock\"),\n log: (level: \"warn\"),\n dns: (\n"
+                f"  listen: [\"{SERVERS[name]}:53\"],\n  upstreams: {{ \"knot\": (url: \"udp://127.0.0.10:53\") }},\n"
                 f"  default: [\"knot\"],\n  limits: (in_flight: 8192),\n  cache: (size: 100000),\n ),\n)\n")
     # Started on CPU 1, ward sizes its runtime to the one CPU it may use.
-    start(f"taskset -c 1 {WARD} run --config {LAB}/ward.ron", "ward")
+    PIDS[name] = start(f"taskset -c 1 {binary} run --config {LAB}/{name}.ron", name).pid
+
+
+def check_free():
+    taken = sh("ss -Hlnu '( sport = :53 )' || true")
+    for addr in ["127.0.0.10", *SERVERS.values()]:
+        if f"{addr}:53 " in taken:
+            sys.exit(f"{addr}:53 is already in use (a server left from an earlier run?)")
+
+
+def wait_answering():
+    """Until knot and every server answer; then every process on CPU 1."""
     deadline = time.time() + 15
     for addr in ["127.0.0.10", *SERVERS.values()]:
         while sh(f"kdig +short +timeout=1 +retry=0 @{addr} h1.bench.test A || true").strip() != "10.0.0.1":
@@ -87,8 +91,25 @@ def start_servers():
         sh(f"taskset -a -p -c 1 {p.pid}")
 
 
+def start_servers():
+    check_free()
+    start_knot()
+    PIDS["dnsmasq"] = start(f"dnsmasq -k --listen-address=127.0.0.11 --port=53 --bind-interfaces --no-resolv "
+                            f"--no-hosts --server=127.0.0.10 --cache-size=100000 --dns-forward-max=5000",
+                            "dnsmasq").pid
+    with open(f"{LAB}/unbound.conf", "w") as f:
+        f.write(f"server:\n  interface: 127.0.0.12\n  port: 53\n  do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n"
+                f"  pidfile: \"\"\n  num-threads: 2\n  access-control: 127.0.0.0/8 allow\n  do-not-query-localhost: no\n"
+                f"  msg-cache-size: 64m\n  rrset-cache-size: 128m\n  so-reuseport: yes\n  verbosity: 0\n  use-syslog: no\n"
+                f"  module-config: \"iterator\"\n  domain-insecure: \"bench.test\"\n  local-zone: \"test.\" nodefault\n"
+                f"forward-zone:\n  name: \".\"\n  forward-addr: 127.0.0.10@53\n")
+    PIDS["unbound"] = start(f"unbound -d -c {LAB}/unbound.conf", "unbound").pid
+    start_ward(WARD, "ward")
+    wait_answering()
+
+
 def pid_of(server):
-    return {"dnsmasq": procs[1].pid, "unbound": procs[2].pid, "ward": procs[3].pid}[server]
+    return PIDS[server]
 
 
 def cpu_ticks(pid):
@@ -132,8 +153,36 @@ def interleaved(measure, servers=SERVERS):
     return runs
 
 
+def miss_files():
+    """`write(server, count)`: a query file of `count` names nobody asked
+    `server` before (under the wildcard), so every one is a miss."""
+    asked = {}
+
+    def write(server, count):
+        start = asked.get(server, 0)
+        asked[server] = start + count
+        path = f"{LAB}/miss-{server}.txt"
+        with open(path, "w") as q:
+            q.writelines(f"m{start + i}.{server}.fwd.bench.test A\n" for i in range(count))
+        return path
+    return write
+
+
+def stop_all():
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+
+
 def ward_stats():
-    return sh(f"{WARD} ctl --socket {LAB}/admin.sock stats")
+    return sh(f"{WARD} ctl --socket {LAB}/ward.sock stats")
 
 
 def main():
@@ -144,17 +193,7 @@ def main():
     results = {}
     results["hit_max"] = interleaved(lambda s: dnsperf(s, f"{LAB}/hot.txt", SECS))
     results["hit_50k"] = interleaved(lambda s: cpu_per_query(s, f"{LAB}/hot.txt", 50_000))
-    # Misses: every run asks names nobody asked before (under the wildcard).
-    offsets = {s: 0 for s in SERVERS}
-
-    def miss_file(server, count):
-        start = offsets[server]
-        offsets[server] += count
-        path = f"{LAB}/miss-{server}.txt"
-        with open(path, "w") as q:
-            q.writelines(f"m{start + i}.{server}.fwd.bench.test A\n" for i in range(count))
-        return path
-
+    miss_file = miss_files()
     results["miss_10k"] = interleaved(lambda s: cpu_per_query(s, miss_file(s, 10_000 * SECS), 10_000))
     # The highest rate forwarded without loss, step by step.
     results["miss_zero_loss"] = {}
@@ -234,13 +273,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+        stop_all()

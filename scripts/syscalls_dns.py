@@ -41,17 +41,9 @@ def main():
     b.start_servers()
     for s in b.SERVERS:
         b.dnsperf(s, f"{b.LAB}/hot.txt", 2)
-    asked = {s: 0 for s in b.SERVERS}
-
-    def misses(server):
-        path = f"{b.LAB}/miss-{server}.txt"
-        with open(path, "w") as q:
-            q.writelines(f"s{asked[server] + i}.{server}.fwd.bench.test A\n" for i in range(10_000 * SECS))
-        asked[server] += 10_000 * SECS
-        return path
-
+    miss_file = b.miss_files()
     hits = b.interleaved(lambda s: counted(s, f"{b.LAB}/hot.txt", 50_000), b.SERVERS)
-    miss = b.interleaved(lambda s: counted(s, misses(s), 10_000), b.SERVERS)
+    miss = b.interleaved(lambda s: counted(s, miss_file(s, 10_000 * SECS), 10_000), b.SERVERS)
     print("| | " + " | ".join(b.SERVERS) + " |")
     print("|---|" + "---|" * len(b.SERVERS))
     for label, runs in (("cache hits at 50k QPS", hits), ("misses at 10k QPS", miss)):
@@ -65,8 +57,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in b.procs:
-            try:
-                os.killpg(p.pid, 15)
-            except ProcessLookupError:
-                pass
+        b.stop_all()
