@@ -18,6 +18,7 @@ use arc_swap::ArcSwapOption;
 use nix::errno::Errno;
 use ractor::ActorRef;
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use super::actor::DialerMsg;
@@ -420,18 +421,23 @@ fn no_target() -> io::Error {
 }
 
 impl UdpSession {
-    /// Sends one datagram to the session's destination without waiting.
+    /// Sends one datagram to the session's destination without waiting
+    /// (`WouldBlock`: the socket buffer is full). Straight to the system
+    /// call, as [`Self::send_many`]: tokio's `try_send` tries only once the
+    /// reactor has seen the socket writable, which a session just opened
+    /// has not.
     pub fn try_send(&self, payload: &[u8]) -> io::Result<()> {
         let Some((_, header)) = &self.target else {
             return Err(no_target());
         };
+        let socket = SockRef::from(&self.socket);
         if !self.relayed {
-            return self.socket.try_send(payload).map(drop);
+            return socket.send(payload).map(drop);
         }
         let mut datagram = Vec::with_capacity(header.len() + payload.len());
         datagram.extend_from_slice(header);
         datagram.extend_from_slice(payload);
-        self.socket.try_send(&datagram).map(drop)
+        socket.send(&datagram).map(drop)
     }
 
     /// Sends `datagrams` in order now, without waiting, runs to one
@@ -502,17 +508,19 @@ impl UdpSession {
     /// reports).
     pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
         loop {
+            self.readable().await?;
+            let (n, from) = match self.socket.try_recv_from(buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
             if !self.relayed {
-                return match &self.target {
-                    Some((target, _)) => Ok((*target, self.socket.recv(buf).await?)),
-                    None => self
-                        .socket
-                        .recv_from(buf)
-                        .await
-                        .map(|(n, from)| (self.unwire(from), n)),
+                let from = match &self.target {
+                    Some((target, _)) => *target,
+                    None => self.unwire(from),
                 };
+                return Ok((from, n));
             }
-            let n = self.socket.recv(buf).await?;
             let Ok((TargetAddr::Ip(from), payload)) = socks5::decapsulate(&buf[..n]) else {
                 continue;
             };
@@ -549,15 +557,42 @@ impl UdpSession {
         }
     }
 
-    /// Waits until a datagram may be waiting (see [`Self::try_recv_batch`]).
+    /// Waits until a datagram may be waiting (see [`Self::try_recv_batch`]),
+    /// or fails with the error an ICMP message left on a connected socket
+    /// (see [`readable_or_error`]).
     pub async fn readable(&self) -> io::Result<()> {
-        self.socket.readable().await
+        readable_or_error(&self.socket).await
     }
 
     /// The control connection of a SOCKS5 association, for the owner to
     /// watch with [`socks5::control_closed`] (and to keep open).
     pub fn take_control(&mut self) -> Option<TcpStream> {
         self.control.take()
+    }
+}
+
+/// Waits until `socket` may have a datagram, or fails with the error an
+/// ICMP message left on it: a connected UDP socket whose peer answers
+/// "port unreachable" reports EPOLLERR alone, which a wait for
+/// readability never sees, so its owner would learn of it only at its next
+/// send. The error is read (and cleared) with `SO_ERROR`.
+pub async fn readable_or_error(socket: &UdpSocket) -> io::Result<()> {
+    loop {
+        let ready = socket.ready(Interest::READABLE | Interest::ERROR).await?;
+        if ready.is_readable() || ready.is_read_closed() {
+            return Ok(());
+        }
+        // No error left clears the readiness: the next wait is a real one.
+        let pending = socket.try_io(Interest::ERROR, || {
+            socket
+                .take_error()?
+                .ok_or_else(|| io::ErrorKind::WouldBlock.into())
+        });
+        match pending {
+            Ok(error) => return Err(error),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -658,6 +693,40 @@ mod tests {
             credentials: None,
             mark: None,
         })
+    }
+
+    /// A port nobody listens on: ICMP port unreachable to whoever sends there.
+    fn closed_udp_port() -> SocketAddr {
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    /// A session sends the moment it is open, and the ICMP error its peer
+    /// sends back reaches its receiver at once (EPOLLERR alone never made
+    /// the socket readable), through both ways of receiving, and is
+    /// cleared once read.
+    #[tokio::test]
+    async fn a_connected_session_hears_port_unreachable_while_it_waits() {
+        let direct = dialer(DialerSpec::Direct {
+            mark: None,
+            interface: None,
+        });
+        let within = Duration::from_secs(2);
+        let mut buf = [0u8; 512];
+        let session = direct.open_udp(closed_udp_port(), true).await.unwrap();
+        session.try_send(b"anyone?").unwrap();
+        let woke = tokio::time::timeout(within, session.readable()).await;
+        let error = woke.expect("woken at once").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED));
+        session.try_send(b"anyone?").unwrap();
+        let received = tokio::time::timeout(within, session.recv(&mut buf)).await;
+        let error = received.expect("woken at once").unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ECONNREFUSED));
+        // Read once, the error is gone: the session waits again.
+        let again = tokio::time::timeout(Duration::from_millis(200), session.readable()).await;
+        assert!(again.is_err(), "{again:?}");
     }
 
     async fn round_trip(stream: &mut TcpStream) {

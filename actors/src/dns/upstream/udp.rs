@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use tokio::io::Interest;
 use tokio::net::{TcpStream, UdpSocket};
 use ward_supervision::{TaskGuard, TaskScope};
 
@@ -27,7 +26,7 @@ use super::actor::UpstreamMsg;
 use super::conn::CONNECT_TIMEOUT;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
-use crate::dialer::{socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
+use crate::dialer::{readable_or_error, socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::dns::wire;
 use crate::io_class::{classify_io_error, IoClass, IoSide};
 use crate::warn_throttled;
@@ -196,26 +195,11 @@ async fn await_answer(
     label: Arc<str>,
 ) {
     let deadline = tokio::time::Instant::from_std(query.deadline);
-    // An ICMP error (port unreachable) makes the socket report EPOLLERR
-    // alone, which a wait for readability never sees.
-    let interest = Interest::READABLE | Interest::ERROR;
     loop {
-        let ready = match tokio::time::timeout_at(deadline, socket.ready(interest)).await {
+        let read = match tokio::time::timeout_at(deadline, readable_or_error(&socket)).await {
             Err(_) => return query.fail(UpstreamError::Timeout),
-            Ok(ready) => ready,
-        };
-        let read = match ready {
-            Err(e) => Err(e),
-            Ok(ready) if ready.is_error() => {
-                // SO_ERROR reads and clears the error; none left clears
-                // the readiness.
-                socket.try_io(Interest::ERROR, || {
-                    Err(socket
-                        .take_error()?
-                        .unwrap_or_else(|| io::ErrorKind::WouldBlock.into()))
-                })
-            }
-            Ok(_) => ANSWER.with_borrow_mut(|buf| {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) => ANSWER.with_borrow_mut(|buf| {
                 let n = socket.try_recv(buf)?;
                 let answer = &buf[..n];
                 let ours = wire::read_u16(answer, 0) == Some(id)
