@@ -17,6 +17,7 @@ use std::time::Duration;
 use ractor::ActorRef;
 use tokio::task::JoinHandle;
 use ward_actors::dialer::actor::{DialerActor, DialerArgs};
+use ward_actors::dialer::settings::DialerSpec;
 use ward_actors::dialer::Dialers;
 use ward_actors::dns::listener_tcp::{DnsTcpListener, TcpListenerArgs};
 use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
@@ -74,6 +75,7 @@ impl Service {
         // a child to retry forever.
         crate::admin::socket_file::ensure_not_live(&config.admin.socket)?;
         let nofile = raise_nofile();
+        check_nofile(config, &nofile);
         let metrics = Arc::new(Metrics::new());
         let view = SupervisorView::new();
         let dialers = Dialers::new(config.dialers.clone(), metrics.dialers.clone());
@@ -154,6 +156,47 @@ fn raise_nofile() -> NofileLimit {
             tracing::warn!(error = %e, "cannot read or raise RLIMIT_NOFILE");
             NofileLimit { soft: 0, hard: 0 }
         }
+    }
+}
+
+/// Descriptors kept for listeners, the admin and metrics sockets, upstream
+/// connections, logs.
+const NOFILE_RESERVE: u64 = 64;
+
+/// Warns once when the descriptor limit is below what the configuration
+/// may hold at once: past it, upstream queries fail over (SERVFAIL at the
+/// end of the chain) and new flows are refused, for want of a socket.
+fn check_nofile(config: &Config, nofile: &NofileLimit) {
+    if nofile.soft == 0 {
+        return; // unknown: raise_nofile already warned
+    }
+    let dns = config
+        .dns
+        .as_ref()
+        .map_or(0, |dns| dns.upstream_queries_at_most() as u64);
+    // A flow through a SOCKS5 node also holds its association's control
+    // connection.
+    let nodes = config
+        .dialers
+        .dialers
+        .values()
+        .any(|d| matches!(d, DialerSpec::Socks5 { .. }));
+    let per_flow = if nodes { 2 } else { 1 };
+    let udp = config
+        .udp
+        .as_ref()
+        .map_or(0, |udp| (udp.max_endpoints * per_flow) as u64);
+    let need = dns + udp + NOFILE_RESERVE;
+    if nofile.soft < need {
+        tracing::warn!(
+            limit = nofile.soft,
+            need,
+            dns_upstream_queries = dns,
+            udp_flows = udp,
+            "RLIMIT_NOFILE is below the descriptors this configuration may hold at once: \
+             past it upstream queries fail and new flows are refused; raise the hard limit \
+             (systemd: LimitNOFILE=) or lower dns.limits.in_flight or udp.max_endpoints"
+        );
     }
 }
 

@@ -84,7 +84,20 @@ impl Ward {
 
     /// Starts ward with `config`, whose admin socket is `socket`.
     pub fn start_in(dir: tempfile::TempDir, socket: PathBuf, config: &str) -> Ward {
-        Self::launch(dir, socket, config, None)
+        Self::launch(dir, socket, config, &[])
+    }
+
+    /// As [`Ward::start`], with at most `nofile` file descriptors (soft and
+    /// hard limit, set with prlimit).
+    pub fn start_with_nofile(nofile: u64, extra: &str) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let text = format!(
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    log: (level: \"debug\"),\n    {extra}\n)\n",
+            dir.path().display()
+        );
+        let limit = format!("--nofile={nofile}:{nofile}");
+        Self::launch(dir, socket, &text, &["prlimit", &limit])
     }
 
     /// Starts ward inside the network namespace `netns`, with a config
@@ -93,17 +106,18 @@ impl Ward {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
         let text = config(dir.path());
-        Self::launch(dir, socket, &text, Some(netns))
+        Self::launch(dir, socket, &text, &["ip", "netns", "exec", netns])
     }
 
-    fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, netns: Option<&str>) -> Ward {
+    /// Runs ward's binary under the command `wrap` names (none: directly).
+    fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, wrap: &[&str]) -> Ward {
         let config_path = dir.path().join("ward.ron");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("ward.log")).unwrap();
-        let mut command = match netns {
-            Some(netns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", netns, WARD]);
+        let mut command = match wrap.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(WARD);
                 c
             }
             None => Command::new(WARD),

@@ -29,6 +29,18 @@ pub struct DnsSettings {
     pub statics: Vec<StaticRecord>,
 }
 
+impl DnsSettings {
+    /// Upstream queries waiting at once at most: one per query in flight,
+    /// two when a chain races its first two. Each direct UDP one holds a
+    /// socket of its own.
+    pub fn upstream_queries_at_most(&self) -> usize {
+        let races = std::iter::once(&self.default)
+            .chain(self.routes.iter().map(|r| &r.chain))
+            .any(|c| c.strategy == Strategy::Race);
+        self.limits.in_flight * if races { 2 } else { 1 }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Queries being resolved at once; past it, REFUSED.
