@@ -606,7 +606,7 @@ fn every_upstream_query_has_its_own_port_and_forgeries_are_skipped() {
     let upstream = Recorder::start();
     let (_ward, dns) = ward_with(&format!(
         "upstreams: {{ \"rec\": (url: \"udp://{}\") }}, default: [\"rec\"],",
-        upstream.addr
+        upstream.addr()
     ));
     const QUERIES: usize = 40;
     for i in 0..QUERIES {

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{Dante, NoContent};
-use support::udp::{Client, Echo};
+use support::udp::{Client, Peer};
 use support::{eventually, kill_at_random, walk, Ward};
 
 const RUN: Duration = Duration::from_secs(20);
@@ -46,7 +46,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
     if !tools_present(&["danted"]) {
         return;
     }
-    let echo = Echo::start();
+    let echo = Peer::echo();
     let nodes = [Dante::start(), Dante::start()];
     let probe = NoContent::start();
     let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));

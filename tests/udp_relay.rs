@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::dns::{free_port, tools_present};
 use support::socks::{close_wait, Cutter, Dante, NoContent};
-use support::udp::{Client, Echo};
+use support::udp::{Client, Peer};
 use support::{dialer, eventually, walk, while_flowing, Ward};
 
 const TOOLS: [&str; 2] = ["danted", "ss"];
 
 struct Lab {
     echo_addr: SocketAddr,
-    _echo: Echo,
+    _echo: Peer,
     nodes: [Dante; 2],
     /// The TCP hop ward reaches n1 through (its control connections).
     n1_front: Cutter,
@@ -38,7 +38,7 @@ fn lab(udp_extra: &str) -> Lab {
 
 /// [`lab`] with the inbound `inbound(listen, echo)` writes.
 fn lab_with(udp_extra: &str, inbound_of: impl Fn(SocketAddr, SocketAddr) -> String) -> Lab {
-    let echo = Echo::start();
+    let echo = Peer::echo();
     let nodes = [Dante::start(), Dante::start()];
     let n1_front = Cutter::start(nodes[0].addr());
     let probe = NoContent::start();
@@ -338,7 +338,7 @@ fn limit_descriptors(pid: i32, limit: u64) {
 /// and flows are taken again once descriptors are free.
 #[test]
 fn out_of_descriptors_refuses_new_flows_without_blaming_the_path() {
-    let echo = Echo::start();
+    let echo = Peer::echo();
     let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ward = Ward::start(&format!(
         "udp: (inbounds: [ Forward((listen: \"{inbound}\", to: \"{}\")) ], default: \"direct\", idle: (other_s: 1)),",

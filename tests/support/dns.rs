@@ -6,7 +6,6 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
 
+use super::udp::Peer;
 use super::{eventually, Ward};
 
 /// The zone every test's knot serves.
@@ -145,60 +145,45 @@ impl Drop for Knot {
 /// first sending a forgery to the same port (the id off by one, the
 /// address 198.51.100.66), and remembers the source port of each query.
 pub struct Recorder {
-    pub addr: SocketAddr,
+    peer: Peer,
     ports: Arc<Mutex<Vec<u16>>>,
-    stop: Arc<AtomicBool>,
 }
 
 impl Recorder {
     pub fn start() -> Recorder {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let addr = socket.local_addr().unwrap();
         let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen, stopped) = (Arc::clone(&ports), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 512];
-            while !stopped.load(Ordering::Relaxed) {
-                let Ok((n, from)) = socket.recv_from(&mut buf) else {
-                    continue;
-                };
-                let Ok(query) = Message::from_vec(&buf[..n]) else {
-                    continue;
-                };
-                seen.lock().unwrap().push(from.port());
-                let id = query.metadata.id;
-                for (id, ip) in [
-                    (id.wrapping_add(1), [198, 51, 100, 66]),
-                    (id, [192, 0, 2, 1]),
-                ] {
-                    let mut answer = Message::response(id, OpCode::Query);
-                    answer.metadata.recursion_available = true;
-                    answer.add_queries(query.queries.clone());
-                    answer.add_answer(Record::from_rdata(
-                        query.queries[0].name().clone(),
-                        300,
-                        RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
-                    ));
-                    let _ = socket.send_to(&answer.to_vec().unwrap(), from);
-                }
+        let seen = Arc::clone(&ports);
+        let peer = Peer::start(move |socket, bytes, from| {
+            let Ok(query) = Message::from_vec(bytes) else {
+                return;
+            };
+            seen.lock().unwrap().push(from.port());
+            let id = query.metadata.id;
+            for (id, ip) in [
+                (id.wrapping_add(1), [198, 51, 100, 66]),
+                (id, [192, 0, 2, 1]),
+            ] {
+                let mut answer = Message::response(id, OpCode::Query);
+                answer.metadata.recursion_available = true;
+                answer.add_queries(query.queries.clone());
+                answer.add_answer(Record::from_rdata(
+                    query.queries[0].name().clone(),
+                    300,
+                    RData::A(A::new(ip[0], ip[1], ip[2], ip[3])),
+                ));
+                let _ = socket.send_to(&answer.to_vec().unwrap(), from);
             }
         });
-        Recorder { addr, ports, stop }
+        Recorder { peer, ports }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.peer.addr
     }
 
     /// The source port of every query so far.
     pub fn ports(&self) -> Vec<u16> {
         self.ports.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 

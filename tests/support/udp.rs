@@ -1,18 +1,21 @@
-//! UDP test peers: an echo server and a client that checks its echoes.
+//! UDP test peers: a peer whose thread answers datagrams (an echo
+//! server, for one), and a client that checks its echoes.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A UDP echo server on loopback.
-pub struct Echo {
+/// A UDP peer on loopback: a thread hands every datagram it receives, with
+/// its source, to a handler that may answer on the socket, until the peer
+/// is dropped.
+pub struct Peer {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
 }
 
-impl Echo {
-    pub fn start() -> Echo {
+impl Peer {
+    pub fn start(mut handle: impl FnMut(&UdpSocket, &[u8], SocketAddr) + Send + 'static) -> Peer {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         socket
             .set_read_timeout(Some(Duration::from_millis(50)))
@@ -24,15 +27,22 @@ impl Echo {
             let mut buf = [0u8; 2048];
             while !stopped.load(Ordering::Relaxed) {
                 if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                    let _ = socket.send_to(&buf[..n], from);
+                    handle(&socket, &buf[..n], from);
                 }
             }
         });
-        Echo { addr, stop }
+        Peer { addr, stop }
+    }
+
+    /// An echo server: every datagram goes back to where it came from.
+    pub fn echo() -> Peer {
+        Peer::start(|socket, bytes, from| {
+            let _ = socket.send_to(bytes, from);
+        })
     }
 }
 
-impl Drop for Echo {
+impl Drop for Peer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
