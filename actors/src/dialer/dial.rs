@@ -183,21 +183,7 @@ impl Dialer {
         let DialerSpec::Direct { mark, interface } = &self.spec else {
             return None;
         };
-        // `connect` binds it to a random ephemeral port, as `bind` to port
-        // 0 would.
-        Some(
-            marked_socket(
-                target,
-                Type::DGRAM,
-                Protocol::UDP,
-                *mark,
-                interface.as_deref(),
-            )
-            .and_then(|socket| {
-                socket.connect(&target.into())?;
-                UdpSocket::from_std(socket.into())
-            }),
-        )
+        Some(connected_udp_socket(target, *mark, interface.as_deref()))
     }
 
     /// A full-cone UDP session (datagrams to any destination, answers from
@@ -239,9 +225,8 @@ impl Dialer {
             DialerSpec::Direct { mark, interface } => {
                 let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
                 let (socket, dual_stack) = if connected {
-                    let socket = udp_socket(target, *mark, interface.as_deref()).map_err(io)?;
-                    socket.connect(target).await.map_err(io)?;
-                    (socket, false)
+                    let socket = connected_udp_socket(target, *mark, interface.as_deref());
+                    (socket.map_err(io)?, false)
                 } else {
                     flow_socket(target, *mark, interface.as_deref()).map_err(io)?
                 };
@@ -633,6 +618,18 @@ fn udp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::R
         SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
     };
     socket.bind(&any.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// A UDP socket connected to `peer`, made at once: `connect` binds it to a
+/// random ephemeral port, as `bind` to port 0 would.
+fn connected_udp_socket(
+    peer: SocketAddr,
+    mark: Option<u32>,
+    iface: Option<&str>,
+) -> io::Result<UdpSocket> {
+    let socket = marked_socket(peer, Type::DGRAM, Protocol::UDP, mark, iface)?;
+    socket.connect(&peer.into())?;
     UdpSocket::from_std(socket.into())
 }
 
