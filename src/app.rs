@@ -170,10 +170,9 @@ fn check_nofile(config: &Config, nofile: &NofileLimit) {
     if nofile.soft == 0 {
         return; // unknown: raise_nofile already warned
     }
-    let dns = config
-        .dns
-        .as_ref()
-        .map_or(0, |dns| dns.upstream_queries_at_most() as u64);
+    let dns = config.dns.as_ref().map_or(0, |dns| {
+        dns.upstream_sockets_at_most(&config.dialers) as u64
+    });
     // A flow through a SOCKS5 node also holds its association's control
     // connection.
     let nodes = config
@@ -191,7 +190,7 @@ fn check_nofile(config: &Config, nofile: &NofileLimit) {
         tracing::warn!(
             limit = nofile.soft,
             need,
-            dns_upstream_queries = dns,
+            dns_upstream_sockets = dns,
             udp_flows = udp,
             "RLIMIT_NOFILE is below the descriptors this configuration may hold at once: \
              past it upstream queries fail and new flows are refused; raise the hard limit \

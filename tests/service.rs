@@ -88,25 +88,27 @@ fn ward_runs_without_transparent_huge_pages() {
 
 /// A descriptor limit below what the configuration may hold at once is
 /// told once at start, with what it is short for; a limit that suffices
-/// is not.
+/// is not, nor one that TCP upstreams (no socket per query) never reach.
 #[test]
 fn a_descriptor_limit_too_low_for_the_config_is_told_at_start() {
-    let dns = |in_flight: usize| {
+    let dns = |scheme: &str, in_flight: usize| {
         format!(
-            "dns: (listen: [\"127.0.0.1:0\"], upstreams: {{ \"u\": (url: \"udp://127.0.0.1:9\") }}, \
+            "dns: (listen: [\"127.0.0.1:0\"], upstreams: {{ \"u\": (url: \"{scheme}://127.0.0.1:9\") }}, \
              default: [\"u\"], limits: (in_flight: {in_flight})),"
         )
     };
-    let short = Ward::start_with_nofile(512, &dns(4096));
+    let short = Ward::start_with_nofile(512, &dns("udp", 4096));
     let log = short.log();
     let warning = log
         .lines()
         .find(|l| l.contains("RLIMIT_NOFILE is below"))
         .unwrap_or_else(|| panic!("no warning:\n{log}"));
     assert!(warning.contains("limit=512"), "{warning}");
-    assert!(warning.contains("dns_upstream_queries=4096"), "{warning}");
-    let enough = Ward::start_with_nofile(512, &dns(256));
-    assert!(!enough.log().contains("RLIMIT_NOFILE is below"));
+    assert!(warning.contains("dns_upstream_sockets=4096"), "{warning}");
+    for enough in [dns("udp", 256), dns("tcp", 4096)] {
+        let ward = Ward::start_with_nofile(512, &enough);
+        assert!(!ward.log().contains("RLIMIT_NOFILE is below"), "{enough}");
+    }
 }
 
 fn kill_and_expect_restart(ward: &Ward, path: &str) {

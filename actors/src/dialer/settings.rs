@@ -167,6 +167,16 @@ impl DialerSettings {
             ..Self::default()
         }
     }
+
+    /// Whether traffic `via` a dialer or group may go out directly.
+    pub fn may_go_direct(&self, via: &str) -> bool {
+        let direct = |name: &str| matches!(self.dialers.get(name), Some(DialerSpec::Direct { .. }));
+        direct(via)
+            || self
+                .groups
+                .get(via)
+                .is_some_and(|group| group.dialers.iter().any(|d| direct(d)))
+    }
 }
 
 #[cfg(test)]

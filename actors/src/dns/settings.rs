@@ -10,6 +10,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::answer::TtlPolicy;
+use crate::dialer::settings::DialerSettings;
 
 /// Everything the DNS subtree needs.
 #[derive(Clone, Debug)]
@@ -30,10 +31,20 @@ pub struct DnsSettings {
 }
 
 impl DnsSettings {
-    /// Upstream queries waiting at once at most: one per query in flight,
-    /// two when a chain races its first two. Each direct UDP one holds a
-    /// socket of its own.
-    pub fn upstream_queries_at_most(&self) -> usize {
+    /// Sockets that upstream queries may hold at once: none unless some
+    /// upstream is asked over UDP directly (each such query has a socket of
+    /// its own); then one per query in flight, two when a chain races its
+    /// first two.
+    pub fn upstream_sockets_at_most(&self, dialers: &DialerSettings) -> usize {
+        let per_query = self.upstreams.values().any(|u| {
+            matches!(
+                u.transport,
+                Transport::Udp(_) | Transport::TcpUdp(_) | Transport::System(_)
+            ) && dialers.may_go_direct(&u.via)
+        });
+        if !per_query {
+            return 0;
+        }
         let races = std::iter::once(&self.default)
             .chain(self.routes.iter().map(|r| &r.chain))
             .any(|c| c.strategy == Strategy::Race);
