@@ -89,12 +89,18 @@ pub enum EndpointMsg {
 }
 
 impl EndpointArgs {
+    /// Takes the flow out of the live count and closes its queue: what
+    /// waited there, for whoever ends the flow to count.
+    pub(super) fn uncount(&self) -> Vec<Datagram> {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.endpoints.dec();
+        self.queue.close()
+    }
+
     /// The flow is over: uncounts it, drops what waits in its queue and
     /// tells the inbound. Whoever owns the flow calls it, once.
     pub(super) fn end(&self) {
-        self.live.fetch_sub(1, Ordering::AcqRel);
-        self.metrics.endpoints.dec();
-        for _ in self.queue.close() {
+        for _ in self.uncount() {
             self.metrics.dropped(Dropped::SendFailed);
         }
         let gone = Event::Gone {

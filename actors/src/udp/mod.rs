@@ -274,9 +274,7 @@ impl Unstarted {
         if self.0.owned.swap(true, Ordering::AcqRel) {
             return Vec::new();
         }
-        self.0.live.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.endpoints.dec();
-        self.0.queue.close()
+        self.0.uncount()
     }
 }
 
