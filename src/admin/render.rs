@@ -237,6 +237,7 @@ mod tests {
             status: "running".into(),
             restarts: 0,
             last_exit: None,
+            last_exit_class: None,
             uptime_ms: 65_000,
             children,
         }

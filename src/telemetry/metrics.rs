@@ -177,16 +177,11 @@ pub struct MetricsObserver(pub std::sync::Arc<Metrics>);
 
 impl SupervisionObserver for MetricsObserver {
     fn child_exited(&self, _path: &str, kind: &str, reason: &ExitReason) {
-        let class = if reason.is_normal() {
-            "normal"
-        } else {
-            "abnormal"
-        };
         self.0
             .exits
             .get_or_create(&ExitLabel {
                 kind: kind.to_string(),
-                class,
+                class: reason.class(),
             })
             .inc();
     }
@@ -226,6 +221,7 @@ mod tests {
             status: if running { "running" } else { "backoff" }.into(),
             restarts: 0,
             last_exit: None,
+            last_exit_class: None,
             uptime_ms: 0,
             children,
         }
@@ -237,6 +233,15 @@ mod tests {
         let observer = MetricsObserver(metrics.clone());
         observer.child_restarting("admin", "admin", Duration::ZERO);
         observer.child_exited("admin", "admin", &ExitReason::Killed);
+        #[derive(Debug, thiserror::Error)]
+        #[error("gone")]
+        struct Gone;
+        let dead = ward_supervision::ChildFailure::new("socket_dead", Gone);
+        observer.child_exited(
+            "dns/listeners/udp",
+            "dns-listener-udp",
+            &ExitReason::Failed(dead),
+        );
         observer.escalated("dns");
         let tree = node(
             "",
@@ -253,7 +258,13 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("ward_child_exits_total{kind=\"admin\",class=\"abnormal\"} 1"),
+            text.contains("ward_child_exits_total{kind=\"admin\",class=\"killed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ward_child_exits_total{kind=\"dns-listener-udp\",class=\"socket_dead\"} 1"
+            ),
             "{text}"
         );
         assert!(

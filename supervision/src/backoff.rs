@@ -3,7 +3,9 @@
 //! The n-th consecutive failure of a child waits `min * 2^n`, capped at `max`,
 //! stretched by a random factor in `[1, 1 + jitter)`. A child that stayed up
 //! for `reset_after` starts again from `min`. This module only computes
-//! delays; the supervisor schedules them.
+//! delays; the supervisor schedules them. [`Backoff`] is the same policy
+//! for any other retry loop (reconnects, probes, accept errors): every
+//! retry delay in ward comes from here.
 
 use std::time::Duration;
 
@@ -54,6 +56,40 @@ impl BackoffPolicy {
     }
 }
 
+/// One run of retries on a policy: each failure waits longer, a success
+/// starts again from the minimum.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    policy: BackoffPolicy,
+    failures: u32,
+}
+
+impl Backoff {
+    pub fn new(policy: BackoffPolicy) -> Self {
+        Self {
+            policy,
+            failures: 0,
+        }
+    }
+
+    /// A failure: how long to wait before the next attempt.
+    pub fn fail(&mut self) -> Duration {
+        let delay = self.policy.next_delay(self.failures);
+        self.failures = self.failures.saturating_add(1);
+        delay
+    }
+
+    /// A success: the next failure waits the minimum again.
+    pub fn succeed(&mut self) {
+        self.failures = 0;
+    }
+
+    /// Consecutive failures since the last success.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,5 +122,18 @@ mod tests {
                 "{d:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_backoff_grows_with_failures_and_starts_over_after_a_success() {
+        let mut b = Backoff::new(BackoffPolicy {
+            jitter: 0.0,
+            ..policy()
+        });
+        let ms: Vec<u128> = (0..5).map(|_| b.fail().as_millis()).collect();
+        assert_eq!(ms, vec![100, 200, 400, 800, 1000]);
+        assert_eq!(b.failures(), 5);
+        b.succeed();
+        assert_eq!(b.fail(), Duration::from_millis(100));
     }
 }

@@ -8,7 +8,10 @@
 //! # Layout
 //! - [`spec`]: what to supervise — [`ChildSpec`], [`Restart`], [`Strategy`], [`SupervisorConfig`].
 //! - [`exit`]: how a child ended — [`ExitReason`], normal or abnormal.
-//! - [`backoff`]: restart delays — [`BackoffPolicy`].
+//! - [`failure`]: a failure as a value — [`ChildFailure`], the error and
+//!   its class, which the tree and metrics show.
+//! - [`backoff`]: restart delays — [`BackoffPolicy`], and [`Backoff`] for
+//!   every other retry loop.
 //! - [`intensity`]: the restart-rate window that makes a supervisor escalate.
 //! - [`table`]: the children table a supervisor writes and readers snapshot.
 //! - [`tree`]: [`TreeNode`] snapshots, lookups by path, and [`Subtree`], what
@@ -17,23 +20,29 @@
 //! - [`observer`]: hooks for metrics — [`SupervisionObserver`].
 //! - [`task_guard`]: [`TaskGuard`] aborts a helper task when dropped;
 //!   [`TaskScope`] lets the supervisor await an incarnation's tasks.
+//! - [`task_child`]: [`ChildSpec::task`], a child whose job is one task
+//!   (a receive or accept loop, a connection, a flow).
 
 pub mod backoff;
 pub mod exit;
+pub mod failure;
 pub mod intensity;
 pub mod observer;
 pub mod spec;
 pub mod supervisor;
 pub mod table;
+pub mod task_child;
 pub mod task_guard;
 pub mod tree;
 
-pub use backoff::BackoffPolicy;
+pub use backoff::{Backoff, BackoffPolicy};
 pub use exit::ExitReason;
+pub use failure::{ChildFailure, Classify};
 pub use intensity::Intensity;
 pub use observer::{NoopObserver, SupervisionObserver};
 pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, SupervisorConfig};
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
 pub use table::SupervisorView;
+pub use task_child::{TaskRun, TaskSetup};
 pub use task_guard::{TaskGuard, TaskScope};
 pub use tree::{ChildList, FoundActor, Subtree, SubtreeRef, TreeNode};

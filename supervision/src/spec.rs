@@ -186,7 +186,7 @@ impl ChildSpec {
 
 /// Spawns `actor` linked to `supervisor`: the start of a worker, with what
 /// it shows below itself in the tree.
-fn spawn_linked<A: Actor>(
+pub(crate) fn spawn_linked<A: Actor>(
     actor: A,
     args: A::Arguments,
     supervisor: ActorCell,

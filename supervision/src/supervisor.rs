@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::exit::ExitReason;
+use crate::failure::ChildFailure;
 use crate::intensity::RestartWindow;
 use crate::spec::{
     ChildSpec, Restart, StartContext, StartFn, StartedChild, Strategy, SupervisorConfig,
@@ -35,6 +36,14 @@ const KILL_WAIT: Duration = Duration::from_secs(1);
 /// How long a nested supervisor gets to stop its own subtree.
 pub const SUPERVISOR_SHUTDOWN: Duration = Duration::from_secs(10);
 
+/// The class of a supervisor's own failure: its children exceeded its
+/// restart intensity, or it could not be set up.
+pub const ESCALATED: &str = "escalated";
+/// The class of a start that found its child removed meanwhile.
+const REMOVED: &str = "removed";
+/// The class of an error from ractor's spawn itself.
+const SPAWN: &str = "spawn";
+
 /// Errors a supervisor reports to callers and to its own parent.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
@@ -42,8 +51,10 @@ pub enum SupervisorError {
     NameTaken(String),
     #[error("no child named {0:?}")]
     NoSuchChild(String),
+    #[error("the child was removed")]
+    Removed,
     #[error("child {name:?} failed to start: {reason}")]
-    SpawnFailed { name: String, reason: String },
+    SpawnFailed { name: String, reason: ChildFailure },
     #[error(
         "restart intensity exceeded: more than {max_restarts} restarts within {within:?} \
          (last: {child}, {reason})"
@@ -175,11 +186,10 @@ impl Actor for Supervisor {
         let now = Instant::now();
         for spec in args.children {
             let name = spec.name.clone();
-            let seq = state
-                .view
-                .lock()
-                .insert(spec)
-                .ok_or(SupervisorError::NameTaken(name))?;
+            let seq =
+                state.view.lock().insert(spec).ok_or_else(|| {
+                    ChildFailure::new(ESCALATED, SupervisorError::NameTaken(name))
+                })?;
             state.schedule_start(seq, now);
         }
         state.start_due(&myself, now).await;
@@ -229,13 +239,15 @@ impl Actor for Supervisor {
         event: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let Some((id, reason)) = ExitReason::from_event(&event) else {
+        // The event carries the dead child's state; it is dropped now,
+        // before any replacement can try to take the same resources.
+        let Some((id, reason)) = ExitReason::from_event(event) else {
             return Ok(());
         };
-        // The event carries the dead child's state; drop it now, before any
-        // replacement can try to take the same resources.
-        drop(event);
-        state.on_child_exit(&myself, id, reason).await?;
+        state
+            .on_child_exit(&myself, id, reason)
+            .await
+            .map_err(|e| ChildFailure::new(ESCALATED, e))?;
         Ok(())
     }
 }
@@ -463,9 +475,9 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         seq: u64,
-    ) -> Result<ActorCell, String> {
+    ) -> Result<ActorCell, ChildFailure> {
         let Some(spec) = self.view.lock().slots.get(&seq).map(|s| s.spec.clone()) else {
-            return Err("child was removed".to_string());
+            return Err(ChildFailure::new(REMOVED, SupervisorError::Removed));
         };
         let tasks = TaskScope::new();
         let ctx = StartContext {
@@ -478,7 +490,7 @@ impl SupervisorState {
         let mut table = self.view.lock();
         let Some(slot) = table.get_mut(seq) else {
             cell.stop(None);
-            return Err("child was removed".to_string());
+            return Err(ChildFailure::new(REMOVED, SupervisorError::Removed));
         };
         if slot.started_once {
             slot.restarts += 1;
@@ -494,7 +506,7 @@ impl SupervisorState {
     }
 
     /// Records a failed start and schedules the next attempt; returns when.
-    fn spawn_failed(&mut self, seq: u64, reason: String, now: Instant) -> Instant {
+    fn spawn_failed(&mut self, seq: u64, reason: ChildFailure, now: Instant) -> Instant {
         let (path, kind, delay) = {
             let mut table = self.view.lock();
             let Some(slot) = table.get_mut(seq) else {
@@ -796,28 +808,18 @@ impl SupervisorState {
     }
 }
 
-/// Runs a child's start function, turning a panic into an error.
-async fn start_child(spec: &ChildSpec, ctx: StartContext) -> Result<StartedChild, String> {
+/// Runs a child's start function, turning a panic into a failure.
+async fn start_child(spec: &ChildSpec, ctx: StartContext) -> Result<StartedChild, ChildFailure> {
     let start = Arc::clone(&spec.start);
     let future = match std::panic::catch_unwind(AssertUnwindSafe(|| start(ctx))) {
         Ok(future) => future,
-        Err(panic) => return Err(panic_message(panic)),
+        Err(panic) => return Err(ChildFailure::panic(panic)),
     };
     match AssertUnwindSafe(future).catch_unwind().await {
         Ok(Ok(started)) => Ok(started),
-        Ok(Err(SpawnErr::StartupFailed(err))) => Err(err.to_string()),
-        Ok(Err(other)) => Err(other.to_string()),
-        Err(panic) => Err(panic_message(panic)),
-    }
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    match panic.downcast::<String>() {
-        Ok(s) => format!("panicked: {s}"),
-        Err(panic) => match panic.downcast::<&str>() {
-            Ok(s) => format!("panicked: {s}"),
-            Err(_) => "panicked".to_string(),
-        },
+        Ok(Err(SpawnErr::StartupFailed(err))) => Err(ChildFailure::from_processing_err(err)),
+        Ok(Err(other)) => Err(ChildFailure::new(SPAWN, other)),
+        Err(panic) => Err(ChildFailure::panic(panic)),
     }
 }
 

@@ -33,6 +33,10 @@ pub struct TreeNode {
     pub restarts: u32,
     /// Why the last incarnation ended.
     pub last_exit: Option<String>,
+    /// The class of that exit: `normal`, `killed`, or the failure's class
+    /// (`socket_dead`, `path_failed`, `panic`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_class: Option<String>,
     /// Time since the running incarnation started; 0 when not running.
     pub uptime_ms: u64,
     /// Children, in start order.
@@ -140,6 +144,7 @@ impl SupervisorView {
                 .to_string(),
             restarts: 0,
             last_exit: None,
+            last_exit_class: None,
             uptime_ms: millis_since(me.map(|m| m.started_at), now),
             children: Subtree::child_nodes(self, path),
         }
@@ -292,6 +297,7 @@ impl Subtree for ChildList {
                 status: status_of_cell(&c.cell).to_string(),
                 restarts: 0,
                 last_exit: None,
+                last_exit_class: None,
                 uptime_ms: millis_since(Some(c.started_at), now),
                 children: Vec::new(),
             })
@@ -328,6 +334,7 @@ fn node_of_slot(slot: &Slot, parent: &str, now: Instant) -> TreeNode {
         status: status_of_slot(slot).to_string(),
         restarts: slot.restarts,
         last_exit: slot.last_exit.as_ref().map(ToString::to_string),
+        last_exit_class: slot.last_exit.as_ref().map(|e| e.class().to_string()),
         uptime_ms: if running {
             millis_since(slot.started_at, now)
         } else {

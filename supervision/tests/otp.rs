@@ -28,14 +28,22 @@ async fn exit_and_expect(restart: Restart, how: Exit, expect_restart: bool) {
     if expect_restart {
         let node = root.wait_restarted("c", &old).await;
         assert_eq!(node.restarts, 1, "{restart:?} {how:?}");
-        let expected_exit = match how {
-            Exit::Normal => "normal",
-            Exit::Killed => "killed",
-            Exit::Error | Exit::Panicked => "failed: boom",
+        let (expected_exit, expected_class) = match how {
+            Exit::Normal => ("normal", "normal"),
+            Exit::Killed => ("killed", "killed"),
+            // The error's own value and class reach the supervisor.
+            Exit::Error => ("failed: boom (test)", "test"),
+            // ractor hands a panic over as its message.
+            Exit::Panicked => ("failed: boom (panic)", "panic"),
         };
         assert_eq!(
             node.last_exit.as_deref(),
             Some(expected_exit),
+            "{restart:?} {how:?}"
+        );
+        assert_eq!(
+            node.last_exit_class.as_deref(),
+            Some(expected_class),
             "{restart:?} {how:?}"
         );
         assert_eq!(log.started(), vec!["c", "c"]);
@@ -650,7 +658,10 @@ async fn paths_name_nested_nodes_and_find_resolves_them() {
 #[test]
 fn exit_reason_display_is_stable() {
     assert_eq!(ExitReason::Killed.to_string(), "killed");
-    assert_eq!(ExitReason::Failed("x".into()).to_string(), "failed: x");
+    assert_eq!(
+        ExitReason::Failed(support::test_failure("x")).to_string(),
+        "failed: x (test)"
+    );
     let _unused: Option<ChildSpec> = None;
 }
 

@@ -134,7 +134,7 @@ impl Actor for Probe {
             if args.panic_on_start {
                 panic!("{} cannot start", args.name);
             }
-            return Err(format!("{} cannot start", args.name).into());
+            return Err(test_failure(format!("{} cannot start", args.name)).into());
         }
         args.log.push(Ev::Started(args.name.clone()));
         Ok(ProbeState {
@@ -164,11 +164,23 @@ impl Actor for Probe {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             ProbeMsg::ExitNormal => myself.stop(None),
-            ProbeMsg::Fail => return Err("boom".into()),
+            ProbeMsg::Fail => return Err(test_failure("boom").into()),
             ProbeMsg::Panic => panic!("boom"),
         }
         Ok(())
     }
+}
+
+/// The failure class the test children fail with.
+pub const TEST_CLASS: &str = "test";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TestError(pub String);
+
+/// A typed failure, as every actor of ward's reports one.
+pub fn test_failure(message: impl Into<String>) -> ward_supervision::ChildFailure {
+    ward_supervision::ChildFailure::new(TEST_CLASS, TestError(message.into()))
 }
 
 /// A probe child spec with the given knobs.
@@ -306,7 +318,7 @@ impl Actor for UdpHolder {
         _message: (),
         _state: &mut HeldSocket,
     ) -> Result<(), ActorProcessingErr> {
-        Err("told to fail".into())
+        Err(test_failure("told to fail").into())
     }
 }
 
@@ -475,7 +487,7 @@ impl Actor for Parent {
         event: ractor::SupervisionEvent,
         children: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((id, _)) = ward_supervision::ExitReason::from_event(&event) {
+        if let Some((id, _)) = ward_supervision::ExitReason::from_event(event) {
             children.remove(&id);
         }
         Ok(())

@@ -293,8 +293,7 @@ impl Actor for UpstreamActor {
         event: SupervisionEvent,
         state: &mut UpstreamState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((id, reason)) = ExitReason::from_event(&event) {
-            drop(event);
+        if let Some((id, reason)) = ExitReason::from_event(event) {
             state.conn_ended(&myself, id, reason).await;
         }
         Ok(())
