@@ -4,10 +4,15 @@
 //! on a listening UDP socket is an ICMP echo of an earlier reply (ignore it),
 //! on a dial it means the path is broken. So classification takes the side of
 //! the socket. Callers act on the class, never on the errno.
+//!
+//! A socket error that ends its actor travels to the supervisor as a
+//! [`SocketFailure`]: the error itself, what the socket was doing, and the
+//! class decided here.
 
 use std::io;
 
 use nix::errno::Errno;
+use ward_supervision::{ChildFailure, Classify};
 
 /// Which socket saw the error, and what it was doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,6 +69,46 @@ impl IoClass {
             IoClass::PathFailed => "path_failed",
             IoClass::Normal => "normal",
         }
+    }
+}
+
+/// A socket error that ends the actor owning the socket.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SocketFailure {
+    /// What the socket was doing (`bind udp 127.0.0.1:53`, `receive`).
+    pub what: String,
+    pub class: IoClass,
+    #[source]
+    pub source: io::Error,
+}
+
+impl SocketFailure {
+    /// The error classified for the side of the socket that saw it.
+    pub fn new(what: impl Into<String>, side: IoSide, source: io::Error) -> Self {
+        let class = classify_io_error(&source, side);
+        Self::classed(what, class, source)
+    }
+
+    /// An error whose class the caller already decided.
+    pub fn classed(what: impl Into<String>, class: IoClass, source: io::Error) -> Self {
+        Self {
+            what: what.into(),
+            class,
+            source,
+        }
+    }
+}
+
+impl Classify for SocketFailure {
+    fn class(&self) -> &'static str {
+        self.class.label()
+    }
+}
+
+impl From<SocketFailure> for ChildFailure {
+    fn from(failure: SocketFailure) -> Self {
+        ChildFailure::of(failure)
     }
 }
 
