@@ -17,6 +17,8 @@
 //! - [`tree`]: [`TreeNode`] snapshots, lookups by path, and [`Subtree`], what
 //!   a child shows below itself ([`ChildList`] for workers with child actors).
 //! - [`supervisor`]: the [`Supervisor`] actor itself.
+//! - [`live`]: [`Live`], what an actor publishes for others (its
+//!   `ActorRef`, its transports), withdrawn however it dies.
 //! - [`observer`]: hooks for metrics — [`SupervisionObserver`].
 //! - [`task_guard`]: [`TaskGuard`] aborts a helper task when dropped;
 //!   [`TaskScope`] lets the supervisor await an incarnation's tasks.
@@ -27,6 +29,7 @@ pub mod backoff;
 pub mod exit;
 pub mod failure;
 pub mod intensity;
+pub mod live;
 pub mod observer;
 pub mod spec;
 pub mod supervisor;
@@ -39,6 +42,7 @@ pub use backoff::{Backoff, BackoffPolicy};
 pub use exit::ExitReason;
 pub use failure::{ChildFailure, Classify};
 pub use intensity::Intensity;
+pub use live::{Attachment, Live};
 pub use observer::{NoopObserver, SupervisionObserver};
 pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, SupervisorConfig};
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
