@@ -47,6 +47,6 @@ pub use observer::{NoopObserver, SupervisionObserver};
 pub use spec::{ChildSpec, Restart, StartContext, StartedChild, Strategy, SupervisorConfig};
 pub use supervisor::{Supervisor, SupervisorArgs, SupervisorError, SupervisorMsg};
 pub use table::SupervisorView;
-pub use task_child::{TaskRun, TaskSetup};
+pub use task_child::{TaskChild, TaskMsg, TaskRun, TaskSetup};
 pub use task_guard::{TaskGuard, TaskScope};
 pub use tree::{ChildList, FoundActor, Subtree, SubtreeRef, TreeNode};

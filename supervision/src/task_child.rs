@@ -17,7 +17,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::FutureExt;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SpawnErr};
+use tokio::task::JoinHandle;
 
 use crate::failure::ChildFailure;
 use crate::spec::{spawn_linked, ChildSpec, Restart, StartContext, StartFn};
@@ -43,11 +44,7 @@ impl ChildSpec {
         R: Future<Output = Result<(), ChildFailure>> + Send + 'static,
     {
         let start: StartFn = Arc::new(move |ctx: StartContext| {
-            let setup = setup(&ctx);
-            let args = TaskArgs {
-                setup: Box::pin(async move { Ok(Box::pin(setup.await?) as TaskRun) }),
-                tasks: ctx.tasks,
-            };
+            let args = TaskArgs::new(setup(&ctx), ctx.tasks);
             spawn_linked(TaskChild, args, ctx.supervisor, None)
         });
         Self::new(name, kind, restart, start)
@@ -57,9 +54,38 @@ impl ChildSpec {
 /// The actor of a task child.
 pub struct TaskChild;
 
+impl TaskChild {
+    /// Spawns a task child linked to an actor that supervises it itself
+    /// (an upstream's connections, listed in its [`crate::ChildList`]).
+    pub async fn spawn_linked<S, R>(
+        setup: S,
+        supervisor: ActorCell,
+        tasks: TaskScope,
+    ) -> Result<(ActorRef<TaskMsg>, JoinHandle<()>), SpawnErr>
+    where
+        S: Future<Output = Result<R, ChildFailure>> + Send + 'static,
+        R: Future<Output = Result<(), ChildFailure>> + Send + 'static,
+    {
+        Actor::spawn_linked(None, TaskChild, TaskArgs::new(setup, tasks), supervisor).await
+    }
+}
+
 pub struct TaskArgs {
     setup: TaskSetup,
     tasks: TaskScope,
+}
+
+impl TaskArgs {
+    fn new<S, R>(setup: S, tasks: TaskScope) -> Self
+    where
+        S: Future<Output = Result<R, ChildFailure>> + Send + 'static,
+        R: Future<Output = Result<(), ChildFailure>> + Send + 'static,
+    {
+        Self {
+            setup: Box::pin(async move { Ok(Box::pin(setup.await?) as TaskRun) }),
+            tasks,
+        }
+    }
 }
 
 pub enum TaskMsg {

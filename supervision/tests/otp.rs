@@ -856,3 +856,62 @@ async fn a_child_waiting_in_backoff_shows_no_dead_subtree() {
         "no dead cell to kill by path"
     );
 }
+
+/// A task child ends the way its task does: `Ok` is a normal stop (a
+/// transient child stays down), a typed failure or a panic is a failure
+/// with its class (and the child comes back), and its task is gone before
+/// the next incarnation starts.
+#[tokio::test(start_paused = true)]
+async fn a_task_child_exits_as_its_task_ends() {
+    use tokio::sync::mpsc;
+    let (tell, told) = mpsc::unbounded_channel::<&'static str>();
+    let told = Arc::new(tokio::sync::Mutex::new(told));
+    let starts = Arc::new(AtomicU32::new(0));
+    let spec = {
+        let (told, starts) = (told.clone(), starts.clone());
+        ChildSpec::task("t", "test-task", Restart::Transient, move |_| {
+            let (told, starts) = (told.clone(), starts.clone());
+            async move {
+                starts.fetch_add(1, Ordering::SeqCst);
+                Ok(async move {
+                    match told.lock().await.recv().await {
+                        Some("fail") => Err(test_failure("told to fail")),
+                        Some("panic") => panic!("told to panic"),
+                        _ => Ok(()),
+                    }
+                })
+            }
+        })
+    };
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![spec],
+    )
+    .await;
+    let first = root.wait_running("t").await.id.unwrap();
+    tell.send("fail").unwrap();
+    let node = root.wait_restarted("t", &first).await;
+    assert_eq!(node.last_exit_class.as_deref(), Some("test"));
+    assert_eq!(
+        node.last_exit.as_deref(),
+        Some("failed: told to fail (test)")
+    );
+    let second = node.id.unwrap();
+    tell.send("panic").unwrap();
+    let node = root.wait_restarted("t", &second).await;
+    assert_eq!(node.last_exit_class.as_deref(), Some("panic"));
+    tell.send("done").unwrap();
+    eventually("the task child stopped normally", || {
+        root.node("t").is_some_and(|n| {
+            n.status == "stopped" && n.last_exit_class.as_deref() == Some("normal")
+        })
+    })
+    .await;
+    let_time_pass(Duration::from_secs(60)).await;
+    assert_eq!(
+        starts.load(Ordering::SeqCst),
+        3,
+        "a normal end is not restarted"
+    );
+    root.actor.stop(None);
+}
