@@ -13,6 +13,8 @@
 //! - [`backoff`]: restart delays — [`BackoffPolicy`], and [`Backoff`] for
 //!   every other retry loop.
 //! - [`intensity`]: the restart-rate window that makes a supervisor escalate.
+//! - `lifecycle`: one child's life as a pure state machine (unit-tested
+//!   without the actor runtime).
 //! - [`table`]: the children table a supervisor writes and readers snapshot.
 //! - [`tree`]: [`TreeNode`] snapshots, lookups by path, and [`Subtree`], what
 //!   a child shows below itself ([`ChildList`] for workers with child actors).
@@ -29,6 +31,7 @@ pub mod backoff;
 pub mod exit;
 pub mod failure;
 pub mod intensity;
+mod lifecycle;
 pub mod live;
 pub mod observer;
 pub mod spec;

@@ -3,93 +3,98 @@
 //! The supervisor actor is the only writer; it locks the table briefly inside
 //! its handlers and never across an await. Readers (`ward ctl tree`, metrics,
 //! kill by path) lock it to copy out a snapshot, so listing the tree never
-//! waits for a supervisor's mailbox.
+//! waits for a supervisor's mailbox. Each slot's life is a [`Lifecycle`];
+//! the table keeps the timer indexes (due starts, stop deadlines) in step
+//! with it: every change of a life goes through [`Table::update`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ractor::{ActorCell, ActorId, RpcReplyPort};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::exit::ExitReason;
-use crate::spec::ChildSpec;
+use crate::failure::ChildFailure;
+use crate::lifecycle::{Life, Lifecycle};
+use crate::spec::{ChildSpec, StartedChild};
 use crate::supervisor::SupervisorError;
 use crate::task_guard::TaskScope;
 use crate::tree::SubtreeRef;
 
-/// Where a child is in its life.
-pub(crate) enum Run {
-    /// Running (or still starting up).
-    Running(ActorCell),
-    /// Asked to stop by its supervisor; its exit is awaited.
-    Stopping(ActorCell),
-    /// Not running: waiting for a restart (`due` set) or finished.
-    Down,
+/// What one incarnation of a child holds that the supervisor must see
+/// gone before the next one starts.
+#[derive(Default)]
+pub(crate) struct Incarnation {
+    /// The actor, while it is up or stopping.
+    pub(crate) cell: Option<ActorCell>,
+    /// Completes when the actor's task has ended and its state is dropped.
+    pub(crate) join: Option<JoinHandle<()>>,
+    /// Its helper tasks.
+    pub(crate) tasks: TaskScope,
+    /// What it shows below itself (a supervisor's view, a worker's own
+    /// child actors).
+    pub(crate) view: Option<SubtreeRef>,
+    /// Its start, while the start function runs in a task.
+    pub(crate) start: Option<StartTicket>,
 }
 
-impl Run {
-    pub(crate) fn cell(&self) -> Option<&ActorCell> {
-        match self {
-            Run::Running(cell) | Run::Stopping(cell) => Some(cell),
-            Run::Down => None,
-        }
+/// What a start function brought.
+pub(crate) type StartResult = Result<StartedChild, ChildFailure>;
+
+/// What stopping one child at shutdown needs.
+pub(crate) type ShutdownOf = (
+    Option<ActorCell>,
+    Option<JoinHandle<()>>,
+    TaskScope,
+    Option<StartTicket>,
+    std::time::Duration,
+);
+
+/// A start running in a task: its answer is left here, and the task is
+/// awaited (not messaged) when the supervisor shuts down meanwhile.
+pub(crate) struct StartTicket {
+    pub(crate) task: JoinHandle<()>,
+    pub(crate) result: Arc<Mutex<Option<StartResult>>>,
+}
+
+impl StartTicket {
+    /// The answer, once the task has left it.
+    pub(crate) fn take(&self) -> Option<StartResult> {
+        self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
+
+/// Waiting for an `AddChild`'s start.
+pub(crate) type AddReply = RpcReplyPort<Result<ActorCell, SupervisorError>>;
 
 /// One child and its history.
 pub(crate) struct Slot {
     pub(crate) spec: ChildSpec,
-    pub(crate) run: Run,
-    /// The task of the current or last incarnation.
-    pub(crate) join: Option<JoinHandle<()>>,
-    /// Helper tasks of the current or last incarnation.
-    pub(crate) tasks: TaskScope,
-    /// What the child shows below itself (a supervisor's view, a worker's
-    /// own child actors).
-    pub(crate) view: Option<SubtreeRef>,
-    pub(crate) restarts: u32,
-    /// Consecutive failures, for backoff.
-    pub(crate) failures: u32,
-    pub(crate) started_once: bool,
-    pub(crate) started_at: Option<Instant>,
-    pub(crate) last_exit: Option<ExitReason>,
-    /// When the child is to be started again.
-    pub(crate) due: Option<Instant>,
-    /// False while the previous incarnation (or anything below it) has not
-    /// finished and dropped its state; a child is never started before.
-    pub(crate) gone: bool,
-    /// When a child asked to stop gets killed instead.
-    pub(crate) stop_by: Option<Instant>,
-    /// Forget the child once it has stopped.
+    pub(crate) life: Lifecycle,
+    pub(crate) now: Incarnation,
+    /// Forget the child once it is down and gone.
     pub(crate) removing: bool,
     /// Callers waiting for the removal to complete.
     pub(crate) on_removed: Vec<RpcReplyPort<Result<(), SupervisorError>>>,
+    /// The caller of `AddChild`, answered when its start ends.
+    pub(crate) on_added: Option<AddReply>,
 }
 
 impl Slot {
     fn new(spec: ChildSpec) -> Self {
         Self {
             spec,
-            run: Run::Down,
-            join: None,
-            tasks: TaskScope::new(),
-            view: None,
-            restarts: 0,
-            failures: 0,
-            started_once: false,
-            started_at: None,
-            last_exit: None,
-            due: None,
-            gone: true,
-            stop_by: None,
+            life: Lifecycle::default(),
+            now: Incarnation::default(),
             removing: false,
             on_removed: Vec::new(),
+            on_added: None,
         }
     }
 }
 
-/// Children in start order, found by name and by actor id.
+/// Children in start order, found by name and by actor id, with the times
+/// the supervisor's timer must wake for.
 #[derive(Default)]
 pub(crate) struct Table {
     /// Boxed: a slot is a few hundred bytes, and the map's nodes, half
@@ -99,6 +104,21 @@ pub(crate) struct Table {
     by_name: HashMap<String, u64>,
     by_id: HashMap<ActorId, u64>,
     next_seq: u64,
+    /// Children whose start is due and whose last incarnation is gone.
+    pub(crate) dues: BTreeSet<(Instant, u64)>,
+    /// Children asked to stop, by the time they get killed instead.
+    pub(crate) deadlines: BTreeSet<(Instant, u64)>,
+    /// Children whose start function runs now.
+    starting: usize,
+}
+
+/// The timer index entries a life needs.
+fn keys(life: &Life) -> (Option<Instant>, Option<Instant>) {
+    match *life {
+        Life::Due { at, gone: true } => (Some(at), None),
+        Life::Stopping { kill_at, .. } => (None, Some(kill_at)),
+        _ => (None, None),
+    }
 }
 
 impl Table {
@@ -114,13 +134,56 @@ impl Table {
         Some(seq)
     }
 
+    /// Changes a slot, keeping the timer indexes in step with its life.
+    pub(crate) fn update<R>(&mut self, seq: u64, f: impl FnOnce(&mut Slot) -> R) -> Option<R> {
+        let slot = self.slots.get_mut(&seq)?;
+        let before = keys(&slot.life.life);
+        let was_starting = slot.life.is_starting();
+        let out = f(slot);
+        let after = keys(&slot.life.life);
+        match (was_starting, slot.life.is_starting()) {
+            (false, true) => self.starting += 1,
+            (true, false) => self.starting -= 1,
+            _ => {}
+        }
+        if before != after {
+            if let Some(at) = before.0 {
+                self.dues.remove(&(at, seq));
+            }
+            if let Some(at) = before.1 {
+                self.deadlines.remove(&(at, seq));
+            }
+            if let Some(at) = after.0 {
+                self.dues.insert((at, seq));
+            }
+            if let Some(at) = after.1 {
+                self.deadlines.insert((at, seq));
+            }
+        }
+        Some(out)
+    }
+
     pub(crate) fn remove(&mut self, seq: u64) -> Option<Slot> {
+        self.update(seq, |slot| {
+            slot.life.unschedule();
+            // Forgotten while starting: its answer will find no slot.
+            if slot.life.is_starting() {
+                slot.life.life = Life::Idle { gone: true };
+            }
+        });
         let slot = *self.slots.remove(&seq)?;
+        if let Some(at) = slot.life.kill_at() {
+            self.deadlines.remove(&(at, seq));
+        }
         self.by_name.remove(&slot.spec.name);
-        if let Some(cell) = slot.run.cell() {
+        if let Some(cell) = &slot.now.cell {
             self.by_id.remove(&cell.get_id());
         }
         Some(slot)
+    }
+
+    pub(crate) fn get(&self, seq: u64) -> Option<&Slot> {
+        self.slots.get(&seq).map(|slot| &**slot)
     }
 
     pub(crate) fn seq_of_name(&self, name: &str) -> Option<u64> {
@@ -136,12 +199,39 @@ impl Table {
         self.by_id.insert(id, seq);
     }
 
-    pub(crate) fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
-        self.slots.get_mut(&seq).map(|slot| &mut **slot)
+    /// Takes what the shutdown of a child needs: its actor (now down in
+    /// the table), its task, its helper tasks, a start in flight, and its
+    /// shutdown time.
+    pub(crate) fn get_mut_for_shutdown(&mut self, seq: u64) -> Option<ShutdownOf> {
+        self.update(seq, |slot| {
+            let cell = slot.now.cell.take();
+            let start = slot.now.start.take();
+            if cell.is_none() && start.is_none() {
+                return None;
+            }
+            slot.life.life = Life::Idle { gone: false };
+            Some((
+                cell,
+                slot.now.join.take(),
+                slot.now.tasks.clone(),
+                start,
+                slot.spec.shutdown,
+            ))
+        })
+        .flatten()
     }
 
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
+    }
+
+    /// True while some child is on its way up or down.
+    pub(crate) fn any_in_transit(&self) -> bool {
+        self.slots.values().any(|slot| slot.life.in_transit())
+    }
+
+    pub(crate) fn any_starting(&self) -> bool {
+        self.starting > 0
     }
 }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::table::{Run, Slot, SupervisorView};
+use crate::table::{Slot, SupervisorView};
 
 /// One node of the tree as `ward ctl tree` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +98,9 @@ fn status_of_cell(cell: &ActorCell) -> &'static str {
 }
 
 fn status_of_slot(slot: &Slot) -> &'static str {
-    match &slot.run {
-        Run::Running(cell) => status_of_cell(cell),
-        Run::Stopping(_) => "stopping",
-        Run::Down if slot.due.is_some() => "backoff",
-        Run::Down => "stopped",
+    match (slot.life.status(), &slot.now.cell) {
+        ("running", Some(cell)) => status_of_cell(cell),
+        (status, _) => status,
     }
 }
 
@@ -173,7 +171,7 @@ impl Subtree for SupervisorView {
             table
                 .slots
                 .values()
-                .map(|slot| (node_of_slot(slot, path, now), slot.view.clone()))
+                .map(|slot| (node_of_slot(slot, path, now), slot.now.view.clone()))
                 .collect()
         };
         copied
@@ -200,13 +198,13 @@ impl Subtree for SupervisorView {
                 .and_then(|seq| table.slots.get(&seq))?;
             match deeper {
                 None => {
-                    return slot.run.cell().map(|cell| FoundActor {
+                    return slot.now.cell.as_ref().map(|cell| FoundActor {
                         path,
                         kind: slot.spec.kind.clone(),
                         cell: cell.clone(),
                     })
                 }
-                Some(_) => slot.view.clone()?,
+                Some(_) => slot.now.view.clone()?,
             }
         };
         below.find(&path, deeper?)
@@ -218,11 +216,11 @@ impl Subtree for SupervisorView {
         {
             let mut table = self.lock();
             for slot in table.slots.values_mut() {
-                if slot.join.as_ref().is_some_and(|j| !j.is_finished()) {
-                    joins.extend(slot.join.take());
+                if slot.now.join.as_ref().is_some_and(|j| !j.is_finished()) {
+                    joins.extend(slot.now.join.take());
                 }
-                joins.extend(slot.tasks.abort_all());
-                views.extend(slot.view.clone());
+                joins.extend(slot.now.tasks.abort_all());
+                views.extend(slot.now.view.clone());
             }
         }
         for view in views {
@@ -325,21 +323,16 @@ impl Subtree for ChildList {
 }
 
 fn node_of_slot(slot: &Slot, parent: &str, now: Instant) -> TreeNode {
-    let running = matches!(slot.run, Run::Running(_) | Run::Stopping(_));
     TreeNode {
         path: child_path(parent, &slot.spec.name),
         kind: slot.spec.kind.clone(),
         detail: slot.spec.detail.clone(),
-        id: slot.run.cell().map(|c| c.get_id().to_string()),
+        id: slot.now.cell.as_ref().map(|c| c.get_id().to_string()),
         status: status_of_slot(slot).to_string(),
-        restarts: slot.restarts,
-        last_exit: slot.last_exit.as_ref().map(ToString::to_string),
-        last_exit_class: slot.last_exit.as_ref().map(|e| e.class().to_string()),
-        uptime_ms: if running {
-            millis_since(slot.started_at, now)
-        } else {
-            0
-        },
+        restarts: slot.life.restarts,
+        last_exit: slot.life.last_exit.as_ref().map(ToString::to_string),
+        last_exit_class: slot.life.last_exit.as_ref().map(|e| e.class().to_string()),
+        uptime_ms: millis_since(slot.life.up_since(), now),
         children: Vec::new(),
     }
 }

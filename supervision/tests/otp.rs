@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
 use support::*;
 use ward_supervision::{
     BackoffPolicy, ChildSpec, ExitReason, Intensity, Restart, Strategy, SupervisionObserver,
@@ -913,5 +914,165 @@ async fn a_task_child_exits_as_its_task_ends() {
         3,
         "a normal end is not restarted"
     );
+    root.actor.stop(None);
+}
+
+/// A child whose start function waits for `gate` before it starts the
+/// probe `inner`.
+fn gated(inner: ChildSpec, gate: Arc<tokio::sync::Notify>) -> ChildSpec {
+    let start = inner.start.clone();
+    let gated: ward_supervision::spec::StartFn = Arc::new(move |ctx| {
+        let (start, gate) = (start.clone(), gate.clone());
+        Box::pin(async move {
+            gate.notified().await;
+            start(ctx).await
+        })
+    });
+    ChildSpec::new(inner.name, inner.kind, inner.restart, gated)
+}
+
+/// A slow start runs beside the supervisor's mailbox: meanwhile it adds
+/// and restarts other children and answers requests.
+#[tokio::test(start_paused = true)]
+async fn a_child_that_starts_slowly_does_not_stall_its_supervisor() {
+    let log = Log::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![],
+    )
+    .await;
+    let slow = gated(probe("slow", Restart::Permanent, &log), gate.clone());
+    let adding = {
+        let actor = root.actor.clone();
+        tokio::spawn(async move { actor.call(|r| SupervisorMsg::AddChild(slow, r), None).await })
+    };
+    eventually("the slow child is starting", || {
+        root.node("slow").is_some_and(|n| n.status == "starting")
+    })
+    .await;
+    let fast = probe("fast", Restart::Permanent, &log);
+    let added = root
+        .actor
+        .call(
+            |r| SupervisorMsg::AddChild(fast, r),
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+    assert!(matches!(added.unwrap(), CallResult::Success(Ok(_))));
+    let old = root.wait_running("fast").await.id.unwrap();
+    root.exit("fast", Exit::Error);
+    root.wait_restarted("fast", &old).await;
+    let tree = root
+        .actor
+        .call(SupervisorMsg::Tree, Some(Duration::from_secs(1)))
+        .await;
+    assert!(matches!(tree.unwrap(), CallResult::Success(_)));
+    assert_eq!(root.node("slow").unwrap().status, "starting");
+    gate.notify_one();
+    let added = adding.await.unwrap();
+    assert!(matches!(added.unwrap(), CallResult::Success(Ok(_))));
+    root.wait_running("slow").await;
+    root.actor.stop(None);
+}
+
+/// Fails in `post_start` while `deaths` lasts, then runs.
+struct DiesAtOnce;
+
+impl Actor for DiesAtOnce {
+    type Msg = ();
+    type State = ();
+    type Arguments = Arc<AtomicU32>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<()>,
+        deaths: Arc<AtomicU32>,
+    ) -> Result<(), ActorProcessingErr> {
+        if deaths
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            // Fails once started, before its supervisor took the answer.
+            _myself.send_message(()).unwrap();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<()>,
+        _message: (),
+        _state: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
+        Err(test_failure("died at once").into())
+    }
+}
+
+/// A start function that returns only once the child it started has
+/// ended: its exit reaches the supervisor before the answer of its start.
+fn dies_before_its_start_is_answered(
+    name: &str,
+    restart: Restart,
+    deaths: Arc<AtomicU32>,
+) -> ChildSpec {
+    let start: ward_supervision::spec::StartFn = Arc::new(move |ctx| {
+        let deaths = deaths.clone();
+        Box::pin(async move {
+            let dies = deaths.load(Ordering::SeqCst) > 0;
+            let (actor, join) =
+                Actor::spawn_linked(None, DiesAtOnce, deaths, ctx.supervisor).await?;
+            if dies {
+                while actor.get_status() != ractor::ActorStatus::Stopped {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            Ok(ward_supervision::StartedChild {
+                cell: actor.get_cell(),
+                join,
+                view: None,
+            })
+        })
+    });
+    ChildSpec::new(name, "dies-at-once", restart, start)
+}
+
+/// An exit that comes before the answer of its child's start is still
+/// that child's: a permanent child is restarted (its failure shown), a
+/// temporary one is forgotten.
+#[tokio::test(start_paused = true)]
+async fn a_child_that_dies_before_its_start_is_answered_is_handled() {
+    let root = Root::start(
+        config(Strategy::OneForOne, fast_backoff(), lenient()),
+        vec![],
+    )
+    .await;
+    let deaths = Arc::new(AtomicU32::new(1));
+    let spec = dies_before_its_start_is_answered("p", Restart::Permanent, deaths.clone());
+    let added = root
+        .actor
+        .call(|r| SupervisorMsg::AddChild(spec, r), None)
+        .await;
+    assert!(matches!(added.unwrap(), CallResult::Success(Ok(_))));
+    eventually("restarted after dying at once", || {
+        root.node("p")
+            .is_some_and(|n| n.status == "running" && n.restarts == 1)
+    })
+    .await;
+    assert_eq!(
+        root.node("p").unwrap().last_exit.as_deref(),
+        Some("failed: died at once (test)")
+    );
+    let deaths = Arc::new(AtomicU32::new(1));
+    let spec = dies_before_its_start_is_answered("t", Restart::Temporary, deaths);
+    let added = root
+        .actor
+        .call(|r| SupervisorMsg::AddChild(spec, r), None)
+        .await;
+    assert!(matches!(added.unwrap(), CallResult::Success(Ok(_))));
+    eventually("the temporary child is forgotten", || {
+        root.node("t").is_none()
+    })
+    .await;
     root.actor.stop(None);
 }
