@@ -11,18 +11,23 @@
 //! ```
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
+use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use ward_actors::dialer::actor::{DialerActor, DialerArgs};
 use ward_actors::dialer::settings::DialerSpec;
 use ward_actors::dialer::Dialers;
-use ward_actors::dns::listener_tcp::{DnsTcpListener, TcpListenerArgs};
-use ward_actors::dns::listener_udp::{UdpListener, UdpListenerArgs};
+use ward_actors::dns::listener_tcp;
+use ward_actors::dns::listener_udp::{self, UdpListenerHeld};
 use ward_actors::dns::resolver::Resolver;
+use ward_actors::dns::sockets::{bind_tcp, bind_udp};
+use ward_actors::dns::tcp_clients::TcpClients;
 use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
+use ward_actors::net::Held;
 use ward_actors::udp::inbound::{InboundArgs, UdpInbound};
 use ward_actors::udp::Relay;
 use ward_supervision::{
@@ -173,6 +178,11 @@ fn check_nofile(config: &Config, nofile: &NofileLimit) {
     let dns = config.dns.as_ref().map_or(0, |dns| {
         dns.upstream_sockets_at_most(&config.dialers) as u64
     });
+    // Each DNS listen address holds up to `tcp_clients` connections.
+    let dns_tcp = config
+        .dns
+        .as_ref()
+        .map_or(0, |dns| (dns.limits.tcp_clients * dns.listen.len()) as u64);
     // A flow through a SOCKS5 node also holds its association's control
     // connection.
     let nodes = config
@@ -185,16 +195,18 @@ fn check_nofile(config: &Config, nofile: &NofileLimit) {
         .udp
         .as_ref()
         .map_or(0, |udp| (udp.max_endpoints * per_flow) as u64);
-    let need = dns + udp + NOFILE_RESERVE;
+    let need = dns + dns_tcp + udp + NOFILE_RESERVE;
     if nofile.soft < need {
         tracing::warn!(
             limit = nofile.soft,
             need,
             dns_upstream_sockets = dns,
+            dns_tcp_clients = dns_tcp,
             udp_flows = udp,
             "RLIMIT_NOFILE is below the descriptors this configuration may hold at once: \
              past it upstream queries fail and new flows are refused; raise the hard limit \
-             (systemd: LimitNOFILE=) or lower dns.limits.in_flight or udp.max_endpoints"
+             (systemd: LimitNOFILE=) or lower dns.limits.in_flight, dns.limits.tcp_clients \
+             or udp.max_endpoints"
         );
     }
 }
@@ -319,45 +331,46 @@ fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
     let Some(resolver) = &ctx.dns else {
         return Vec::new();
     };
+    let limits = resolver.settings().limits;
     let mut specs = Vec::new();
     for addr in resolver.settings().listen.clone() {
-        let udp = resolver.clone();
-        specs.push(
-            ChildSpec::worker(
-                format!("udp:{addr}"),
-                "dns-listener-udp",
-                Restart::Permanent,
-                move |start| {
-                    let args = UdpListenerArgs {
-                        addr,
-                        path: start.path.clone(),
-                        resolver: udp.clone(),
-                        tasks: start.tasks.clone(),
-                    };
-                    (UdpListener, args)
-                },
-            )
-            .with_backoff(QUICK_RESTART),
+        let (bind, udp, tcp) = listen_holds(addr, resolver);
+        let clients = TcpClients::new(
+            limits.tcp_clients_per_ip,
+            limits.tcp_clients,
+            resolver.metrics.clone(),
         );
-        let tcp = resolver.clone();
         specs.push(
-            ChildSpec::worker(
-                format!("tcp:{addr}"),
-                "dns-listener-tcp",
-                Restart::Permanent,
-                move |start| {
-                    let args = TcpListenerArgs {
-                        addr,
-                        resolver: tcp.clone(),
-                        tasks: start.tasks.clone(),
-                    };
-                    (DnsTcpListener, args)
-                },
-            )
-            .with_backoff(QUICK_RESTART),
+            listener_udp::child_spec(addr, bind, resolver.clone(), udp).with_backoff(QUICK_RESTART),
+        );
+        specs.push(
+            listener_tcp::child_spec(addr, bind, resolver.clone(), tcp, clients)
+                .with_backoff(QUICK_RESTART),
         );
     }
     specs
+}
+
+/// Binds of one DNS listen address made at start: with port 0, one port the
+/// kernel chose for both UDP and TCP (tried a few times, as the TCP port
+/// may be taken); otherwise none, and each listener binds when it starts.
+/// The address to bind (again, should a socket die) and the holds.
+fn listen_holds(
+    addr: SocketAddr,
+    resolver: &Resolver,
+) -> (SocketAddr, Held<UdpListenerHeld>, Held<TcpListener>) {
+    const TRIES: usize = 16;
+    if addr.port() == 0 {
+        for _ in 0..TRIES {
+            let Ok(udp) = bind_udp(addr) else { break };
+            let Ok(bound) = udp.local_addr() else { break };
+            if let Ok(tcp) = bind_tcp(bound) {
+                let udp = Held::with(UdpListenerHeld::with(udp, resolver));
+                return (bound, udp, Held::with(tcp));
+            }
+        }
+    }
+    (addr, Held::default(), Held::default())
 }
 
 fn admin_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {

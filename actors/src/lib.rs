@@ -12,6 +12,8 @@
 //! - [`dialer`]: outbound paths and groups, with health learned from
 //!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
+//! - [`net`]: socket code the rooms share: the one accept loop, and the
+//!   hold that keeps a listener's socket across its actor's restarts.
 //! - [`socket_drops`]: datagrams the kernel dropped at a full receiving
 //!   socket, per tree path.
 //! - [`udp`]: the UDP relay: inbounds and one endpoint actor per flow.
@@ -19,6 +21,7 @@
 pub mod dialer;
 pub mod dns;
 pub mod io_class;
+pub mod net;
 pub mod socket_drops;
 pub mod throttle;
 pub mod udp;

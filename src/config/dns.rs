@@ -21,6 +21,8 @@ use super::Checker;
 
 /// Queries in flight at most (a semaphore's permits; each holds a buffer).
 pub const MAX_IN_FLIGHT: usize = 1_000_000;
+/// The most TCP clients one listen address may hold (each a descriptor).
+pub const MAX_TCP_CLIENTS: usize = 65_536;
 
 /// Who may query by default: loopback, private and link-local ranges.
 pub const DEFAULT_ALLOW: [&str; 8] = [
@@ -140,7 +142,9 @@ pub struct RawLimits {
     pub in_flight: usize,
     pub per_client_qps: Option<u32>,
     pub tcp_clients_per_ip: usize,
+    pub tcp_clients: usize,
     pub tcp_idle_s: u64,
+    pub tcp_query_s: u64,
 }
 
 impl Default for RawLimits {
@@ -150,7 +154,9 @@ impl Default for RawLimits {
             in_flight: d.in_flight,
             per_client_qps: d.per_client_qps,
             tcp_clients_per_ip: d.tcp_clients_per_ip,
+            tcp_clients: d.tcp_clients,
             tcp_idle_s: d.tcp_idle.as_secs(),
+            tcp_query_s: d.tcp_query.as_secs(),
         }
     }
 }
@@ -524,7 +530,9 @@ impl Checker<'_> {
         for (field, value) in [
             ("in_flight", raw.in_flight),
             ("tcp_clients_per_ip", raw.tcp_clients_per_ip),
+            ("tcp_clients", raw.tcp_clients),
             ("tcp_idle_s", raw.tcp_idle_s as usize),
+            ("tcp_query_s", raw.tcp_query_s as usize),
         ] {
             if value == 0 {
                 self.error(&format!("dns.limits.{field}"), "must be at least 1");
@@ -536,6 +544,15 @@ impl Checker<'_> {
                 format!("{} is above the limit of {MAX_IN_FLIGHT}", raw.in_flight),
             );
         }
+        if raw.tcp_clients > MAX_TCP_CLIENTS {
+            self.error(
+                "dns.limits.tcp_clients",
+                format!(
+                    "{} is above the limit of {MAX_TCP_CLIENTS}",
+                    raw.tcp_clients
+                ),
+            );
+        }
         if raw.per_client_qps == Some(0) {
             self.error("dns.limits.per_client_qps", "must be at least 1 (or None)");
         }
@@ -543,7 +560,9 @@ impl Checker<'_> {
             in_flight: raw.in_flight.clamp(1, MAX_IN_FLIGHT),
             per_client_qps: raw.per_client_qps.filter(|&q| q > 0),
             tcp_clients_per_ip: raw.tcp_clients_per_ip.max(1),
+            tcp_clients: raw.tcp_clients.clamp(1, MAX_TCP_CLIENTS),
             tcp_idle: Duration::from_secs(raw.tcp_idle_s.max(1)),
+            tcp_query: Duration::from_secs(raw.tcp_query_s.max(1)),
         }
     }
 

@@ -1,206 +1,104 @@
-//! A TCP DNS listener (kind `dns-listener-tcp`): an accept loop and a task
-//! per connection. Queries on one connection are pipelined: each is
-//! answered as soon as its answer is ready, in whatever order. A client
-//! that half-closes still gets the answers it is owed; then ward closes its
-//! side. Connections per client address are capped; an idle client is
-//! disconnected. The accept loop backs off on EMFILE, ECONNABORTED and the
-//! like, and ends only when the listening socket itself is dead.
+//! A TCP DNS listener (kind `dns-listener-tcp`): a task child whose task
+//! is the accept loop; each connection is a task of its own. Queries on one
+//! connection are pipelined: each is answered as soon as its answer is
+//! ready, in whatever order. A client that half-closes still gets the
+//! answers it is owed; then ward closes its side.
+//!
+//! The listening socket is held across the actor's restarts, and the
+//! connections (in [`TcpClients`], capped per client address and in total)
+//! outlive it: a killed listener loses no accepted connection. A client
+//! idle too long is disconnected, and so is one that does not send a whole
+//! query in time (slowloris), so neither keeps its place.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use ward_supervision::{TaskGuard, TaskScope};
+use tokio::time::Instant;
+use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
-use super::limits::client_key;
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
 use super::sockets::bind_tcp;
+use super::tcp_clients::{ClientSlot, TcpClients};
 use super::upstream::conn::frame;
-use crate::io_class::{classify_io_error, IoClass, IoSide};
-use crate::warn_throttled;
+use crate::io_class::{IoSide, SocketFailure};
+use crate::net::{accept_each, Held, Lease};
 
 /// Answers queued per connection before its reader waits.
 const ANSWER_QUEUE: usize = 64;
 /// A client that takes longer than this to accept an answer is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(20);
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-pub struct DnsTcpListener;
-
-pub struct TcpListenerArgs {
-    pub addr: SocketAddr,
-    pub resolver: Arc<Resolver>,
-    pub tasks: TaskScope,
-}
-
-pub enum TcpListenerMsg {
-    SocketFailed(String),
-}
-
-pub struct TcpListenerState {
-    _accept: TaskGuard,
-}
-
-impl Actor for DnsTcpListener {
-    type Msg = TcpListenerMsg;
-    type State = TcpListenerState;
-    type Arguments = TcpListenerArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<TcpListenerMsg>,
-        args: TcpListenerArgs,
-    ) -> Result<TcpListenerState, ActorProcessingErr> {
-        let listener = bind_tcp(args.addr).map_err(|e| format!("bind tcp {}: {e}", args.addr))?;
-        tracing::info!(addr = %args.addr, "DNS listening on TCP");
-        let accept = args
-            .tasks
-            .spawn(accept_loop(listener, args.resolver, myself));
-        Ok(TcpListenerState { _accept: accept })
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<TcpListenerMsg>,
-        message: TcpListenerMsg,
-        _state: &mut TcpListenerState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            TcpListenerMsg::SocketFailed(reason) => Err(format!("socket failed: {reason}").into()),
-        }
-    }
-}
-
-/// Connections per client address; a slot is given back when dropped.
-#[derive(Default)]
-struct ClientCounts(Mutex<HashMap<IpAddr, usize>>);
-
-struct ClientSlot {
-    counts: Arc<ClientCounts>,
-    ip: IpAddr,
-}
-
-impl ClientCounts {
-    fn take(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<ClientSlot> {
-        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
-        if *count >= cap {
-            return None;
-        }
-        *count += 1;
-        Some(ClientSlot {
-            counts: self.clone(),
-            ip,
-        })
-    }
-}
-
-impl Drop for ClientSlot {
-    fn drop(&mut self) {
-        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
-            *count -= 1;
-            if *count == 0 {
-                counts.remove(&self.ip);
-            }
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// The child for DNS over TCP on the configured `addr`, bound to `bind`
+/// (the same, or with the port chosen at start for port 0). `held` keeps
+/// its listening socket across restarts; `clients` its connections.
+pub fn child_spec(
+    addr: SocketAddr,
+    bind: SocketAddr,
     resolver: Arc<Resolver>,
-    owner: ActorRef<TcpListenerMsg>,
-) {
-    let counts = Arc::new(ClientCounts::default());
-    let cap = resolver.settings().limits.tcp_clients_per_ip;
-    let mut connections = JoinSet::new();
-    let mut backoff = ACCEPT_BACKOFF_MIN;
-    loop {
-        while connections.try_join_next().is_some() {}
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                match counts.take(client_key(peer.ip()), cap) {
-                    Some(slot) => {
-                        connections.spawn(serve(stream, peer, resolver.clone(), slot));
-                    }
-                    None => resolver.metrics.dropped(Dropped::TcpClientCap),
-                }
+    held: Held<TcpListener>,
+    clients: Arc<TcpClients>,
+) -> ChildSpec {
+    ChildSpec::task(
+        format!("tcp:{addr}"),
+        "dns-listener-tcp",
+        Restart::Permanent,
+        move |_| {
+            let (held, resolver, clients) = (held.clone(), resolver.clone(), clients.clone());
+            async move {
+                let lease = held.lease(|| bind_tcp(bind)).await.map_err(|e| {
+                    SocketFailure::new(format!("bind tcp {bind}"), IoSide::Listener, e)
+                })?;
+                let bound = lease.local_addr().unwrap_or(addr);
+                tracing::info!(%addr, %bound, "DNS listening on TCP");
+                Ok(async move { held.guard(accept(lease, bound, resolver, clients)).await })
             }
-            Err(e) => match classify_io_error(&e, IoSide::Accept) {
-                IoClass::SocketDead => {
-                    let _ = owner.send_message(TcpListenerMsg::SocketFailed(e.to_string()));
-                    return;
-                }
-                _ => {
-                    warn_throttled!("dns tcp accept", error = %e, "DNS TCP accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                }
-            },
-        }
-    }
+        },
+    )
 }
 
-async fn serve(stream: TcpStream, peer: SocketAddr, resolver: Arc<Resolver>, _slot: ClientSlot) {
+async fn accept(
+    listener: Lease<TcpListener>,
+    bound: SocketAddr,
+    resolver: Arc<Resolver>,
+    clients: Arc<TcpClients>,
+) -> Result<(), ChildFailure> {
+    let what = format!("dns tcp {bound}");
+    let dead = accept_each(&*listener, &what, |stream, peer| {
+        let Ok(slot) = clients.admit(peer.ip(), std::time::Instant::now()) else {
+            return; // counted; closing the stream refuses it
+        };
+        let slot = Arc::new(slot);
+        // Not a task of the listener's: it outlives the listener's actor.
+        let task = tokio::spawn(serve(stream, peer, resolver.clone(), slot.clone()));
+        slot.serve_with(task.abort_handle());
+    })
+    .await;
+    Err(dead.into())
+}
+
+async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    resolver: Arc<Resolver>,
+    slot: Arc<ClientSlot>,
+) {
     let _ = stream.set_nodelay(true);
-    let idle = resolver.settings().limits.tcp_idle;
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let (answers, mut queue) = mpsc::channel::<Vec<u8>>(ANSWER_QUEUE);
-    let read = async move {
-        let mut buf = vec![0u8; 65_535];
-        let mut out = Vec::new();
-        loop {
-            let mut len = [0u8; 2];
-            match tokio::time::timeout(idle, reader.read_exact(&mut len)).await {
-                Ok(Ok(_)) => {}
-                // EOF, an error, or idle: stop reading; owed answers still go out.
-                _ => break,
-            }
-            let len = u16::from_be_bytes(len) as usize;
-            if !matches!(
-                tokio::time::timeout(idle, reader.read_exact(&mut buf[..len])).await,
-                Ok(Ok(_))
-            ) {
-                break;
-            }
-            match resolver.decide(&buf[..len], peer.ip(), Transport::Tcp, &mut out) {
-                Decision::Reply => {
-                    if answers.send(frame(&out)).await.is_err() {
-                        break;
-                    }
-                }
-                Decision::Drop => {}
-                Decision::Resolve(pending) => {
-                    let packet = buf[..len].to_vec();
-                    let resolver = resolver.clone();
-                    let answers = answers.clone();
-                    tokio::spawn(async move {
-                        let answer = resolver
-                            .resolve(&packet, peer.ip(), Transport::Tcp, pending.stale)
-                            .await;
-                        let _ = answers.send(frame(&answer)).await;
-                        drop(pending.permit);
-                    });
-                }
-            }
-        }
-    };
+    let written = slot.clone();
+    let read = read_queries(reader, peer, resolver, slot, answers);
     let write = async move {
         while let Some(answer) = queue.recv().await {
             // A client that stops reading is dropped; the reader and the
             // tasks answering it then fail fast and give their permits back.
             match tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(&answer)).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => written.answered(),
                 _ => return,
             }
         }
@@ -208,4 +106,98 @@ async fn serve(stream: TcpStream, peer: SocketAddr, resolver: Arc<Resolver>, _sl
         let _ = writer.shutdown().await;
     };
     tokio::join!(read, write);
+}
+
+/// Reads queries until the client closes, idles, is too slow, or the
+/// answers cannot be queued; each is answered through `answers`.
+async fn read_queries(
+    mut reader: OwnedReadHalf,
+    peer: SocketAddr,
+    resolver: Arc<Resolver>,
+    slot: Arc<ClientSlot>,
+    answers: mpsc::Sender<Vec<u8>>,
+) {
+    let limits = resolver.settings().limits;
+    let connected = Instant::now();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut first = true;
+    loop {
+        // The first query must be whole by `tcp_query` after connecting;
+        // later ones by `tcp_query` after their first byte, which may take
+        // up to `tcp_idle` to come.
+        let (wait, by) = match first {
+            true => (limits.tcp_query, Some(connected + limits.tcp_query)),
+            false => (limits.tcp_idle, None),
+        };
+        match read_query(&mut reader, &mut buf, wait, by, limits.tcp_query).await {
+            Read::Query => {}
+            Read::Closed => break,
+            Read::Slow => {
+                resolver.metrics.dropped(Dropped::TcpSlow);
+                break;
+            }
+        }
+        first = false;
+        match resolver.decide(&buf, peer.ip(), Transport::Tcp, &mut out) {
+            Decision::Reply => {
+                slot.query();
+                if answers.send(frame(&out)).await.is_err() {
+                    break;
+                }
+            }
+            Decision::Drop => {}
+            Decision::Resolve(pending) => {
+                slot.query();
+                let packet = buf.clone();
+                let resolver = resolver.clone();
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let answer = resolver
+                        .resolve(&packet, peer.ip(), Transport::Tcp, pending.stale)
+                        .await;
+                    let _ = answers.send(frame(&answer)).await;
+                    drop(pending.permit);
+                });
+            }
+        }
+    }
+}
+
+/// How reading one query went.
+enum Read {
+    Query,
+    /// EOF, an error, or idle: stop reading; owed answers still go out.
+    Closed,
+    /// The query did not arrive whole in time.
+    Slow,
+}
+
+/// Reads one length-prefixed query into `buf`: its first byte within
+/// `wait`, the rest by `by` (or within `whole` of the first byte).
+async fn read_query(
+    reader: &mut OwnedReadHalf,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+    by: Option<Instant>,
+    whole: Duration,
+) -> Read {
+    let mut len = [0u8; 2];
+    match tokio::time::timeout(wait, reader.read(&mut len[..1])).await {
+        Ok(Ok(1)) => {}
+        Ok(_) => return Read::Closed,
+        Err(_) if by.is_some() => return Read::Slow,
+        Err(_) => return Read::Closed,
+    }
+    let deadline = by.unwrap_or_else(|| Instant::now() + whole);
+    let rest = async {
+        reader.read_exact(&mut len[1..]).await?;
+        buf.resize(u16::from_be_bytes(len) as usize, 0);
+        reader.read_exact(buf).await
+    };
+    match tokio::time::timeout_at(deadline, rest).await {
+        Ok(Ok(_)) => Read::Query,
+        Ok(Err(_)) => Read::Closed,
+        Err(_) => Read::Slow,
+    }
 }

@@ -1,120 +1,129 @@
-//! A UDP DNS listener (kind `dns-listener-udp`): one socket, one receive
-//! loop. The loop takes queries in batches (`recvmmsg`), answers what can be
-//! answered at once and spawns a task per miss; it never waits on upstream
-//! work. Answers from those tasks come back through a bounded channel; all
-//! answers ready together leave in one `sendmmsg`.
+//! A UDP DNS listener (kind `dns-listener-udp`): a task child whose task is
+//! the receive loop. The loop takes queries in batches (`recvmmsg`),
+//! answers what can be answered at once and spawns a task per miss; it
+//! never waits on upstream work. Answers from those tasks come back through
+//! a bounded channel; all answers ready together leave in one `sendmmsg`.
 //!
-//! A socket that becomes unusable (ENOTCONN, EBADF, ECONNABORTED when it is
-//! destroyed from outside) ends the actor; its supervisor binds a new one
-//! after a backoff. Transient errors, ICMP echoes of earlier answers among
-//! them, never end the loop.
+//! The socket and that channel are held across the actor's restarts: a
+//! killed listener loses no query (its replacement reads what queued in
+//! the kernel meanwhile, and answers in flight leave through the same
+//! socket). They are built again only when the socket itself failed
+//! (ENOTCONN, EBADF, ECONNABORTED when it is destroyed from outside).
+//! Transient errors, ICMP echoes of earlier answers among them, never end
+//! the loop.
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
-use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
-
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::mpsc;
-use ward_supervision::{TaskGuard, TaskScope};
+use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
 use super::sockets::bind_udp;
-use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
+use crate::net::{Held, Lease};
 use crate::socket_drops::{SocketDrops, Watched};
 use crate::udp_batch::{RecvBatch, SendBatch, BATCH};
 
-pub struct UdpListener;
+/// An answer and the client it is for.
+type Answer = (SocketAddr, Vec<u8>);
 
-pub struct UdpListenerArgs {
-    pub addr: SocketAddr,
-    /// The listener's path in the tree (its socket's drops are counted
-    /// under it).
-    pub path: String,
-    pub resolver: Arc<Resolver>,
-    /// The incarnation's task scope, for the receive loop (it owns the socket).
-    pub tasks: TaskScope,
+/// What a UDP listener keeps across its actor's restarts.
+pub struct UdpListenerHeld {
+    socket: Arc<UdpSocket>,
+    /// Answers of spawned misses on their way back; outlives a listener
+    /// killed while they were in flight.
+    answers_tx: mpsc::Sender<Answer>,
+    answers: mpsc::Receiver<Answer>,
 }
 
-pub enum UdpListenerMsg {
-    /// The socket stopped working; the actor ends and is rebound.
-    SocketFailed(String),
-}
-
-pub struct UdpListenerState {
-    _receive: TaskGuard,
-}
-
-impl Actor for UdpListener {
-    type Msg = UdpListenerMsg;
-    type State = UdpListenerState;
-    type Arguments = UdpListenerArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<UdpListenerMsg>,
-        args: UdpListenerArgs,
-    ) -> Result<UdpListenerState, ActorProcessingErr> {
-        let socket = bind_udp(args.addr).map_err(|e| format!("bind udp {}: {e}", args.addr))?;
-        let socket = Arc::new(socket);
-        let watched: Watched = socket.clone();
-        SocketDrops::global().watch(&args.path, &watched);
-        // The UDP relay answers DNS captured for this address through this
-        // very socket, never binding the address a second time.
-        args.resolver.register_udp(args.addr, &socket);
-        tracing::info!(addr = %args.addr, "DNS listening on UDP");
-        let receive = args.tasks.spawn(serve(socket, args.resolver, myself));
-        Ok(UdpListenerState { _receive: receive })
+impl UdpListenerHeld {
+    /// Binds `addr`, with an answer channel as deep as the queries that may
+    /// be in flight at once.
+    pub fn bind(addr: SocketAddr, resolver: &Resolver) -> std::io::Result<Self> {
+        Ok(Self::with(bind_udp(addr)?, resolver))
     }
 
-    async fn handle(
-        &self,
-        _myself: ActorRef<UdpListenerMsg>,
-        message: UdpListenerMsg,
-        _state: &mut UdpListenerState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            UdpListenerMsg::SocketFailed(reason) => Err(format!("socket failed: {reason}").into()),
+    /// Holds a socket bound already.
+    pub fn with(socket: UdpSocket, resolver: &Resolver) -> Self {
+        let (answers_tx, answers) = mpsc::channel(resolver.settings().limits.in_flight.max(1));
+        Self {
+            socket: Arc::new(socket),
+            answers_tx,
+            answers,
         }
     }
 }
 
-async fn serve(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, owner: ActorRef<UdpListenerMsg>) {
-    let fail = |reason: String| {
-        let _ = owner.send_message(UdpListenerMsg::SocketFailed(reason));
+/// The child for DNS over UDP on the configured `addr`, bound to `bind`
+/// (the same, or with the port the kernel chose at start for port 0).
+pub fn child_spec(
+    addr: SocketAddr,
+    bind: SocketAddr,
+    resolver: Arc<Resolver>,
+    held: Held<UdpListenerHeld>,
+) -> ChildSpec {
+    ChildSpec::task(
+        format!("udp:{addr}"),
+        "dns-listener-udp",
+        Restart::Permanent,
+        move |start| {
+            let (held, resolver) = (held.clone(), resolver.clone());
+            // Its socket's drops are counted under its path.
+            let path = start.path.clone();
+            async move {
+                let lease = held
+                    .lease(|| UdpListenerHeld::bind(bind, &resolver))
+                    .await
+                    .map_err(|e| {
+                        SocketFailure::new(format!("bind udp {bind}"), IoSide::Listener, e)
+                    })?;
+                let watched: Watched = lease.socket.clone();
+                SocketDrops::global().watch(&path, &watched);
+                // The UDP relay answers DNS captured for this address
+                // through this very socket, never binding it a second time.
+                resolver.register_udp(addr, &lease.socket);
+                let bound = lease.socket.local_addr().unwrap_or(addr);
+                tracing::info!(%addr, %bound, "DNS listening on UDP");
+                Ok(async move { held.guard(serve(lease, resolver)).await })
+            }
+        },
+    )
+}
+
+async fn serve(
+    mut held: Lease<UdpListenerHeld>,
+    resolver: Arc<Resolver>,
+) -> Result<(), ChildFailure> {
+    let dead = |what: &str, e: std::io::Error| -> ChildFailure {
+        SocketFailure::classed(what, IoClass::SocketDead, e).into()
     };
-    // SAFETY: the AsyncFd owns the std socket, whose fd stays open and the
-    // same until the AsyncFd is dropped.
     // A socket destroyed from outside reports only an error: wait for that too.
     let interest = Interest::READABLE | Interest::ERROR;
-    let socket = match unsafe { AsyncFd::register_with_interest(socket, interest) } {
-        Ok(socket) => socket,
-        Err(e) => return fail(e.to_string()),
-    };
+    // SAFETY: the AsyncFd owns a handle on the held socket, whose fd stays
+    // open and the same until the AsyncFd is dropped.
+    let socket = unsafe { AsyncFd::register_with_interest(held.socket.clone(), interest) }
+        .map_err(|e| dead("register", e.into()))?;
     let fd = socket.get_ref().as_raw_fd();
-    let capacity = resolver.settings().limits.in_flight.max(1);
-    let (answers_tx, mut answers) = mpsc::channel::<(SocketAddr, Vec<u8>)>(capacity);
+    let held = &mut *held;
     let mut queries = RecvBatch::new();
     let mut out = SendBatch::default();
     let mut reply = Vec::with_capacity(1232);
     loop {
         tokio::select! {
             biased;
-            Some((client, answer)) = answers.recv() => {
+            Some((client, answer)) = held.answers.recv() => {
                 out.push(client, &answer);
-                while let Ok((client, answer)) = answers.try_recv() {
+                while let Ok((client, answer)) = held.answers.try_recv() {
                     out.push(client, &answer);
                 }
             }
             ready = socket.ready(interest) => {
-                let mut ready = match ready {
-                    Ok(ready) => ready,
-                    Err(e) => return fail(e.to_string()),
-                };
+                let mut ready = ready.map_err(|e| dead("wait", e))?;
                 match queries.recv(fd) {
                     Ok(n) => {
                         // A short batch emptied the queue: wait for the next wake-up.
@@ -123,14 +132,14 @@ async fn serve(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, owner: ActorRef<
                         }
                         for i in 0..n {
                             if let Some((packet, client)) = queries.get(i) {
-                                handle(packet, client, &resolver, &answers_tx, &mut reply, &mut out);
+                                handle(packet, client, &resolver, &held.answers_tx, &mut reply, &mut out);
                             }
                         }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => ready.clear_ready(),
                     Err(e) => match classify_io_error(&e, IoSide::Listener) {
                         IoClass::Transient | IoClass::Normal => {}
-                        _ => return fail(e.to_string()),
+                        class => return Err(SocketFailure::classed("receive", class, e).into()),
                     },
                 }
             }
@@ -149,7 +158,7 @@ fn handle(
     packet: &[u8],
     client: SocketAddr,
     resolver: &Arc<Resolver>,
-    answers: &mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    answers: &mpsc::Sender<Answer>,
     reply: &mut Vec<u8>,
     out: &mut SendBatch,
 ) {

@@ -61,14 +61,26 @@ pub enum Dropped {
     SendFailed = 3,
     /// Over the per-client TCP connection cap.
     TcpClientCap = 4,
+    /// A TCP connection refused: the total cap is reached and every
+    /// connection is busy.
+    TcpFull = 5,
+    /// An idle TCP connection closed to make room for a new one.
+    TcpShed = 6,
+    /// A TCP client too slow to send a whole query (the first within
+    /// `tcp_query_s` of connecting, each within `tcp_query_s` of its
+    /// first byte): disconnected.
+    TcpSlow = 7,
 }
 
-const DROPPED_LABELS: [&str; 5] = [
+const DROPPED_LABELS: [&str; 8] = [
     "short",
     "response",
     "rate_limited",
     "send_failed",
     "tcp_client_cap",
+    "tcp_full",
+    "tcp_shed",
+    "tcp_slow",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -97,7 +109,7 @@ pub struct UpstreamFailureLabel {
 pub struct DnsMetrics {
     queries: [[Counter; 7]; 2],
     refused: [Counter; 3],
-    dropped: [Counter; 5],
+    dropped: [Counter; 8],
     upstream_latency: Family<UpstreamLabel, Histogram>,
     upstream_failures: Family<UpstreamFailureLabel, Counter>,
     in_flight: Gauge,

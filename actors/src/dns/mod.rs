@@ -13,5 +13,6 @@ pub mod resolver;
 pub mod settings;
 pub mod sockets;
 pub mod statics;
+pub mod tcp_clients;
 pub mod upstream;
 pub mod wire;

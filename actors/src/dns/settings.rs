@@ -60,8 +60,14 @@ pub struct Limits {
     pub per_client_qps: Option<u32>,
     /// TCP connections per client address.
     pub tcp_clients_per_ip: usize,
+    /// TCP connections per listen address in total; past it the idlest
+    /// is closed.
+    pub tcp_clients: usize,
     /// A TCP client idle this long is disconnected.
     pub tcp_idle: Duration,
+    /// A query must arrive whole within this of its first byte (the
+    /// first query: of the connection's start).
+    pub tcp_query: Duration,
 }
 
 impl Default for Limits {
@@ -70,7 +76,9 @@ impl Default for Limits {
             in_flight: 4096,
             per_client_qps: None,
             tcp_clients_per_ip: 32,
+            tcp_clients: 256,
             tcp_idle: Duration::from_secs(10),
+            tcp_query: Duration::from_secs(3),
         }
     }
 }

@@ -1,0 +1,9 @@
+//! Socket code more than one room of ward uses: the one accept loop of its
+//! listening stream sockets, and the hold that lets a listener's socket
+//! outlive the actor reading it.
+
+pub mod accept;
+pub mod held;
+
+pub use accept::{accept_each, Listener};
+pub use held::{Held, Lease};
