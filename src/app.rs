@@ -35,11 +35,11 @@ use ward_supervision::{
     SupervisorView,
 };
 
-use crate::admin::{AdminArgs, AdminServer};
+use crate::admin::{AdminArgs, AdminSocket};
 use crate::config::Config;
 use crate::context::ServiceContext;
 use crate::telemetry::process::{self, NofileLimit};
-use crate::telemetry::{Metrics, MetricsObserver, TelemetryActor, TelemetryArgs};
+use crate::telemetry::{Metrics, MetricsObserver};
 
 /// How long a graceful stop may take before the tree is killed.
 pub const STOP_TIMEOUT: Duration = Duration::from_millis(4500);
@@ -71,6 +71,15 @@ pub struct Service {
     pub root: ActorRef<SupervisorMsg>,
     pub ctx: Arc<ServiceContext>,
     join: JoinHandle<()>,
+    held: Holds,
+}
+
+/// The sockets of the service's own servers, held across their restarts
+/// and released when ward stops (the admin socket's file goes with it).
+#[derive(Default)]
+struct Holds {
+    admin: Held<AdminSocket>,
+    metrics: Held<TcpListener>,
 }
 
 impl Service {
@@ -110,16 +119,24 @@ impl Service {
         sup.intensity = config.supervision.intensity;
         sup.backoff = config.supervision.backoff;
         sup.observer = Arc::new(MetricsObserver(metrics));
-        let children = root_children(config, &ctx, &sup);
+        let held = Holds::default();
+        let children = root_children(config, &ctx, &sup, &held);
         let (root, join) = Supervisor::spawn_root(sup, children, view).await?;
         tracing::info!(version = crate::admin::protocol::VERSION, config = %config.source, "ward started");
-        Ok(Service { root, ctx, join })
+        Ok(Service {
+            root,
+            ctx,
+            join,
+            held,
+        })
     }
 
     /// Stops the tree gracefully (children in reverse start order), killing
     /// it if that takes longer than [`STOP_TIMEOUT`].
     pub async fn stop(self) {
-        let Service { root, join, .. } = self;
+        let Service {
+            root, join, held, ..
+        } = self;
         if root
             .stop_and_wait(Some("shutdown".to_string()), Some(STOP_TIMEOUT))
             .await
@@ -129,6 +146,8 @@ impl Service {
             root.kill();
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), join).await;
+        held.admin.release();
+        held.metrics.release();
         tracing::info!("ward stopped");
     }
 }
@@ -215,6 +234,7 @@ fn root_children(
     config: &Config,
     ctx: &Arc<ServiceContext>,
     sup: &SupervisorConfig,
+    held: &Holds,
 ) -> Vec<ChildSpec> {
     let group = |name: &str, strategy: Strategy, children: Vec<ChildSpec>| {
         Supervisor::spec(
@@ -226,8 +246,8 @@ fn root_children(
         .with_backoff(QUICK_RESTART)
     };
     vec![
-        admin_spec(config, ctx),
-        telemetry_spec(config, ctx),
+        admin_spec(config, ctx, held),
+        telemetry_spec(config, ctx, held),
         group("dialers", Strategy::OneForOne, dialer_specs(ctx)),
         group(
             "dns",
@@ -373,30 +393,16 @@ fn listen_holds(
     (addr, Held::default(), Held::default())
 }
 
-fn admin_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {
-    let admin = config.admin.clone();
-    let ctx = ctx.clone();
-    ChildSpec::worker("admin", "admin", Restart::Permanent, move |start| {
-        let args = AdminArgs {
-            socket: admin.socket.clone(),
-            gid: admin.group.as_ref().map(|g| g.gid),
-            max_clients: admin.max_clients,
-            ctx: ctx.clone(),
-            tasks: start.tasks.clone(),
-        };
-        (AdminServer, args)
-    })
+fn admin_spec(config: &Config, ctx: &Arc<ServiceContext>, held: &Holds) -> ChildSpec {
+    let args = AdminArgs {
+        socket: config.admin.socket.clone(),
+        gid: config.admin.group.as_ref().map(|g| g.gid),
+        max_clients: config.admin.max_clients,
+        ctx: ctx.clone(),
+    };
+    crate::admin::child_spec(args, held.admin.clone())
 }
 
-fn telemetry_spec(config: &Config, ctx: &Arc<ServiceContext>) -> ChildSpec {
-    let listen = config.metrics.listen;
-    let ctx = ctx.clone();
-    ChildSpec::worker("telemetry", "telemetry", Restart::Permanent, move |start| {
-        let args = TelemetryArgs {
-            listen,
-            ctx: ctx.clone(),
-            tasks: start.tasks.clone(),
-        };
-        (TelemetryActor, args)
-    })
+fn telemetry_spec(config: &Config, ctx: &Arc<ServiceContext>, held: &Holds) -> ChildSpec {
+    crate::telemetry::child_spec(config.metrics.listen, ctx.clone(), held.metrics.clone())
 }

@@ -7,4 +7,4 @@ pub mod render;
 pub mod server;
 pub mod socket_file;
 
-pub use server::{AdminArgs, AdminServer};
+pub use server::{child_spec, AdminArgs, AdminSocket};

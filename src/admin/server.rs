@@ -1,23 +1,25 @@
-//! The admin server actor: owns the admin socket file and its accept loop.
+//! The admin server (kind `admin`): a task child whose task is the accept
+//! loop of the admin socket.
 //!
-//! Each client connection is served by a task of the accept loop, so the
-//! actor's mailbox never waits on a client. Clients past `max_clients` get an
-//! error line and are closed. Killing the actor (it may be asked to kill
-//! itself) ends the loop and its connections with it; the supervisor starts a
-//! new one, which binds the socket again.
+//! Each client connection is served by a task of the accept loop, so
+//! nothing waits on a client. Clients past `max_clients` get an error line
+//! and are closed. The listening socket and its file are held across the
+//! actor's restarts (killing it, which a client may ask for, loses no
+//! connection attempt); they are released when ward stops.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef};
+use ractor::ActorCell;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
-use ward_supervision::{TaskGuard, TaskScope};
+use ward_actors::net::{accept_each, Held, Lease};
+use ward_actors::{warn_throttled, Throttle};
+use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use super::protocol::{
     DialerInfo, DnsStats, FailureInfo, GroupInfo, Killed, Request, Stats, TrackInfo, UdpStats,
@@ -37,103 +39,51 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A client that takes longer than this to accept a reply is disconnected.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct AdminServer;
+/// The admin socket and its file, held across the server's restarts.
+pub type AdminSocket = (UnixListener, SocketFile);
 
+/// Where and how the admin socket is served.
+#[derive(Clone)]
 pub struct AdminArgs {
     pub socket: PathBuf,
     pub gid: Option<u32>,
     pub max_clients: usize,
     pub ctx: Arc<ServiceContext>,
-    /// The incarnation's task scope, for the accept loop.
-    pub tasks: TaskScope,
 }
 
-pub struct AdminState {
-    _accept: TaskGuard,
-    socket_file: Option<SocketFile>,
-}
-
-pub enum AdminMsg {
-    /// The listening socket stopped working; the actor ends and rebinds.
-    ListenerFailed(String),
-}
-
-impl Actor for AdminServer {
-    type Msg = AdminMsg;
-    type State = AdminState;
-    type Arguments = AdminArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<AdminMsg>,
-        args: AdminArgs,
-    ) -> Result<AdminState, ActorProcessingErr> {
-        let (listener, file) = socket_file::bind(&args.socket, args.gid)?;
-        tracing::info!(socket = %args.socket.display(), "admin socket ready");
-        let clients = Arc::new(Semaphore::new(args.max_clients));
-        let accept = args
-            .tasks
-            .spawn(accept_loop(listener, clients, args.ctx, myself));
-        Ok(AdminState {
-            _accept: accept,
-            socket_file: Some(file),
-        })
-    }
-
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<AdminMsg>,
-        state: &mut AdminState,
-    ) -> Result<(), ActorProcessingErr> {
-        // Remove the file now rather than when the exit event is dropped.
-        state.socket_file.take();
-        Ok(())
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<AdminMsg>,
-        message: AdminMsg,
-        _state: &mut AdminState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            AdminMsg::ListenerFailed(reason) => Err(format!("admin socket: {reason}").into()),
+/// The admin server's child spec.
+pub fn child_spec(args: AdminArgs, held: Held<AdminSocket>) -> ChildSpec {
+    ChildSpec::task("admin", "admin", Restart::Permanent, move |_| {
+        let (args, held) = (args.clone(), held.clone());
+        async move {
+            let lease = held
+                .lease(|| socket_file::bind(&args.socket, args.gid))
+                .await
+                .map_err(ChildFailure::of)?;
+            tracing::info!(socket = %args.socket.display(), "admin socket ready");
+            Ok(async move { held.guard(accept(lease, args)).await })
         }
-    }
+    })
 }
 
-async fn accept_loop(
-    listener: UnixListener,
-    clients: Arc<Semaphore>,
-    ctx: Arc<ServiceContext>,
-    owner: ActorRef<AdminMsg>,
-) {
+async fn accept(socket: Lease<AdminSocket>, args: AdminArgs) -> Result<(), ChildFailure> {
+    let clients = Arc::new(Semaphore::new(args.max_clients));
     let mut connections = JoinSet::new();
-    loop {
+    let dead = accept_each(&socket.0, "admin socket", |stream, _| {
         while connections.try_join_next().is_some() {}
-        match listener.accept().await {
-            Ok((stream, _)) => match clients.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    let ctx = ctx.clone();
-                    connections.spawn(async move {
-                        serve_client(stream, &ctx).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => refuse(stream),
-            },
-            Err(e) => match classify_io_error(&e, IoSide::Accept) {
-                IoClass::SocketDead | IoClass::PathFailed => {
-                    let _ = owner.send_message(AdminMsg::ListenerFailed(e.to_string()));
-                    return;
-                }
-                _ => {
-                    warn_throttled!("admin accept", error = %e, "admin socket: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            },
+        match clients.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let ctx = args.ctx.clone();
+                connections.spawn(async move {
+                    serve_client(stream, &ctx).await;
+                    drop(permit);
+                });
+            }
+            Err(_) => refuse(stream),
         }
-    }
+    })
+    .await;
+    Err(dead.into())
 }
 
 fn refuse(stream: UnixStream) {

@@ -27,6 +27,17 @@ pub enum SocketFileError {
     Io { path: PathBuf, source: io::Error },
 }
 
+impl ward_supervision::Classify for SocketFileError {
+    fn class(&self) -> &'static str {
+        match self {
+            SocketFileError::Io { source, .. } => {
+                ward_actors::classify_io_error(source, ward_actors::IoSide::Listener).label()
+            }
+            _ => "config",
+        }
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SocketFileError + '_ {
     move |source| SocketFileError::Io {
         path: path.to_path_buf(),

@@ -1,5 +1,5 @@
 //! Telemetry: logging setup, Prometheus metrics, process figures, and the
-//! telemetry actor that serves `/metrics` and flushes the log throttle.
+//! telemetry child that serves `/metrics` and flushes the log throttle.
 
 pub mod logging;
 pub mod metrics;
@@ -7,4 +7,4 @@ pub mod process;
 pub mod server;
 
 pub use metrics::{Metrics, MetricsObserver};
-pub use server::{TelemetryActor, TelemetryArgs};
+pub use server::child_spec;

@@ -1,23 +1,26 @@
-//! The telemetry actor: serves the Prometheus text exposition at `/metrics`
-//! over plain HTTP/1.1 (one request per connection) when an address is
-//! configured, and flushes the log throttle's summaries every second.
-//! Its tasks live in guards in its state, so they end however it dies.
+//! The telemetry child (kind `telemetry`): a task child that serves the
+//! Prometheus text exposition at `/metrics` over plain HTTP/1.1 (one
+//! request per connection) when an address is configured, and flushes the
+//! log throttle's summaries every second. Its listening socket is held
+//! across its restarts, so a metrics address on port 0 keeps its port.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
-use ward_actors::{classify_io_error, warn_throttled, IoClass, IoSide, Throttle};
-use ward_supervision::{TaskGuard, TaskScope};
+use ward_actors::dns::sockets::bind_tcp;
+use ward_actors::io_class::{IoSide, SocketFailure};
+use ward_actors::net::{accept_each, Held, Lease};
+use ward_actors::Throttle;
+use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use crate::context::ServiceContext;
 
-/// Scrapes served at once; more wait in the kernel's accept queue.
+/// Scrapes served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 16;
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -26,23 +29,8 @@ const MAX_HEAD: usize = 8 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-pub struct TelemetryActor;
-
-pub struct TelemetryArgs {
-    pub listen: Option<SocketAddr>,
-    pub ctx: Arc<ServiceContext>,
-    /// The incarnation's task scope, for the metrics listener.
-    pub tasks: TaskScope,
-}
-
-pub struct TelemetryState {
-    _server: Option<TaskGuard>,
-    _flush: TaskGuard,
-    _published: Option<Published>,
-}
-
 /// The metrics address as the service context shows it; cleared however
-/// the actor dies, so `ward ctl stats` never shows a dead address.
+/// the child dies, so `ward ctl stats` never shows a dead address.
 struct Published(Arc<ServiceContext>);
 
 impl Drop for Published {
@@ -51,93 +39,72 @@ impl Drop for Published {
     }
 }
 
-pub enum TelemetryMsg {
-    /// The metrics listener stopped working; the actor ends and is rebound.
-    ServerFailed(String),
-}
-
-impl Actor for TelemetryActor {
-    type Msg = TelemetryMsg;
-    type State = TelemetryState;
-    type Arguments = TelemetryArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<TelemetryMsg>,
-        args: TelemetryArgs,
-    ) -> Result<TelemetryState, ActorProcessingErr> {
-        let (server, published) = match args.listen {
-            Some(addr) => {
-                let listener = TcpListener::bind(addr).await?;
-                let bound = listener.local_addr()?;
-                args.ctx.set_metrics_addr(Some(bound));
-                tracing::info!(addr = %bound, "metrics served at http://{bound}/metrics");
-                let published = Published(args.ctx.clone());
-                (
-                    Some(args.tasks.spawn(accept_loop(listener, args.ctx, myself))),
-                    Some(published),
-                )
-            }
-            None => (None, None),
-        };
-        let flush = TaskGuard::spawn(async {
-            let mut tick = tokio::time::interval(FLUSH_EVERY);
-            loop {
-                tick.tick().await;
-                Throttle::global().flush();
-            }
-        });
-        Ok(TelemetryState {
-            _server: server,
-            _flush: flush,
-            _published: published,
-        })
-    }
-
-    async fn handle(
-        &self,
-        _myself: ActorRef<TelemetryMsg>,
-        message: TelemetryMsg,
-        _state: &mut TelemetryState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            TelemetryMsg::ServerFailed(reason) => Err(format!("metrics listener: {reason}").into()),
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// The telemetry child's spec: metrics on `listen` (when set), and the
+/// throttle's flush.
+pub fn child_spec(
+    listen: Option<SocketAddr>,
     ctx: Arc<ServiceContext>,
-    owner: ActorRef<TelemetryMsg>,
-) {
+    held: Held<TcpListener>,
+) -> ChildSpec {
+    ChildSpec::task("telemetry", "telemetry", Restart::Permanent, move |_| {
+        let (ctx, held) = (ctx.clone(), held.clone());
+        async move {
+            let server = match listen {
+                Some(addr) => Some(held.lease(|| bind_tcp(addr)).await.map_err(|e| {
+                    SocketFailure::new(format!("bind metrics {addr}"), IoSide::Listener, e)
+                })?),
+                None => None,
+            };
+            Ok(async move {
+                let Some(listener) = server else {
+                    flush().await;
+                    return Ok(());
+                };
+                tokio::select! {
+                    served = held.guard(metrics(listener, ctx)) => served,
+                    () = flush() => Ok(()),
+                }
+            })
+        }
+    })
+}
+
+/// Logs the throttle's summaries of keys that went quiet, every second.
+async fn flush() {
+    let mut tick = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        Throttle::global().flush();
+    }
+}
+
+/// Serves `/metrics` until the listening socket dies.
+async fn metrics(
+    listener: Lease<TcpListener>,
+    ctx: Arc<ServiceContext>,
+) -> Result<(), ChildFailure> {
+    let bound = listener.local_addr().map_err(|e| {
+        ChildFailure::from(SocketFailure::new("metrics address", IoSide::Listener, e))
+    })?;
+    ctx.set_metrics_addr(Some(bound));
+    let _published = Published(ctx.clone());
+    tracing::info!(addr = %bound, "metrics served at http://{bound}/metrics");
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
-    loop {
+    let dead = accept_each(&*listener, "metrics", |stream, _| {
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = slots.clone().acquire_owned().await else {
+        // Past the cap the connection is closed at once.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
             return;
         };
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let ctx = ctx.clone();
-                connections.spawn(async move {
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &ctx)).await;
-                    drop(permit);
-                });
-            }
-            Err(e) => match classify_io_error(&e, IoSide::Accept) {
-                IoClass::Transient | IoClass::Normal | IoClass::PeerGone => {
-                    warn_throttled!("metrics accept", error = %e, "metrics listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                IoClass::SocketDead | IoClass::PathFailed => {
-                    let _ = owner.send_message(TelemetryMsg::ServerFailed(e.to_string()));
-                    return;
-                }
-            },
-        }
-    }
+        let ctx = ctx.clone();
+        connections.spawn(async move {
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &ctx)).await;
+            drop(permit);
+        });
+    })
+    .await;
+    Err(dead.into())
 }
 
 async fn serve(mut stream: TcpStream, ctx: &ServiceContext) -> std::io::Result<()> {

@@ -5,16 +5,16 @@
 //! datagrams queued in the kernel are read and answers in flight leave
 //! through it. The state is built again only when the incarnation using it
 //! failed (its socket died, or its code panicked): a killed or stopped one
-//! leaves it for the next.
+//! leaves it for the next. Whoever owns the hold releases it when the
+//! child is gone for good (ward stopping, the listener removed).
 
 use std::future::Future;
-use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::FutureExt;
-use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 use ward_supervision::ChildFailure;
 
 /// A listener's state, held across its actor's restarts.
@@ -22,6 +22,9 @@ pub struct Held<S> {
     state: Arc<Mutex<Option<S>>>,
     /// Set when an incarnation failed with the state: the next builds anew.
     spoiled: Arc<AtomicBool>,
+    /// Set when the hold is released: the state goes as soon as no
+    /// incarnation uses it.
+    released: Arc<AtomicBool>,
 }
 
 impl<S> Clone for Held<S> {
@@ -29,6 +32,7 @@ impl<S> Clone for Held<S> {
         Self {
             state: self.state.clone(),
             spoiled: self.spoiled.clone(),
+            released: self.released.clone(),
         }
     }
 }
@@ -38,12 +42,16 @@ impl<S> Default for Held<S> {
         Self {
             state: Arc::new(Mutex::new(None)),
             spoiled: Arc::new(AtomicBool::new(false)),
+            released: Arc::new(AtomicBool::new(false)),
         }
     }
 }
 
 /// One incarnation's use of the held state.
-pub struct Lease<S>(OwnedMappedMutexGuard<Option<S>, S>);
+pub struct Lease<S> {
+    slot: OwnedMutexGuard<Option<S>>,
+    released: Arc<AtomicBool>,
+}
 
 impl<S> Held<S> {
     /// A hold with a state built already (a socket bound at start).
@@ -51,6 +59,7 @@ impl<S> Held<S> {
         Self {
             state: Arc::new(Mutex::new(Some(state))),
             spoiled: Arc::new(AtomicBool::new(false)),
+            released: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -58,17 +67,29 @@ impl<S> Held<S> {
     /// none (the first start, or the last incarnation failed with it).
     /// The previous incarnation's lease is gone by then: its supervisor
     /// waits for its task to end before starting the next.
-    pub async fn lease(&self, build: impl FnOnce() -> io::Result<S>) -> io::Result<Lease<S>> {
+    pub async fn lease<E>(&self, build: impl FnOnce() -> Result<S, E>) -> Result<Lease<S>, E> {
         let mut slot = self.state.clone().lock_owned().await;
         if self.spoiled.swap(false, Ordering::AcqRel) {
             *slot = None;
         }
+        // A child started again after its hold was released builds anew.
+        self.released.store(false, Ordering::Release);
         if slot.is_none() {
             *slot = Some(build()?);
         }
-        OwnedMutexGuard::try_map(slot, Option::as_mut)
-            .map(Lease)
-            .map_err(|_| io::Error::other("no state to lease"))
+        Ok(Lease {
+            slot,
+            released: self.released.clone(),
+        })
+    }
+
+    /// The child is gone for good: the state (its socket, a socket file)
+    /// is dropped now, or when the incarnation using it ends.
+    pub fn release(&self) {
+        self.released.store(true, Ordering::Release);
+        if let Ok(mut slot) = self.state.try_lock() {
+            *slot = None;
+        }
     }
 
     /// Runs one incarnation's task: a failure or a panic spoils the state
@@ -89,17 +110,38 @@ impl<S> Held<S> {
     }
 }
 
+impl<S> Lease<S> {
+    fn state(&self) -> Option<&S> {
+        self.slot.as_ref()
+    }
+}
+
 impl<S> std::ops::Deref for Lease<S> {
     type Target = S;
 
     fn deref(&self) -> &S {
-        &self.0
+        match self.state() {
+            Some(state) => state,
+            // `lease` fills the slot before it makes a lease.
+            None => unreachable!("a lease holds a state"),
+        }
     }
 }
 
 impl<S> std::ops::DerefMut for Lease<S> {
     fn deref_mut(&mut self) -> &mut S {
-        &mut self.0
+        match self.slot.as_mut() {
+            Some(state) => state,
+            None => unreachable!("a lease holds a state"),
+        }
+    }
+}
+
+impl<S> Drop for Lease<S> {
+    fn drop(&mut self) {
+        if self.released.load(Ordering::Acquire) {
+            *self.slot = None;
+        }
     }
 }
 
@@ -107,6 +149,7 @@ impl<S> std::ops::DerefMut for Lease<S> {
 mod tests {
     use super::*;
     use crate::io_class::{IoClass, SocketFailure};
+    use std::io;
 
     fn dead() -> ChildFailure {
         SocketFailure::classed("receive", IoClass::SocketDead, io::Error::other("gone")).into()
@@ -118,7 +161,7 @@ mod tests {
         let mut builds = 0;
         let mut build = || {
             builds += 1;
-            Ok(builds)
+            Ok::<_, ()>(builds)
         };
         // Killed: the task is dropped mid-way; the next one adopts the state.
         let lease = held.lease(&mut build).await.unwrap();
@@ -154,7 +197,22 @@ mod tests {
     #[tokio::test]
     async fn a_prebound_state_is_used_first() {
         let held = Held::with(7u32);
-        let lease = held.lease(|| Ok(0)).await.unwrap();
+        let lease = held.lease(|| Ok::<_, ()>(0)).await.unwrap();
         assert_eq!(*lease, 7);
+    }
+
+    #[tokio::test]
+    async fn a_released_hold_drops_its_state_once_unused() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let held = Held::with(socket);
+        let lease = held.lease(|| Err(())).await.unwrap();
+        held.release();
+        assert!(std::net::UdpSocket::bind(addr).is_err(), "still in use");
+        drop(lease);
+        std::net::UdpSocket::bind(addr).expect("released with its last lease");
+        let held = Held::with(std::net::UdpSocket::bind(addr).unwrap());
+        held.release();
+        std::net::UdpSocket::bind(addr).expect("released at once when unused");
     }
 }
