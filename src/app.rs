@@ -28,7 +28,8 @@ use ward_actors::dns::sockets::{bind_tcp, bind_udp};
 use ward_actors::dns::tcp_clients::TcpClients;
 use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
 use ward_actors::net::Held;
-use ward_actors::udp::inbound::{InboundArgs, UdpInbound};
+use ward_actors::udp::inbound::{self, InboundHeld};
+use ward_actors::udp::settings::InboundSpec;
 use ward_actors::udp::Relay;
 use ward_supervision::{
     BackoffPolicy, ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg,
@@ -299,24 +300,30 @@ fn inbound_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
         .inbounds
         .iter()
         .map(|spec| {
-            let (spec, relay) = (spec.clone(), relay.clone());
-            ChildSpec::worker(
-                spec.name(),
-                "udp-inbound",
-                Restart::Permanent,
-                move |start| {
-                    let args = InboundArgs {
-                        spec: spec.clone(),
-                        path: start.path.clone(),
-                        relay: relay.clone(),
-                        tasks: start.tasks.clone(),
-                    };
-                    (UdpInbound, args)
-                },
-            )
-            .with_backoff(QUICK_RESTART)
+            let name = spec.name();
+            let (spec, held) = inbound_hold(spec, relay);
+            inbound::child_spec(name, spec, relay.clone(), held).with_backoff(QUICK_RESTART)
         })
         .collect()
+}
+
+/// An inbound on port 0 is bound at start, so its port stays the one the
+/// kernel chose should its socket be rebuilt; others bind when they start.
+fn inbound_hold(spec: &InboundSpec, relay: &Arc<Relay>) -> (InboundSpec, Held<InboundHeld>) {
+    let mut spec = spec.clone();
+    if spec.listen().port() != 0 {
+        return (spec, Held::default());
+    }
+    match InboundHeld::bind(&spec, relay) {
+        Ok(held) => {
+            if let Ok(bound) = held.socket().local_addr() {
+                spec.set_listen(bound);
+            }
+            (spec, Held::with(held))
+        }
+        // The child tries again, and says why.
+        Err(_) => (spec, Held::default()),
+    }
 }
 
 fn upstream_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {

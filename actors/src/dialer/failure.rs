@@ -92,6 +92,8 @@ impl fmt::Display for Failure {
     }
 }
 
+impl std::error::Error for Failure {}
+
 impl Failure {
     /// An I/O error seen at `stage` on a path of kind `hop`.
     /// `in_flight`: work was outstanding on the session when it broke (an

@@ -1,4 +1,4 @@
-//! One flow's endpoint (kind `udp-endpoint`, a temporary child of
+//! One flow's endpoint (kind `udp-endpoint`, a temporary task child of
 //! `udp/endpoints`, shown as `<client>#<id> via <dialer>`): it goes through
 //! the dialer picked from its route when it was asked for, owns
 //! its session (a direct socket, or a SOCKS5 UDP association), carries the
@@ -8,7 +8,8 @@
 //! read error that blames it, the association's control connection
 //! closing) it reports the failure to its dialer, hands the datagram that
 //! failed back to its inbound to be sent again through another dialer, and
-//! exits abnormally: it never writes into that path again.
+//! fails with the path's classified failure: it never writes into that
+//! path again.
 
 use std::future::Future;
 use std::io;
@@ -18,10 +19,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use ward_supervision::TaskGuard;
+use ward_supervision::{ChildFailure, ChildSpec, Classify, Restart};
 
 use super::flow::FlowKey;
 use super::metrics::{Dropped, Refused, UdpMetrics};
@@ -80,12 +80,43 @@ pub struct EndpointArgs {
     pub relay: Weak<super::Relay>,
 }
 
-pub struct EndpointActor;
+/// Why an endpoint ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Its path failed under it (classed as the failure was).
+    #[error("path through {dialer} failed: {failure}")]
+    PathFailed { dialer: String, failure: Failure },
+    /// Its start came after the flow was given up (its supervisor was
+    /// restarting).
+    #[error("the flow was given up before its endpoint started")]
+    GivenUp,
+}
 
-pub enum EndpointMsg {
-    /// The flow is over: normally (`Ok`: idle, its inbound or association
-    /// gone, no path left) or because its path failed.
-    Done(Result<(), String>),
+impl Classify for EndpointError {
+    fn class(&self) -> &'static str {
+        match self {
+            EndpointError::PathFailed { failure, .. } => failure.class.label(),
+            EndpointError::GivenUp => "normal",
+        }
+    }
+}
+
+/// The endpoint's child: a temporary task child running the flow.
+pub fn child_spec(name: String, args: Arc<EndpointArgs>) -> ChildSpec {
+    let detail = format!("via {}", args.dialer.name);
+    ChildSpec::task(name, "udp-endpoint", Restart::Temporary, move |_| {
+        let args = args.clone();
+        async move {
+            if args.owned.swap(true, Ordering::AcqRel) {
+                return Err(ChildFailure::of(EndpointError::GivenUp));
+            }
+            // Nothing can fail after this: the count is the endpoint's now,
+            // and the flow ends however the task does (a kill included).
+            let live = Live(args);
+            Ok(async move { run(&live.0).await.map_err(ChildFailure::of) })
+        }
+    })
+    .with_detail(detail)
 }
 
 impl EndpointArgs {
@@ -122,56 +153,8 @@ impl Drop for Live {
     }
 }
 
-pub struct EndpointState {
-    _io: TaskGuard,
-    _live: Live,
-}
-
-impl Actor for EndpointActor {
-    type Msg = EndpointMsg;
-    type State = EndpointState;
-    /// Shared with the child spec (which keeps it while the endpoint
-    /// lives) and the flow's task: one copy per flow.
-    type Arguments = Arc<EndpointArgs>;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<EndpointMsg>,
-        args: Arc<EndpointArgs>,
-    ) -> Result<EndpointState, ActorProcessingErr> {
-        if args.owned.swap(true, Ordering::AcqRel) {
-            return Err("the flow was given up before its endpoint started".into());
-        }
-        // Nothing can fail after this: the count is the endpoint's now.
-        let live = Live(args.clone());
-        let io = TaskGuard::spawn(async move {
-            let outcome = run(&args).await;
-            let _ = myself.send_message(EndpointMsg::Done(outcome));
-        });
-        Ok(EndpointState {
-            _io: io,
-            _live: live,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<EndpointMsg>,
-        message: EndpointMsg,
-        _state: &mut EndpointState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            EndpointMsg::Done(Ok(())) => {
-                myself.stop(Some("flow ended".to_string()));
-                Ok(())
-            }
-            EndpointMsg::Done(Err(reason)) => Err(reason.into()),
-        }
-    }
-}
-
 /// The flow, until it idles or its path fails.
-async fn run(a: &EndpointArgs) -> Result<(), String> {
+async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
     let dialer = &a.dialer;
     // Boxed: opening (a SOCKS5 handshake) takes more room than the rest of
     // the flow's life, and an idle flow should not keep it.
@@ -359,7 +342,7 @@ fn failed(
     dialer: &Dialer,
     failure: &Failure,
     mut again: Vec<Datagram>,
-) -> String {
+) -> EndpointError {
     again.extend(a.queue.close());
     let mut exclude = a.exclude.clone();
     exclude.push(dialer.name.clone());
@@ -379,5 +362,8 @@ fn failed(
             }
         }
     }
-    format!("path through {} failed: {failure}", dialer.name)
+    EndpointError::PathFailed {
+        dialer: dialer.name.clone(),
+        failure: failure.clone(),
+    }
 }

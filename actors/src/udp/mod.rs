@@ -10,6 +10,7 @@
 
 pub mod endpoint;
 pub mod flow;
+pub mod flows;
 pub mod inbound;
 pub mod metrics;
 pub mod queue;
@@ -25,11 +26,11 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
-use ward_supervision::{ChildSpec, Restart, SupervisorMsg, SupervisorView};
+use ward_supervision::{ChildSpec, SupervisorMsg, SupervisorView};
 
 use crate::dialer::{Dialers, Track};
 use crate::dns::resolver::Resolver;
-use endpoint::{EndpointActor, EndpointArgs, Reply};
+use endpoint::{EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
 use metrics::{Dropped, Refused, UdpMetrics};
 use queue::{Budget, Datagram, Pushed, Queue};
@@ -202,13 +203,7 @@ impl Relay {
             relay: Arc::downgrade(self),
         });
         let unstarted = Unstarted(args.clone());
-        let spec = ChildSpec::worker(
-            flow.key.name(id),
-            "udp-endpoint",
-            Restart::Temporary,
-            move |_| (EndpointActor, args.clone()),
-        )
-        .with_detail(format!("via {}", dialer.name));
+        let spec = endpoint::child_spec(flow.key.name(id), args);
         self.metrics.endpoints.inc();
         if let Err(unstarted) = self.add_child(spec, unstarted) {
             // No endpoints supervisor (it is restarting): the flow's first

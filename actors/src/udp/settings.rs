@@ -33,6 +33,15 @@ impl InboundSpec {
     }
 
     /// The inbound's name in the tree (`forward:127.0.0.1:7000`).
+    /// Sets the address it listens on (the port the kernel chose for 0).
+    pub fn set_listen(&mut self, addr: SocketAddr) {
+        match self {
+            InboundSpec::Forward { listen, .. }
+            | InboundSpec::Socks5 { listen, .. }
+            | InboundSpec::Tproxy { listen } => *listen = addr,
+        }
+    }
+
     pub fn name(&self) -> String {
         match self {
             InboundSpec::Forward { listen, .. } => format!("forward:{listen}"),

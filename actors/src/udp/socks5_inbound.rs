@@ -3,24 +3,26 @@
 //! the listen address; the relay is the UDP socket at the same address.
 //! Datagrams are accepted only from a client with a live association (its
 //! address, and its port once known), and its flows end when the control
-//! connection closes.
+//! connection closes. Control connections are tasks of their own: they
+//! outlive a killed inbound's actor, as its socket and flows do.
 
 use std::collections::HashMap;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ractor::ActorRef;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
 
-use super::inbound::{Flows, InboundMsg};
+use super::flows::{Flows, EVENTS};
+use super::inbound::SocketReply;
 use super::metrics::Dropped;
-use super::Event;
+use super::{Event, Relay};
 use crate::dialer::socks5::{self, Command, Credentials, ReplyCode, TargetAddr};
-use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
+use crate::net::accept_each;
 use crate::warn_throttled;
 
 /// Control connections served at once, at most.
@@ -33,16 +35,37 @@ const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 type Association = (u64, Option<u16>);
 type ByIp = HashMap<IpAddr, Vec<Association>>;
 
-/// Live associations by client address.
+/// Live associations by client address, and the control connections
+/// (at most [`MAX_ASSOCIATIONS`]).
 #[derive(Default)]
 pub struct Associations {
     by_ip: Mutex<ByIp>,
     next: AtomicU64,
+    controls: Arc<AtomicUsize>,
+}
+
+/// One control connection's place; given back when dropped.
+pub struct ControlSlot(Arc<AtomicUsize>);
+
+impl Drop for ControlSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Associations {
     fn lock(&self) -> std::sync::MutexGuard<'_, ByIp> {
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more control connection, if any is left.
+    pub fn control_slot(&self) -> Option<ControlSlot> {
+        let taken = self
+            .controls
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_ASSOCIATIONS).then_some(n + 1)
+            });
+        taken.ok().map(|_| ControlSlot(self.controls.clone()))
     }
 
     /// Registers an association for `ip`, from `port` when the client said.
@@ -85,46 +108,81 @@ impl Associations {
     }
 }
 
-/// Accepts control connections until the inbound ends; each association
-/// lives as long as its connection.
-pub async fn accept_loop(
+/// What a SOCKS5 inbound keeps across its actor's restarts.
+pub struct Socks5Held {
+    /// The relay: datagrams of associated clients.
+    pub socket: Arc<UdpSocket>,
+    /// Control connections arrive here (the same address).
     listener: TcpListener,
     relay_addr: SocketAddr,
-    credentials: Option<Credentials>,
+    credentials: Option<Arc<Credentials>>,
     associations: Arc<Associations>,
-    ended: mpsc::Sender<SocketAddr>,
-    inbound: ActorRef<InboundMsg>,
-) {
-    let credentials = credentials.map(Arc::new);
-    let mut controls = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    if controls.len() >= MAX_ASSOCIATIONS {
-                        warn_throttled!("socks5-inbound-full", %peer, "SOCKS5 inbound: too many associations; refusing");
-                        continue;
-                    }
-                    controls.spawn(control(
-                        stream,
-                        peer,
-                        relay_addr,
-                        credentials.clone(),
-                        associations.clone(),
-                        ended.clone(),
-                    ));
-                }
-                Err(e) => match classify_io_error(&e, IoSide::Accept) {
-                    IoClass::SocketDead => {
-                        let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
-                        return;
-                    }
-                    // Out of descriptors and the like: wait a little.
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
-                },
-            },
-            Some(_) = controls.join_next() => {}
-        }
+    flows: Flows,
+    events: mpsc::Receiver<Event>,
+    /// Clients whose association ended: their flows end.
+    ended_tx: mpsc::Sender<SocketAddr>,
+    ended: mpsc::Receiver<SocketAddr>,
+}
+
+impl Socks5Held {
+    pub fn bind(
+        listen: SocketAddr,
+        credentials: Option<Credentials>,
+        relay: &Arc<Relay>,
+    ) -> io::Result<Socks5Held> {
+        let socket = super::inbound::bind(listen)?;
+        let relay_addr = socket.local_addr()?;
+        // The same family rules as the relay socket (IPv6-only on `[::]`),
+        // so `0.0.0.0:p` and `[::]:p` can both be served.
+        let listener = crate::dns::sockets::bind_tcp(relay_addr)?;
+        let (ended_tx, ended) = mpsc::channel(EVENTS);
+        let (flows, events) = Flows::new(relay.clone(), SocketReply::new(&socket, true));
+        Ok(Socks5Held {
+            socket,
+            listener,
+            relay_addr,
+            credentials: credentials.map(Arc::new),
+            associations: Arc::default(),
+            flows,
+            events,
+            ended_tx,
+            ended,
+        })
+    }
+}
+
+/// Serves the relay and the control connections until a socket dies.
+pub async fn run(held: &mut Socks5Held) -> Result<(), SocketFailure> {
+    let Socks5Held {
+        socket,
+        listener,
+        relay_addr,
+        credentials,
+        associations,
+        flows,
+        events,
+        ended_tx,
+        ended,
+    } = held;
+    let relay = relay_loop(socket, associations, flows, events, ended);
+    let accept = accept_each(&*listener, "socks5 inbound", |stream, peer| {
+        let Some(live) = associations.control_slot() else {
+            warn_throttled!("socks5-inbound-full", %peer, "SOCKS5 inbound: too many associations; refusing");
+            return;
+        };
+        tokio::spawn(control(
+            stream,
+            peer,
+            *relay_addr,
+            credentials.clone(),
+            associations.clone(),
+            ended_tx.clone(),
+            live,
+        ));
+    });
+    tokio::select! {
+        failed = relay => failed,
+        dead = accept => Err(dead),
     }
 }
 
@@ -137,6 +195,7 @@ async fn control(
     credentials: Option<Arc<Credentials>>,
     associations: Arc<Associations>,
     ended: mpsc::Sender<SocketAddr>,
+    _live: ControlSlot,
 ) {
     let negotiated = tokio::time::timeout(
         NEGOTIATE_TIMEOUT,
@@ -171,15 +230,14 @@ async fn control(
 }
 
 /// The relay loop: datagrams from associated clients, unwrapped and
-/// handed to their flows.
-pub async fn relay_loop(
-    socket: Arc<UdpSocket>,
-    associations: Arc<Associations>,
-    mut flows: Flows,
-    mut events: mpsc::Receiver<Event>,
-    mut ended: mpsc::Receiver<SocketAddr>,
-    inbound: ActorRef<InboundMsg>,
-) {
+/// handed to their flows, until the socket dies.
+async fn relay_loop(
+    socket: &UdpSocket,
+    associations: &Associations,
+    flows: &mut Flows,
+    events: &mut mpsc::Receiver<Event>,
+    ended: &mut mpsc::Receiver<SocketAddr>,
+) -> Result<(), SocketFailure> {
     let mut buf = vec![0u8; 65_535];
     loop {
         tokio::select! {
@@ -201,8 +259,7 @@ pub async fn relay_loop(
                 }
                 Err(e) => {
                     if classify_io_error(&e, IoSide::Listener) == IoClass::SocketDead {
-                        let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
-                        return;
+                        return Err(SocketFailure::classed("receive", IoClass::SocketDead, e));
                     }
                 }
             },

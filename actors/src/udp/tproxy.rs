@@ -13,17 +13,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
-use ractor::ActorRef;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
 use super::endpoint::Reply;
-use super::inbound::{Flows, InboundMsg};
+use super::flows::Flows;
 use super::Event;
 use crate::dns::sockets::setsockopt_int;
-use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
 use crate::udp_batch::{Datagrams, BATCH};
 use crate::warn_throttled;
 
@@ -106,23 +105,19 @@ fn recv_one(
     Ok((msg.bytes, client, original))
 }
 
-/// A tproxy inbound's loop.
+/// A tproxy inbound's loop, until its socket dies.
 pub async fn receive_loop(
-    socket: Arc<UdpSocket>,
-    mut flows: Flows,
-    mut events: mpsc::Receiver<Event>,
-    inbound: ActorRef<InboundMsg>,
-) {
+    socket: &UdpSocket,
+    flows: &mut Flows,
+    events: &mut mpsc::Receiver<Event>,
+) -> Result<(), SocketFailure> {
     let fd = socket.as_raw_fd();
     let mut buf = vec![0u8; 65_535];
     let mut cmsg = nix::cmsg_space!(libc::sockaddr_in6);
     loop {
         tokio::select! {
             ready = socket.readable() => {
-                if let Err(e) = ready {
-                    let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
-                    return;
-                }
+                ready.map_err(|e| SocketFailure::new("wait", IoSide::Listener, e))?;
                 // A bounded turn: endpoint events must not starve. Direct
                 // sends leave a batch at a time.
                 for received in 1..=256 {
@@ -145,8 +140,7 @@ pub async fn receive_loop(
                             IoClass::SocketDead => {
                                 // What this turn already took still goes.
                                 flows.flush();
-                                let _ = inbound.send_message(InboundMsg::SocketDead(e.to_string()));
-                                return;
+                                return Err(SocketFailure::classed("receive", IoClass::SocketDead, e));
                             }
                             _ => {
                                 warn_throttled!("tproxy-recv", error = %e, "tproxy receive failed");
