@@ -27,12 +27,14 @@ use super::sockets::bind_tcp;
 use super::tcp_clients::{ClientSlot, TcpClients};
 use super::upstream::conn::frame;
 use crate::io_class::{IoSide, SocketFailure};
-use crate::net::{accept_each, Held, Lease};
+use crate::net::{accept_paced, Held, Lease};
 
 /// Answers queued per connection before its reader waits.
 const ANSWER_QUEUE: usize = 64;
 /// A client that takes longer than this to accept an answer is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The size of a DNS header: no query is shorter.
+const HEADER: usize = 12;
 
 /// The child for DNS over TCP on the configured `addr`, bound to `bind`
 /// (the same, or with the port chosen at start for port 0). `held` keeps
@@ -69,15 +71,20 @@ async fn accept(
     clients: Arc<TcpClients>,
 ) -> Result<(), ChildFailure> {
     let what = format!("dns tcp {bound}");
-    let dead = accept_each(&*listener, &what, |stream, peer| {
-        let Ok(slot) = clients.admit(peer.ip(), std::time::Instant::now()) else {
-            return; // counted; closing the stream refuses it
-        };
-        let slot = Arc::new(slot);
-        // Not a task of the listener's: it outlives the listener's actor.
-        let task = tokio::spawn(serve(stream, peer, resolver.clone(), slot.clone()));
-        slot.serve_with(task.abort_handle());
-    })
+    let dead = accept_paced(
+        &*listener,
+        &what,
+        || clients.room(),
+        |stream, peer| {
+            let Ok(slot) = clients.admit(peer.ip(), std::time::Instant::now()) else {
+                return; // counted; closing the stream refuses it
+            };
+            let slot = Arc::new(slot);
+            // Not a task of the listener's: it outlives the listener's actor.
+            let task = tokio::spawn(serve(stream, peer, resolver.clone(), slot.clone()));
+            slot.serve_with(task.abort_handle());
+        },
+    )
     .await;
     Err(dead.into())
 }
@@ -131,6 +138,12 @@ async fn read_queries(
             false => (limits.tcp_idle, None),
         };
         match read_query(&mut reader, &mut buf, wait, by, limits.tcp_query).await {
+            // Shorter than a header: the framing is broken; nothing more
+            // this client sends can be read as queries.
+            Read::Query if buf.len() < HEADER => {
+                resolver.metrics.dropped(Dropped::Short);
+                break;
+            }
             Read::Query => {}
             Read::Closed => break,
             Read::Slow => {

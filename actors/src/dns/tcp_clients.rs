@@ -1,15 +1,17 @@
 //! The TCP clients of one DNS listen address, capped per client address
-//! and in total. Past the total cap the connection idle longest (no query
-//! in flight, no answer owed) is closed to make room, as RFC 7766 advises
-//! servers under pressure to do; when none is idle the new one is refused.
-//! The table outlives the listener's actor: a killed listener's accepted
-//! connections keep being served.
+//! and in total. At the total cap the connection idle longest (no query in
+//! flight, no answer owed) is closed to make room, as RFC 7766 advises
+//! servers under pressure to do, and the next connection is accepted once
+//! its descriptor is closed; when none is idle, new connections wait in
+//! the kernel's queue. The table outlives the listener's actor: a killed
+//! listener's accepted connections keep being served.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 use super::limits::client_key;
@@ -20,7 +22,7 @@ use super::metrics::{DnsMetrics, Dropped};
 pub enum Refusal {
     /// Its client address holds its share already.
     PerClient,
-    /// Every connection is busy and the total cap is reached.
+    /// The total cap is reached (it was not waited for).
     Full,
 }
 
@@ -32,6 +34,8 @@ struct Conn {
     active: Instant,
     /// Its task, once spawned.
     task: Option<AbortHandle>,
+    /// Closed to make room; its place comes back when its task has ended.
+    closing: bool,
 }
 
 #[derive(Default)]
@@ -57,9 +61,13 @@ impl Table {
     fn idlest(&self) -> Option<u64> {
         self.conns
             .iter()
-            .filter(|(_, c)| c.in_flight == 0)
+            .filter(|(_, c)| c.in_flight == 0 && !c.closing)
             .min_by_key(|(_, c)| c.active)
             .map(|(id, _)| *id)
+    }
+
+    fn any_closing(&self) -> bool {
+        self.conns.values().any(|c| c.closing)
     }
 }
 
@@ -69,6 +77,8 @@ pub struct TcpClients {
     per_client: usize,
     total: usize,
     metrics: Arc<DnsMetrics>,
+    /// Woken when a connection's place comes back.
+    freed: Notify,
 }
 
 /// One admitted connection; dropping it gives its place back.
@@ -84,6 +94,7 @@ impl TcpClients {
             per_client,
             total,
             metrics,
+            freed: Notify::new(),
         })
     }
 
@@ -91,8 +102,43 @@ impl TcpClients {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admits a connection from `ip`, closing the idlest one when the total
-    /// cap is reached. Refusals and closings are counted.
+    /// Waits until one more connection fits. At the cap, the idlest one
+    /// is closed (counted as shed) and its place awaited; when every one
+    /// is busy, until one ends.
+    pub async fn room(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check, so a place freed in between
+            // still wakes us.
+            freed.as_mut().enable();
+            {
+                let mut table = self.lock();
+                if table.conns.len() < self.total {
+                    return;
+                }
+                if !table.any_closing() {
+                    if let Some(victim) = table.idlest() {
+                        self.shed(&mut table, victim);
+                    }
+                }
+            }
+            freed.await;
+        }
+    }
+
+    fn shed(&self, table: &mut Table, id: u64) {
+        if let Some(conn) = table.conns.get_mut(&id) {
+            conn.closing = true;
+            if let Some(task) = &conn.task {
+                task.abort();
+            }
+            self.metrics.dropped(Dropped::TcpShed);
+        }
+    }
+
+    /// Admits a connection from `ip` (after [`TcpClients::room`]).
+    /// Refusals are counted.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ClientSlot, Refusal> {
         let ip = client_key(ip);
         let mut table = self.lock();
@@ -101,14 +147,8 @@ impl TcpClients {
             return Err(Refusal::PerClient);
         }
         if table.conns.len() >= self.total {
-            let Some(victim) = table.idlest().and_then(|id| table.forget(id)) else {
-                self.metrics.dropped(Dropped::TcpFull);
-                return Err(Refusal::Full);
-            };
-            if let Some(task) = victim.task {
-                task.abort();
-            }
-            self.metrics.dropped(Dropped::TcpShed);
+            self.metrics.dropped(Dropped::TcpFull);
+            return Err(Refusal::Full);
         }
         let id = table.next;
         table.next += 1;
@@ -119,6 +159,7 @@ impl TcpClients {
                 in_flight: 0,
                 active: now,
                 task: None,
+                closing: false,
             },
         );
         *table.per_ip.entry(ip).or_insert(0) += 1;
@@ -139,12 +180,10 @@ impl TcpClients {
 }
 
 impl ClientSlot {
-    /// The connection's task, closed if it is shed.
+    /// The connection's task, ended if it is shed.
     pub fn serve_with(&self, task: AbortHandle) {
-        match self.clients.lock().conns.get_mut(&self.id) {
-            Some(conn) => conn.task = Some(task),
-            // Shed before its task was known: end it now.
-            None => task.abort(),
+        if let Some(conn) = self.clients.lock().conns.get_mut(&self.id) {
+            conn.task = Some(task);
         }
     }
 
@@ -169,6 +208,7 @@ impl ClientSlot {
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.clients.lock().forget(self.id);
+        self.clients.freed.notify_waiters();
     }
 }
 
@@ -199,28 +239,42 @@ mod tests {
         assert_eq!(c.admit(v6a, now).err(), Some(Refusal::PerClient), "one /64");
     }
 
-    #[test]
-    fn past_the_total_the_idlest_goes_and_busy_ones_stay() {
+    #[tokio::test]
+    async fn at_the_cap_the_idlest_goes_and_its_place_is_awaited() {
         let c = clients(10, 3);
         let t0 = Instant::now();
         let ip = |n: u8| IpAddr::from([192, 0, 2, n]);
         let old = c.admit(ip(1), t0).unwrap();
+        let old_task = tokio::spawn(std::future::pending::<()>());
+        old.serve_with(old_task.abort_handle());
         let busy = c.admit(ip(2), t0 - Duration::from_secs(5)).unwrap();
         busy.query();
         let newer = c.admit(ip(3), t0 + Duration::from_secs(1)).unwrap();
-        // Full: the idle one that was active longest ago is closed.
+        assert_eq!(
+            c.admit(ip(4), t0).err(),
+            Some(Refusal::Full),
+            "not waited for"
+        );
+        // Full: the idle one active longest ago is closed; its place comes
+        // back only once its slot is gone (its descriptor closed).
+        let room = c.room();
+        tokio::pin!(room);
+        assert!(futures::poll!(room.as_mut()).is_pending());
+        assert!(
+            old_task.await.unwrap_err().is_cancelled(),
+            "the idlest was shed"
+        );
+        drop(old);
+        room.await;
         let fresh = c.admit(ip(4), t0 + Duration::from_secs(2)).unwrap();
         assert_eq!(c.len(), 3);
-        let table = c.lock();
-        assert!(!table.conns.contains_key(&old.id), "the idlest was shed");
-        assert!(table.conns.contains_key(&busy.id));
-        assert!(table.conns.contains_key(&newer.id));
-        drop(table);
         newer.query();
         fresh.query();
-        // Nobody idle: the next is refused.
-        assert_eq!(c.admit(ip(5), t0).err(), Some(Refusal::Full));
-        drop(old); // its place was given back already
-        assert_eq!(c.len(), 3);
+        // Nobody idle: room waits until one ends.
+        let room = c.room();
+        tokio::pin!(room);
+        assert!(futures::poll!(room.as_mut()).is_pending());
+        drop(busy);
+        room.await;
     }
 }

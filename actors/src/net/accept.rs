@@ -7,9 +7,12 @@
 //! waited out with the jittered backoff; only a dead listening socket
 //! (EBADF, EINVAL, ENOTSOCK) ends the loop, as a [`SocketFailure`] for the
 //! supervisor. What to do with a connection (serve it, refuse it past a
-//! cap) is the caller's `admit`, which must not wait.
+//! cap) is the caller's `admit`, which must not wait; a caller whose
+//! connections are capped in total waits for room before each accept
+//! ([`accept_paced`]), so past the cap new connections wait in the
+//! kernel's queue and hold none of ward's descriptors.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -60,10 +63,21 @@ impl Listener for tokio::net::UnixListener {
 pub async fn accept_each<L: Listener>(
     listener: &L,
     what: &str,
+    admit: impl FnMut(L::Stream, L::Peer),
+) -> SocketFailure {
+    accept_paced(listener, what, || std::future::ready(()), admit).await
+}
+
+/// [`accept_each`], waiting for `room` before each accept.
+pub async fn accept_paced<L: Listener, R: Future<Output = ()>>(
+    listener: &L,
+    what: &str,
+    mut room: impl FnMut() -> R,
     mut admit: impl FnMut(L::Stream, L::Peer),
 ) -> SocketFailure {
     let mut backoff = Backoff::new(ACCEPT_BACKOFF);
     loop {
+        room().await;
         match poll_fn(|cx| listener.poll_accept(cx)).await {
             Ok((stream, peer)) => {
                 backoff.succeed();

@@ -5,5 +5,5 @@
 pub mod accept;
 pub mod held;
 
-pub use accept::{accept_each, Listener};
+pub use accept::{accept_each, accept_paced, Listener};
 pub use held::{Held, Lease};
