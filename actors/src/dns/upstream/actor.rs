@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::{mpsc, oneshot};
-use ward_supervision::{ChildList, ExitReason, TaskGuard, TaskScope};
+use ward_supervision::{Attachment, ChildList, ExitReason, TaskGuard, TaskScope};
 
 use super::conn::{frame, outgoing_queue, Outgoing, StreamConn, StreamConnArgs, StreamTarget};
 use super::doh::{DohConn, DohConnArgs};
@@ -24,7 +24,7 @@ use super::health::DOWN_AFTER;
 use super::pending::Pending;
 use super::tls;
 use super::udp::UdpTransport;
-use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
+use super::{UpstreamError, UpstreamHandle, UpstreamQuery, UpstreamSlot};
 use crate::dialer::{Dialer, Track};
 use crate::dns::settings::{resolv_conf_servers, Transport};
 use crate::warn_throttled;
@@ -104,20 +104,11 @@ impl Conn {
     }
 }
 
-/// Detaches the actor from its slot however it dies.
-struct Attached {
-    slot: Arc<UpstreamSlot>,
-    actor: ActorRef<UpstreamMsg>,
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.slot.detach(&self.actor);
-    }
-}
-
 pub struct UpstreamState {
-    attached: Attached,
+    slot: Arc<UpstreamSlot>,
+    /// What this incarnation published in its slot, withdrawn however it
+    /// dies; none until it takes queries.
+    attachment: Option<Attachment<UpstreamHandle>>,
     children: Arc<ChildList>,
     udp: Arc<Vec<UdpTransport>>,
     streams: Streams,
@@ -155,25 +146,13 @@ impl Actor for UpstreamActor {
         // UDP sessions may need a handshake with a node: they open in a
         // task, and the upstream takes queries once they are ready (the
         // resolver waits for it meanwhile). Without UDP it takes them now.
-        let udp = Arc::new(Vec::new());
-        let udp_opening = if udp_servers.is_empty() {
-            args.slot.attach(myself.clone(), Arc::clone(&udp));
-            None
-        } else {
-            Some(open_udp(
-                &args.slot,
-                udp_servers.clone(),
-                &args.tasks,
-                &myself,
-            ))
-        };
+        let udp_opening = (!udp_servers.is_empty())
+            .then(|| open_udp(&args.slot, udp_servers.clone(), &args.tasks, &myself));
         let mut state = UpstreamState {
-            attached: Attached {
-                slot: args.slot,
-                actor: myself.clone(),
-            },
+            slot: args.slot,
+            attachment: None,
             children: args.children,
-            udp,
+            udp: Arc::new(Vec::new()),
             streams,
             conns: HashMap::new(),
             active: None,
@@ -189,8 +168,11 @@ impl Actor for UpstreamActor {
             udp_opening,
             udp_failures: 0,
         };
+        if state.udp_opening.is_none() {
+            state.publish(&myself);
+        }
         // Restarted while its upstream is down: keep probing it back.
-        if !state.attached.slot.health.is_up() {
+        if !state.slot.health.is_up() {
             state.probing = true;
             state.schedule_probe(&myself);
         }
@@ -225,11 +207,8 @@ impl Actor for UpstreamActor {
                     .min(UDP_RETRY_MAX);
                 warn_throttled!(state.name(), upstream = %state.name(), error = %e,
                     retry_in_ms = delay.as_millis() as u64, "cannot open the upstream's UDP sessions");
-                if state.attached.slot.restarting() {
-                    state
-                        .attached
-                        .slot
-                        .attach(myself.clone(), Arc::clone(&state.udp));
+                if state.attachment.is_none() {
+                    state.publish(&myself);
                 }
                 let me = myself.clone();
                 state.udp_opening = Some(TaskGuard::spawn(async move {
@@ -239,7 +218,7 @@ impl Actor for UpstreamActor {
             }
             UpstreamMsg::RetryUdp => {
                 state.udp_opening = Some(open_udp(
-                    &state.attached.slot,
+                    &state.slot,
                     state.udp_servers.clone(),
                     &state.tasks,
                     &myself,
@@ -250,10 +229,7 @@ impl Actor for UpstreamActor {
                 state.udp_failures = 0;
                 let new = Arc::new(opened);
                 let old = std::mem::replace(&mut state.udp, new);
-                state
-                    .attached
-                    .slot
-                    .attach(myself.clone(), Arc::clone(&state.udp));
+                state.publish(&myself);
                 // Queries in flight on the sessions being replaced go again
                 // on the new ones, once.
                 for (old, new) in old.iter().zip(state.udp.iter()) {
@@ -273,7 +249,7 @@ impl Actor for UpstreamActor {
                 // until the new ones are ready.
                 if state.udp_opening.is_none() {
                     state.udp_opening = Some(open_udp(
-                        &state.attached.slot,
+                        &state.slot,
                         state.udp_servers.clone(),
                         &state.tasks,
                         &myself,
@@ -362,13 +338,29 @@ pub fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, ActorProcessingE
 }
 
 impl UpstreamState {
+    /// Publishes this incarnation and its current UDP transports: from now
+    /// on the resolver sends it queries.
+    fn publish(&mut self, myself: &ActorRef<UpstreamMsg>) {
+        let handle = UpstreamHandle {
+            actor: myself.clone(),
+            udp: Arc::clone(&self.udp),
+        };
+        match &self.attachment {
+            Some(attachment) => attachment.update(handle),
+            None => {
+                let live = self.slot.live();
+                self.attachment = Some(live.attach(myself.get_id(), handle));
+            }
+        }
+    }
+
     fn name(&self) -> &str {
-        &self.attached.slot.name
+        &self.slot.name
     }
 
     /// With several servers (system), move on after each run of failures.
     fn server_index(&self, servers: usize) -> usize {
-        let failures = self.attached.slot.health.consecutive_failures();
+        let failures = self.slot.health.consecutive_failures();
         (failures / DOWN_AFTER) as usize % servers.max(1)
     }
 
@@ -451,11 +443,10 @@ impl UpstreamState {
         let supervisor = myself.get_cell();
         let exclude: Vec<&str> = self.avoid.as_deref().into_iter().collect();
         let dialer = self
-            .attached
             .slot
             .via
             .select(Track::Tcp, &exclude)
-            .or_else(|| self.attached.slot.via.select(Track::Tcp, &[]))
+            .or_else(|| self.slot.via.select(Track::Tcp, &[]))
             .ok_or("no dialer to reach the upstream")?;
         let conn_dialer = dialer.clone();
         let (cell, join, framed) = match &self.streams {
@@ -537,11 +528,7 @@ impl UpstreamState {
             if conn.ready {
                 warn_throttled!(self.name(), upstream = %self.name(), %reason, "upstream connection lost");
             } else if !conn.dialer.health(Track::Tcp).is_up()
-                && self
-                    .attached
-                    .slot
-                    .via
-                    .has_other_up(Track::Tcp, &conn.dialer.name)
+                && self.slot.via.has_other_up(Track::Tcp, &conn.dialer.name)
             {
                 // The path failed, not the upstream: the next connection
                 // goes through another member at once.
@@ -578,7 +565,7 @@ impl UpstreamState {
     }
 
     async fn probe(&mut self, myself: &ActorRef<UpstreamMsg>) {
-        if self.attached.slot.health.is_up() {
+        if self.slot.health.is_up() {
             self.probing = false;
             return;
         }
@@ -605,7 +592,7 @@ impl UpstreamState {
 
     fn probe_result(&mut self, myself: &ActorRef<UpstreamMsg>, answered: bool) {
         if answered {
-            self.attached.slot.health.record_success();
+            self.slot.health.record_success();
             self.probing = false;
             tracing::info!(upstream = %self.name(), "upstream answers again; marked up");
         } else {
