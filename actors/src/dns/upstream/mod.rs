@@ -10,8 +10,12 @@ pub mod conn;
 pub mod doh;
 pub mod health;
 pub mod pending;
+mod pool;
+mod prober;
+mod setup;
 pub mod tls;
 pub mod udp;
+mod udp_sessions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use super::metrics::DnsMetrics;
 use super::settings::{DnsSettings, UpstreamSpec};
 pub use actor::{UpstreamActor, UpstreamArgs, UpstreamMsg};
 pub use health::Health;
+
 use prometheus_client::metrics::histogram::Histogram;
 use udp::UdpTransport;
 
@@ -159,10 +164,15 @@ impl UpstreamSlot {
         else {
             return Err(query);
         };
-        let index =
-            (self.health.consecutive_failures() / health::DOWN_AFTER) as usize % transports.len();
-        transports[index].send(query);
+        transports[self.server_index(transports.len())].send(query);
         Ok(())
+    }
+
+    /// Which of `servers` (system: several) to ask: the next one after
+    /// each run of failures that would mark the upstream down.
+    pub fn server_index(&self, servers: usize) -> usize {
+        let failures = self.health.consecutive_failures();
+        (failures / health::DOWN_AFTER) as usize % servers.max(1)
     }
 
     /// Hands a query to the upstream's actor. When there is none (it is
