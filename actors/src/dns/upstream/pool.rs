@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use ward_supervision::{ChildList, ExitReason};
+use ward_supervision::{Backoff, BackoffPolicy, ChildList, ExitReason};
 
 use super::actor::UpstreamMsg;
 use super::conn::{frame, outgoing_queue, Outgoing, StreamConn, StreamConnArgs, StreamTarget};
@@ -80,7 +80,8 @@ pub(super) struct StreamPool {
     conns: HashMap<ActorId, Conn>,
     active: Option<ActorId>,
     next_conn_id: u64,
-    connect_failures: u32,
+    /// Delays after consecutive connect failures.
+    reconnect: Backoff,
     retry_after: Option<Instant>,
     /// The dialer of the last connection that broke: the next connection
     /// avoids it (the queries it carried are being retried).
@@ -96,7 +97,11 @@ impl StreamPool {
             conns: HashMap::new(),
             active: None,
             next_conn_id: 1,
-            connect_failures: 0,
+            reconnect: Backoff::new(BackoffPolicy {
+                min: RECONNECT_MIN,
+                max: RECONNECT_MAX,
+                ..BackoffPolicy::default()
+            }),
             retry_after: None,
             avoid: None,
         }
@@ -268,7 +273,7 @@ impl StreamPool {
     pub fn conn_ready(&mut self, conn_id: u64) {
         if let Some(conn) = self.conns.values_mut().find(|c| c.conn_id == conn_id) {
             conn.ready = true;
-            self.connect_failures = 0;
+            self.reconnect.succeed();
             self.retry_after = None;
             self.avoid = None;
         }
@@ -318,10 +323,7 @@ impl StreamPool {
             warn_throttled!(self.name(), upstream = %self.name(), dialer = %conn.dialer.name, %reason,
                 "cannot reach upstream through this dialer; trying another");
         } else {
-            self.connect_failures = self.connect_failures.saturating_add(1);
-            let delay = RECONNECT_MIN
-                .saturating_mul(1 << self.connect_failures.min(10))
-                .min(RECONNECT_MAX);
+            let delay = self.reconnect.fail();
             self.retry_after = Some(Instant::now() + delay);
             warn_throttled!(self.name(), upstream = %self.name(), %reason,
                 retry_in_ms = delay.as_millis() as u64, "cannot connect to upstream");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use tokio::sync::oneshot;
-use ward_supervision::TaskGuard;
+use ward_supervision::{Backoff, BackoffPolicy, TaskGuard};
 
 use super::actor::UpstreamMsg;
 use super::{UpstreamQuery, UpstreamSlot};
@@ -24,7 +24,8 @@ const PROBE_MAX: Duration = Duration::from_secs(30);
 pub(super) struct Prober {
     slot: Arc<UpstreamSlot>,
     probing: bool,
-    delay: Duration,
+    /// Delays between probes: each unanswered probe waits longer.
+    delays: Backoff,
     /// Waiting for the next probe, or for a probe's answer.
     task: Option<TaskGuard>,
 }
@@ -36,12 +37,15 @@ impl Prober {
         let mut prober = Self {
             slot,
             probing: false,
-            delay: PROBE_FIRST,
+            delays: Backoff::new(BackoffPolicy {
+                min: PROBE_FIRST,
+                max: PROBE_MAX,
+                ..BackoffPolicy::default()
+            }),
             task: None,
         };
         if !prober.slot.health.is_up() {
-            prober.probing = true;
-            prober.schedule(myself);
+            prober.start(myself);
         }
         prober
     }
@@ -50,14 +54,15 @@ impl Prober {
     pub fn start(&mut self, myself: &ActorRef<UpstreamMsg>) {
         if !self.probing {
             self.probing = true;
-            self.delay = PROBE_FIRST;
+            self.delays.succeed();
             self.schedule(myself);
         }
     }
 
+    /// The next probe, after the next delay.
     fn schedule(&mut self, myself: &ActorRef<UpstreamMsg>) {
         let target = myself.clone();
-        let delay = self.delay;
+        let delay = self.delays.fail();
         self.task = Some(TaskGuard::spawn(async move {
             tokio::time::sleep(delay).await;
             let _ = target.send_message(UpstreamMsg::Probe);
@@ -100,7 +105,6 @@ impl Prober {
             self.probing = false;
             tracing::info!(upstream = %self.slot.name, "upstream answers again; marked up");
         } else {
-            self.delay = (self.delay * 2).min(PROBE_MAX);
             self.schedule(myself);
         }
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::ActorRef;
-use ward_supervision::{TaskGuard, TaskScope};
+use ward_supervision::{Backoff, BackoffPolicy, TaskGuard, TaskScope};
 
 use super::actor::UpstreamMsg;
 use super::udp::UdpTransport;
@@ -31,8 +31,8 @@ pub(super) struct UdpSessions {
     current: Arc<Vec<UdpTransport>>,
     /// Opening (or reopening) the sessions, or waiting to retry.
     opening: Option<TaskGuard>,
-    /// Consecutive failures to open them.
-    failures: u32,
+    /// Delays after consecutive failures to open them.
+    retry: Backoff,
 }
 
 impl UdpSessions {
@@ -49,7 +49,11 @@ impl UdpSessions {
             servers,
             current: Arc::new(Vec::new()),
             opening: None,
-            failures: 0,
+            retry: Backoff::new(BackoffPolicy {
+                min: UDP_RETRY_MIN,
+                max: UDP_RETRY_MAX,
+                ..BackoffPolicy::default()
+            }),
         };
         if !sessions.servers.is_empty() {
             sessions.open(myself);
@@ -99,10 +103,7 @@ impl UdpSessions {
     /// side, if any, works; UDP queries fail at once so the resolver moves
     /// on) and tries again, backing off.
     pub fn failed(&mut self, error: &str, myself: &ActorRef<UpstreamMsg>) {
-        self.failures = self.failures.saturating_add(1);
-        let delay = UDP_RETRY_MIN
-            .saturating_mul(1 << self.failures.min(10))
-            .min(UDP_RETRY_MAX);
+        let delay = self.retry.fail();
         let name = &self.slot.name;
         warn_throttled!(name, upstream = %name, error = %error,
             retry_in_ms = delay.as_millis() as u64, "cannot open the upstream's UDP sessions");
@@ -118,7 +119,7 @@ impl UdpSessions {
     /// [`Self::resend_from`] once the new ones are published.
     pub fn opened(&mut self, opened: Vec<UdpTransport>) -> Arc<Vec<UdpTransport>> {
         self.opening = None;
-        self.failures = 0;
+        self.retry.succeed();
         std::mem::replace(&mut self.current, Arc::new(opened))
     }
 
