@@ -11,8 +11,9 @@
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
-use ward_supervision::{Attachment, ChildList, ExitReason, TaskScope};
+use ward_supervision::{Attachment, ChildFailure, ChildList, ExitReason, TaskScope};
 
+use super::failure::UpstreamFailure;
 use super::pool::StreamPool;
 use super::prober::Prober;
 use super::setup::transports;
@@ -26,11 +27,11 @@ pub enum UpstreamMsg {
     ConnReady(u64),
     /// The resolver marked the upstream down.
     StartProbing,
-    /// A UDP socket of the upstream stopped working: the actor ends and
-    /// starts again with new ones.
-    TransportFailed(String),
+    /// A UDP socket or association of the upstream stopped working: the
+    /// actor ends with this failure and starts again with new ones.
+    TransportFailed(UpstreamFailure),
     /// The UDP sessions are open (or could not be).
-    UdpReady(Result<Vec<UdpTransport>, String>),
+    UdpReady(Result<Vec<UdpTransport>, UpstreamFailure>),
     /// Time to try opening the UDP sessions again.
     RetryUdp,
     /// The dialer under the UDP sessions is down and another is up.
@@ -68,7 +69,8 @@ impl Actor for UpstreamActor {
         myself: ActorRef<UpstreamMsg>,
         args: UpstreamArgs,
     ) -> Result<UpstreamState, ActorProcessingErr> {
-        let (udp_servers, streams) = transports(&args.slot.spec.transport)?;
+        let (udp_servers, streams) =
+            transports(&args.slot.spec.transport).map_err(ChildFailure::from)?;
         // UDP sessions may need a handshake with a node: they open in a
         // task, and the upstream takes queries once they are ready (the
         // resolver waits for it meanwhile). Without UDP it takes them now.
@@ -115,9 +117,7 @@ impl Actor for UpstreamActor {
                 state.udp.resend_from(&old);
             }
             UpstreamMsg::DialerDown => state.udp.dialer_down(&myself),
-            UpstreamMsg::TransportFailed(reason) => {
-                return Err(format!("UDP socket failed: {reason}").into())
-            }
+            UpstreamMsg::TransportFailed(failure) => return Err(ChildFailure::from(failure).into()),
         }
         Ok(())
     }

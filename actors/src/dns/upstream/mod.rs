@@ -8,6 +8,7 @@
 pub mod actor;
 pub mod conn;
 pub mod doh;
+pub mod failure;
 pub mod health;
 pub mod pending;
 mod pool;
@@ -31,6 +32,7 @@ use crate::io_class::IoClass;
 use super::metrics::DnsMetrics;
 use super::settings::{DnsSettings, UpstreamSpec};
 pub use actor::{UpstreamActor, UpstreamArgs, UpstreamMsg};
+pub use failure::UpstreamFailure;
 pub use health::Health;
 
 use prometheus_client::metrics::histogram::Histogram;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorId, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use ward_supervision::{Backoff, BackoffPolicy, ChildList, ExitReason};
@@ -19,6 +19,7 @@ use ward_supervision::{Backoff, BackoffPolicy, ChildList, ExitReason};
 use super::actor::UpstreamMsg;
 use super::conn::{frame, outgoing_queue, Outgoing, StreamConn, StreamConnArgs, StreamTarget};
 use super::doh::{DohConn, DohConnArgs};
+use super::failure::UpstreamFailure;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
 use crate::dialer::{Dialer, Track};
@@ -196,14 +197,16 @@ impl StreamPool {
     async fn open_conn(
         &mut self,
         myself: &ActorRef<UpstreamMsg>,
-    ) -> Result<ActorId, ActorProcessingErr> {
+    ) -> Result<ActorId, UpstreamFailure> {
         let conn_id = self.next_conn_id;
         self.next_conn_id += 1;
         let pending = Arc::new(Pending::default());
         let (outgoing, queue) = outgoing_queue();
         let dialer = self
             .pick_dialer()
-            .ok_or("no dialer to reach the upstream")?;
+            .ok_or_else(|| UpstreamFailure::NoDialer {
+                via: self.slot.via.name().to_string(),
+            })?;
         let (cell, join, framed) = self
             .spawn_conn(myself, conn_id, dialer.clone(), pending.clone(), queue)
             .await?;
@@ -234,10 +237,10 @@ impl StreamPool {
         dialer: Arc<Dialer>,
         pending: Arc<Pending>,
         outgoing: mpsc::Receiver<Outgoing>,
-    ) -> Result<(ActorCell, JoinHandle<()>, bool), ActorProcessingErr> {
+    ) -> Result<(ActorCell, JoinHandle<()>, bool), UpstreamFailure> {
         let supervisor = myself.get_cell();
         match &self.streams {
-            Streams::None => Err("no stream transport".into()),
+            Streams::None => Err(UpstreamFailure::NoStreams),
             Streams::Dns(targets) => {
                 let target = targets[self.slot.server_index(targets.len())].clone();
                 let args = StreamConnArgs {

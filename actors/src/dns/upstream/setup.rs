@@ -7,9 +7,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use ractor::ActorProcessingErr;
-
 use super::conn::StreamTarget;
+use super::failure::UpstreamFailure;
 use super::pool::Streams;
 use super::tls;
 use crate::dns::settings::{resolv_conf_servers, Transport};
@@ -17,7 +16,7 @@ use crate::dns::settings::{resolv_conf_servers, Transport};
 /// The UDP servers and the stream setup of a transport.
 pub(super) fn transports(
     transport: &Transport,
-) -> Result<(Vec<SocketAddr>, Streams), ActorProcessingErr> {
+) -> Result<(Vec<SocketAddr>, Streams), UpstreamFailure> {
     Ok(match transport {
         Transport::Udp(addr) => (vec![*addr], Streams::None),
         Transport::Tcp(addr) => (vec![], Streams::Dns(vec![StreamTarget::Tcp(*addr)])),
@@ -50,11 +49,16 @@ pub(super) fn transports(
 }
 
 /// The nameservers of a resolv.conf (port 53).
-pub(super) fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, ActorProcessingErr> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+pub(super) fn read_resolv_conf(path: &Path) -> Result<Vec<SocketAddr>, UpstreamFailure> {
+    let text = std::fs::read_to_string(path).map_err(|source| UpstreamFailure::ResolvConf {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let servers = resolv_conf_servers(&text);
     if servers.is_empty() {
-        return Err(format!("{}: no usable nameserver lines", path.display()).into());
+        return Err(UpstreamFailure::NoNameservers {
+            path: path.to_path_buf(),
+        });
     }
     Ok(servers)
 }
@@ -81,7 +85,10 @@ mod tests {
             vec!["127.0.0.53:53".parse().unwrap(), link_local.into()]
         );
         std::fs::write(&path, "search lan\n").unwrap();
-        assert!(read_resolv_conf(&path).is_err());
+        assert!(matches!(
+            read_resolv_conf(&path),
+            Err(UpstreamFailure::NoNameservers { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

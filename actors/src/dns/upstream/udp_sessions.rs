@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use ward_supervision::{Backoff, BackoffPolicy, TaskGuard, TaskScope};
 
 use super::actor::UpstreamMsg;
+use super::failure::UpstreamFailure;
 use super::udp::UdpTransport;
 use super::{UpstreamError, UpstreamSlot};
 use crate::warn_throttled;
@@ -102,7 +103,7 @@ impl UdpSessions {
     /// No route, no node, no descriptors: the upstream stays up (its TCP
     /// side, if any, works; UDP queries fail at once so the resolver moves
     /// on) and tries again, backing off.
-    pub fn failed(&mut self, error: &str, myself: &ActorRef<UpstreamMsg>) {
+    pub fn failed(&mut self, error: &UpstreamFailure, myself: &ActorRef<UpstreamMsg>) {
         let delay = self.retry.fail();
         let name = &self.slot.name;
         warn_throttled!(name, upstream = %name, error = %error,
