@@ -5,12 +5,16 @@
 //! the rest in order. An attempt tries UDP, then TCP where the upstream has
 //! it and UDP failed or came back truncated; it waits for an upstream whose
 //! actor is restarting. What a fetch brings is cached by `stale`.
+//!
+//! Deadlines are read on tokio's clock (the system's, unless a test paused
+//! it), so the time budget can be tested on paused time.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::Resolver;
 use crate::dns::answer::{Accepted, AnswerError, CachedAnswer};
@@ -178,47 +182,42 @@ impl Resolver {
                 && slot.restarting()
             {
                 waits += 1;
-                if slot.wait_attached(until).await {
+                if slot.wait_attached(until.into_std()).await {
                     continue;
                 }
             }
-            let result = result.and_then(|bytes| {
-                CachedAnswer::from_upstream(
-                    &bytes,
-                    &ask.question,
-                    &self.settings.cache.ttl,
-                    Instant::now(),
-                )
-                .map_err(|e| match e {
-                    AnswerError::Truncated => AttemptError::Truncated,
-                    AnswerError::Rcode(code) => AttemptError::Rcode(code),
-                    AnswerError::Malformed => AttemptError::Upstream(UpstreamError::Malformed),
-                })
-            });
-            match result {
+            let error = match result.and_then(|bytes| self.accept(&bytes, ask)) {
                 Ok(accepted) => {
                     slot.latency.observe(started.elapsed().as_secs_f64());
                     slot.health.record_success();
                     return Ok(accepted);
                 }
-                Err(error) => {
-                    self.metrics.upstream_failed(&slot.name, error.kind());
-                    let retry_tcp = tcp_fallback
-                        && !use_tcp
-                        && Instant::now() < until
-                        && matches!(error, AttemptError::Truncated | AttemptError::Upstream(_));
-                    if retry_tcp {
-                        use_tcp = true;
-                        continue;
-                    }
-                    if error.hurts_health() && slot.health.record_failure() {
-                        tracing::warn!(upstream = %slot.name, "upstream marked down after consecutive failures; probing it");
-                        slot.start_probing();
-                    }
-                    return Err(error);
-                }
+                Err(error) => error,
+            };
+            self.metrics.upstream_failed(&slot.name, error.kind());
+            let retry_tcp = tcp_fallback
+                && !use_tcp
+                && Instant::now() < until
+                && matches!(error, AttemptError::Truncated | AttemptError::Upstream(_));
+            if retry_tcp {
+                use_tcp = true;
+                continue;
             }
+            blame(slot, error);
+            return Err(error);
         }
+    }
+
+    /// An upstream's answer made canonical, or why it is no use.
+    fn accept(&self, bytes: &[u8], ask: &Ask) -> Result<Accepted, AttemptError> {
+        let now = std::time::Instant::now();
+        CachedAnswer::from_upstream(bytes, &ask.question, &self.settings.cache.ttl, now).map_err(
+            |e| match e {
+                AnswerError::Truncated => AttemptError::Truncated,
+                AnswerError::Rcode(code) => AttemptError::Rcode(code),
+                AnswerError::Malformed => AttemptError::Upstream(UpstreamError::Malformed),
+            },
+        )
     }
 
     async fn ask_once(
@@ -234,7 +233,7 @@ impl Resolver {
             checking_disabled: ask.checking_disabled,
             dnssec_ok: ask.dnssec_ok,
             use_tcp,
-            deadline: until,
+            deadline: until.into_std(),
             retried: false,
             reply,
         };
@@ -247,11 +246,20 @@ impl Resolver {
         if let Err(query) = query {
             slot.send(query);
         }
-        match tokio::time::timeout_at(until.into(), answer).await {
+        match tokio::time::timeout_at(until, answer).await {
             Err(_) => Err(AttemptError::Upstream(UpstreamError::Timeout)),
             Ok(Err(_)) => Err(AttemptError::Upstream(UpstreamError::Unavailable)),
             Ok(Ok(result)) => result.map_err(AttemptError::Upstream),
         }
+    }
+}
+
+/// Counts a failure that says the upstream itself is unwell against its
+/// health; the one that marks it down sets its actor probing.
+fn blame(slot: &UpstreamSlot, error: AttemptError) {
+    if error.hurts_health() && slot.health.record_failure() {
+        tracing::warn!(upstream = %slot.name, "upstream marked down after consecutive failures; probing it");
+        slot.start_probing();
     }
 }
 
