@@ -13,6 +13,8 @@ mod admission;
 mod captured;
 mod fetch;
 mod stale;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

@@ -9,6 +9,8 @@ pub mod actor;
 pub mod conn;
 pub mod doh;
 pub mod failure;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod health;
 pub mod pending;
 mod pool;
