@@ -14,8 +14,11 @@ use super::resolver::{Decision, Resolver};
 use super::settings::{Chain, DnsSettings, Limits, StaticData, StaticRecord, Strategy};
 use super::wire::{self, HEADER_LEN};
 
-/// `www.test. IN A`, the question arbitrary bytes are offered as an answer to.
-const QUESTION: &[u8] = b"\x03www\x04test\x00\x00\x01\x00\x01";
+/// The question arbitrary bytes are offered as an answer to.
+fn question() -> &'static [u8] {
+    static QUESTION: OnceLock<Vec<u8>> = OnceLock::new();
+    QUESTION.get_or_init(|| wire::question("www.test.", 1, wire::CLASS_IN).expect("a fixed name"))
+}
 
 fn resolver() -> &'static Arc<Resolver> {
     static RESOLVER: OnceLock<Arc<Resolver>> = OnceLock::new();
@@ -117,7 +120,8 @@ fn synthetic_answer(upstream_query: &[u8], qname_len: usize) -> Vec<u8> {
 
 fn as_upstream_answer(data: &[u8]) {
     let now = Instant::now();
-    if let Ok(accepted) = CachedAnswer::from_upstream(data, QUESTION, &TtlPolicy::default(), now) {
+    if let Ok(accepted) = CachedAnswer::from_upstream(data, question(), &TtlPolicy::default(), now)
+    {
         let query =
             b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\x03WWW\x04test\x00\x00\x01\x00\x01";
         let query = wire::parse_query(query).expect("a fixed query");

@@ -1,11 +1,17 @@
 //! DNS wire format on the query path, by hand: parse a query without
 //! allocating, walk the records of a response, and write the small messages
-//! ward makes itself (errors, truncated replies, upstream queries, OPT).
+//! ward makes itself (errors, truncated replies, upstream queries, OPT,
+//! the question of a query ward asks on its own).
 //!
 //! hickory-proto is used where a full model of a message pays off (static
 //! records, validating upstream answers); a cache hit touches only this.
 
 use std::fmt;
+
+/// The longest name on the wire, root label included (RFC 1035 3.1).
+const MAX_NAME: usize = 255;
+/// The longest label (RFC 1035 3.1).
+const MAX_LABEL: usize = 63;
 
 /// The fixed header length.
 pub const HEADER_LEN: usize = 12;
@@ -15,6 +21,7 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 pub const CLASSIC_UDP_LIMIT: usize = 512;
 /// RR type of the EDNS OPT pseudo-record.
 pub const TYPE_OPT: u16 = 41;
+pub const TYPE_NS: u16 = 2;
 pub const TYPE_SOA: u16 = 6;
 pub const TYPE_CNAME: u16 = 5;
 pub const CLASS_IN: u16 = 1;
@@ -421,6 +428,45 @@ pub fn write_question_query(
     push_opt(out, dnssec_ok, 0);
 }
 
+/// Why a name cannot be written on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("an empty label (a leading dot or two dots in a row)")]
+    EmptyLabel,
+    #[error("a label longer than {MAX_LABEL} bytes")]
+    LongLabel,
+    #[error("a name longer than {MAX_NAME} bytes on the wire")]
+    LongName,
+}
+
+/// A question as on the wire (what [`write_question_query`] asks): the
+/// labels of `name` as given, then `qtype` and `qclass`. `name` is text with
+/// dots between labels, the trailing dot optional, `.` alone the root; no
+/// escapes (ward asks its own questions with it, never a client's).
+pub fn question(name: &str, qtype: u16, qclass: u16) -> Result<Vec<u8>, NameError> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let mut out = Vec::with_capacity(name.len() + 6);
+    if !name.is_empty() {
+        for label in name.split('.') {
+            if label.is_empty() {
+                return Err(NameError::EmptyLabel);
+            }
+            if label.len() > MAX_LABEL {
+                return Err(NameError::LongLabel);
+            }
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+    }
+    out.push(0);
+    if out.len() > MAX_NAME {
+        return Err(NameError::LongName);
+    }
+    out.extend_from_slice(&qtype.to_be_bytes());
+    out.extend_from_slice(&qclass.to_be_bytes());
+    Ok(out)
+}
+
 /// The question of a query with the name lowercased: what upstreams are asked.
 pub fn lowercase_question(query: &Query<'_>) -> Vec<u8> {
     let mut question = query.question().to_vec();
@@ -594,6 +640,44 @@ pub mod tests {
         assert!(!same_question(&two, q.question()));
         let cut = HEADER_LEN + q.question().len() - 1;
         assert!(!same_question(&out[..cut], q.question()));
+    }
+
+    #[test]
+    fn questions_encode_as_hickory_encodes_them() {
+        let long_label = "a".repeat(MAX_LABEL);
+        let longest = format!("{0}.{0}.{0}.{1}.", long_label, "b".repeat(61));
+        for (name, qtype) in [
+            (".", TYPE_NS),
+            ("www.example.com.", 1),
+            ("MiXeD.Test.", 28),
+            (&format!("{long_label}.test."), 16),
+            (&longest, 1),
+        ] {
+            let ours = question(name, qtype, CLASS_IN).unwrap();
+            let hickory = query_bytes(name, qtype, None);
+            assert_eq!(ours, hickory[HEADER_LEN..], "{name}");
+            let mut query = Vec::new();
+            write_question_query(&ours, 9, false, false, &mut query);
+            let msg = hickory_proto::op::Message::from_vec(&query).unwrap();
+            assert_eq!(msg.queries[0].name().to_ascii(), name);
+            assert_eq!(u16::from(msg.queries[0].query_type()), qtype);
+        }
+        assert_eq!(question("a.test", 1, 1), question("a.test.", 1, 1));
+    }
+
+    #[test]
+    fn names_hickory_refuses_are_refused() {
+        let label = |n: usize| "c".repeat(n);
+        let too_long = format!("{0}.{0}.{0}.{0}.", label(MAX_LABEL));
+        for (name, error) in [
+            ("a..test.", NameError::EmptyLabel),
+            (".a.test.", NameError::EmptyLabel),
+            (&label(MAX_LABEL + 1), NameError::LongLabel),
+            (&too_long, NameError::LongName),
+        ] {
+            assert_eq!(question(name, 1, CLASS_IN), Err(error), "{name}");
+            assert!(hickory_proto::rr::Name::from_ascii(name).is_err(), "{name}");
+        }
     }
 
     #[test]

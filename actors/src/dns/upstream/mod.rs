@@ -8,18 +8,25 @@
 pub mod actor;
 pub mod conn;
 pub mod doh;
+pub mod failure;
+#[cfg(test)]
+pub(crate) mod fake;
 pub mod health;
 pub mod pending;
+mod pool;
+mod prober;
+mod setup;
 pub mod tls;
 pub mod udp;
+mod udp_sessions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
+use ward_supervision::Live;
 
 use crate::dialer::{Dialers, Via};
 use crate::io_class::IoClass;
@@ -27,7 +34,9 @@ use crate::io_class::IoClass;
 use super::metrics::DnsMetrics;
 use super::settings::{DnsSettings, UpstreamSpec};
 pub use actor::{UpstreamActor, UpstreamArgs, UpstreamMsg};
+pub use failure::UpstreamFailure;
 pub use health::Health;
+
 use prometheus_client::metrics::histogram::Histogram;
 use udp::UdpTransport;
 
@@ -97,6 +106,15 @@ impl UpstreamQuery {
     }
 }
 
+/// What the current incarnation of an upstream's actor publishes in its
+/// slot: itself, and its UDP transports so UDP queries go out without a
+/// trip through its mailbox.
+#[derive(Clone)]
+pub struct UpstreamHandle {
+    pub actor: ActorRef<UpstreamMsg>,
+    pub udp: Arc<Vec<UdpTransport>>,
+}
+
 /// How the resolver reaches one upstream: its current actor (replaced when
 /// the actor restarts) and its health, which outlives restarts.
 pub struct UpstreamSlot {
@@ -107,12 +125,8 @@ pub struct UpstreamSlot {
     pub health: Health,
     /// Time to this upstream's answers (a metrics handle made once).
     pub latency: Histogram,
-    actor: ArcSwapOption<ActorRef<UpstreamMsg>>,
-    /// The actor's UDP transports, published so UDP queries go out without a
-    /// trip through its mailbox.
-    udp: ArcSwapOption<Vec<UdpTransport>>,
-    /// Woken when a new actor attaches.
-    attached: Notify,
+    /// The current actor and its transports; empty while it restarts.
+    live: Arc<Live<UpstreamHandle>>,
 }
 
 impl UpstreamSlot {
@@ -123,54 +137,60 @@ impl UpstreamSlot {
             via,
             health: Health::default(),
             latency,
-            actor: ArcSwapOption::empty(),
-            udp: ArcSwapOption::empty(),
-            attached: Notify::new(),
+            live: Arc::default(),
         }
+    }
+
+    /// Where the upstream's actor publishes itself (see [`UpstreamHandle`]).
+    pub fn live(&self) -> &Arc<Live<UpstreamHandle>> {
+        &self.live
     }
 
     /// True while the upstream has no actor (it is restarting).
     pub fn restarting(&self) -> bool {
-        self.actor.load().is_none()
+        !self.live.is_attached()
     }
 
     /// Waits until an actor is attached, at most until `until`; true when
     /// one is.
     pub async fn wait_attached(&self, until: Instant) -> bool {
-        let attached = self.attached.notified();
-        tokio::pin!(attached);
-        // Registered before the check, so an attach in between still wakes us.
-        attached.as_mut().enable();
-        if !self.restarting() {
-            return true;
-        }
-        tokio::time::timeout_at(until.into(), attached)
-            .await
-            .is_ok()
+        self.live.wait_attached(until).await
     }
 
     /// Sends a query over the upstream's UDP transport when it has one;
     /// gives the query back otherwise (it then goes to the actor).
     pub fn send_udp(&self, query: UpstreamQuery) -> Result<(), UpstreamQuery> {
-        let udp = self.udp.load();
-        let Some(transports) = udp.as_ref().filter(|t| !t.is_empty()) else {
+        let live = self.live.load();
+        let Some(transports) = live
+            .as_ref()
+            .map(|published| &published.value.udp)
+            .filter(|t| !t.is_empty())
+        else {
             return Err(query);
         };
-        let index =
-            (self.health.consecutive_failures() / health::DOWN_AFTER) as usize % transports.len();
-        transports[index].send(query);
+        transports[self.server_index(transports.len())].send(query);
         Ok(())
+    }
+
+    /// Which of `servers` (system: several) to ask: the next one after
+    /// each run of failures that would mark the upstream down.
+    pub fn server_index(&self, servers: usize) -> usize {
+        let failures = self.health.consecutive_failures();
+        (failures / health::DOWN_AFTER) as usize % servers.max(1)
     }
 
     /// Hands a query to the upstream's actor. When there is none (it is
     /// restarting) the query fails with `Unavailable`.
     pub fn send(&self, query: UpstreamQuery) {
-        let Some(actor) = self.actor.load_full() else {
+        let live = self.live.load();
+        let Some(published) = live.as_ref() else {
             query.fail(UpstreamError::Unavailable);
             return;
         };
-        if let Err(ractor::MessagingErr::SendErr(UpstreamMsg::Query(query))) =
-            actor.send_message(UpstreamMsg::Query(query))
+        if let Err(ractor::MessagingErr::SendErr(UpstreamMsg::Query(query))) = published
+            .value
+            .actor
+            .send_message(UpstreamMsg::Query(query))
         {
             query.fail(UpstreamError::Unavailable);
         }
@@ -180,25 +200,11 @@ impl UpstreamSlot {
 
     /// Tells the actor its upstream went down, so it probes it back.
     pub fn start_probing(&self) {
-        if let Some(actor) = self.actor.load_full() {
-            let _ = actor.send_message(UpstreamMsg::StartProbing);
-        }
-    }
-
-    pub(crate) fn attach(&self, actor: ActorRef<UpstreamMsg>, udp: Arc<Vec<UdpTransport>>) {
-        self.udp.store(Some(udp));
-        self.actor.store(Some(Arc::new(actor)));
-        self.attached.notify_waiters();
-    }
-
-    pub(crate) fn detach(&self, actor: &ActorRef<UpstreamMsg>) {
-        let current = self.actor.load();
-        if current
-            .as_ref()
-            .is_some_and(|a| a.get_id() == actor.get_id())
-        {
-            self.actor.store(None);
-            self.udp.store(None);
+        if let Some(published) = self.live.load().as_ref() {
+            let _ = published
+                .value
+                .actor
+                .send_message(UpstreamMsg::StartProbing);
         }
     }
 }

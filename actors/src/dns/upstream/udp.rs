@@ -24,11 +24,12 @@ use ward_supervision::{TaskGuard, TaskScope};
 
 use super::actor::UpstreamMsg;
 use super::conn::CONNECT_TIMEOUT;
+use super::failure::UpstreamFailure;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
 use crate::dialer::{readable_or_error, socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::dns::wire;
-use crate::io_class::{classify_io_error, IoClass, IoSide};
+use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
 use crate::warn_throttled;
 
 /// Associations per upstream address through a node.
@@ -77,10 +78,12 @@ impl UdpTransport {
         scope: &TaskScope,
         label: &str,
         owner: &ActorRef<UpstreamMsg>,
-    ) -> Result<UdpTransport, String> {
+    ) -> Result<UdpTransport, UpstreamFailure> {
         let dialer = via
             .select(Track::Udp, &[])
-            .ok_or_else(|| format!("no dialer in {:?}", via.name()))?;
+            .ok_or_else(|| UpstreamFailure::NoDialer {
+                via: via.name().to_string(),
+            })?;
         let carrier = if dialer.is_direct() {
             Carrier::PerQuery {
                 addr,
@@ -241,11 +244,14 @@ impl Link {
         scope: &TaskScope,
         label: &str,
         owner: &ActorRef<UpstreamMsg>,
-    ) -> Result<Link, String> {
+    ) -> Result<Link, UpstreamFailure> {
         let mut session = dialer
             .udp_session(addr, CONNECT_TIMEOUT)
             .await
-            .map_err(|f| format!("UDP session through {}: {f}", dialer.name))?;
+            .map_err(|failure| UpstreamFailure::Path {
+                dialer: dialer.name.clone(),
+                failure,
+            })?;
         let control = session.take_control();
         let session = Arc::new(session);
         let pending = Arc::new(Pending::default());
@@ -287,7 +293,8 @@ async fn receive(
                     // The socket is gone: the actor starts again with new ones.
                     IoClass::SocketDead => {
                         pending.fail_all(UpstreamError::Io(IoClass::SocketDead));
-                        let _ = owner.send_message(UpstreamMsg::TransportFailed(e.to_string()));
+                        let dead = SocketFailure::classed("UDP receive", IoClass::SocketDead, e);
+                        let _ = owner.send_message(UpstreamMsg::TransportFailed(dead.into()));
                         return;
                     }
                     // ICMP port unreachable and the like: nobody answers
@@ -301,7 +308,10 @@ async fn receive(
                             // The node's relay is gone: the upstream starts
                             // again through another dialer, and the queries
                             // in flight wait for it (see `watch_control`).
-                            let _ = owner.send_message(UpstreamMsg::TransportFailed(failure.to_string()));
+                            let _ = owner.send_message(UpstreamMsg::TransportFailed(UpstreamFailure::Path {
+                                dialer: dialer.name.clone(),
+                                failure,
+                            }));
                             return;
                         }
                         pending.fail_all(UpstreamError::Io(class));
@@ -322,5 +332,8 @@ async fn watch_control(mut control: TcpStream, dialer: Arc<Dialer>, owner: Actor
     dialer.report_failure(Track::Udp, &failure);
     // The queries in flight are not failed here: they are dropped with the
     // actor, and the resolver sends them again through its replacement.
-    let _ = owner.send_message(UpstreamMsg::TransportFailed(failure.to_string()));
+    let _ = owner.send_message(UpstreamMsg::TransportFailed(UpstreamFailure::Path {
+        dialer: dialer.name.clone(),
+        failure,
+    }));
 }
