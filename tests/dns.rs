@@ -627,14 +627,14 @@ fn every_upstream_query_has_its_own_port_and_forgeries_are_skipped() {
 fn unanswered_upstream_queries_close_their_sockets() {
     let silent = silent_upstream();
     let (ward, dns) = ward_with(&format!(
-        "upstreams: {{ \"silent\": (url: \"udp://{}\") }}, default: [\"silent\"], timeout_ms: 2000,",
+        "upstreams: {{ \"silent\": (url: \"udp://{}\") }}, default: [\"silent\"], timeout_ms: 5000,",
         silent.local_addr().unwrap()
     ));
     // One query first, so whatever ward opens once is open.
     let _ = udp_exchange(
         dns,
         &query("first.example.", RecordType::A),
-        Duration::from_secs(3),
+        Duration::from_secs(6),
     );
     let before = ward.open_fds();
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -642,12 +642,13 @@ fn unanswered_upstream_queries_close_their_sockets() {
         let q = query(&format!("n{i}.example."), RecordType::A);
         client.send_to(&q, dns).unwrap();
     }
-    eventually("a socket per waiting query", Duration::from_secs(1), || {
+    // Well within the queries' 5 s deadline, even on a loaded machine.
+    eventually("a socket per waiting query", Duration::from_secs(4), || {
         (ward.open_fds() >= before + 30).then_some(())
     });
     eventually(
         "the sockets closed at the deadline",
-        Duration::from_secs(5),
+        Duration::from_secs(8),
         || (ward.open_fds() <= before).then_some(()),
     );
 }
