@@ -74,11 +74,11 @@ impl Actor for UpstreamActor {
         // UDP sessions may need a handshake with a node: they open in a
         // task, and the upstream takes queries once they are ready (the
         // resolver waits for it meanwhile). Without UDP it takes them now.
-        let udp = UdpSessions::start(args.slot.clone(), args.tasks, udp_servers, &myself);
+        let udp = UdpSessions::start(args.slot.clone(), args.tasks.clone(), udp_servers, &myself);
         let mut state = UpstreamState {
             attachment: None,
             udp,
-            pool: StreamPool::new(args.slot.clone(), args.children, streams),
+            pool: StreamPool::new(args.slot.clone(), args.children, args.tasks, streams),
             prober: Prober::new(args.slot.clone(), &myself),
             slot: args.slot,
         };

@@ -1,4 +1,4 @@
-//! A TCP or TLS connection to an upstream, as a child actor of the upstream
+//! A TCP or TLS connection to an upstream, as a task child of the upstream
 //! (kind `dns-upstream-conn`). It carries many queries at once: the upstream
 //! files each under a random id in the connection's pending map and pushes
 //! its frame into the connection's bounded outgoing queue; the writer task
@@ -9,19 +9,21 @@
 //! a query is either pending (and sent again once on a fresh connection when
 //! this one dies, even killed) or refused at once because the queue is
 //! closed. The connection ends when the server closes it, an I/O error
-//! breaks it, or it idles.
+//! breaks it (a [`ConnError`], classified where it was seen), or it idles
+//! (a normal end).
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{ActorCell, ActorRef, SpawnErr};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use ward_supervision::TaskGuard;
+use tokio::task::JoinHandle;
+use ward_supervision::{ChildFailure, Classify, TaskChild, TaskScope};
 
 use super::actor::UpstreamMsg;
 use super::pending::Pending;
@@ -52,8 +54,6 @@ impl StreamTarget {
     }
 }
 
-pub struct StreamConn;
-
 /// A query's bytes on its way out: `key` files it in the pending map.
 pub struct Outgoing {
     pub key: u16,
@@ -70,7 +70,8 @@ pub fn outgoing_queue() -> (mpsc::Sender<Outgoing>, mpsc::Receiver<Outgoing>) {
     mpsc::channel(QUEUE)
 }
 
-pub struct StreamConnArgs {
+/// What a connection (TCP, TLS or HTTPS) is started with.
+pub struct ConnArgs {
     pub target: StreamTarget,
     /// The path it goes through, chosen by the upstream.
     pub dialer: Arc<Dialer>,
@@ -81,26 +82,46 @@ pub struct StreamConnArgs {
     pub idle: Duration,
 }
 
-pub enum StreamConnMsg {
-    /// From the connection's tasks: why it is over.
-    Ended(End),
-}
-
-/// Why a connection is over.
-#[derive(Debug)]
-pub enum End {
-    /// No query for the idle time: a normal exit.
-    Idle,
-    /// Connecting failed.
-    ConnectFailed(IoClass, String),
+/// Why a connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("connect failed: {reason}")]
+    ConnectFailed { class: IoClass, reason: String },
     /// The server closed it, or I/O broke it.
-    Broken(IoClass, String),
+    #[error("connection broken: {reason}")]
+    Broken { class: IoClass, reason: String },
 }
 
-pub struct StreamConnState {
-    _io: TaskGuard,
-    dialer: Arc<Dialer>,
-    pending: Arc<Pending>,
+impl Classify for ConnError {
+    fn class(&self) -> &'static str {
+        match self {
+            ConnError::ConnectFailed { class, .. } | ConnError::Broken { class, .. } => {
+                class.label()
+            }
+        }
+    }
+}
+
+impl ConnError {
+    /// Tells the dialer of a broken connection; the connection's failure.
+    pub fn reported(self, dialer: &Dialer, pending: &Pending) -> ChildFailure {
+        if let ConnError::Broken { class, reason } = &self {
+            report_broken(dialer, pending, *class, reason);
+        }
+        ChildFailure::of(self)
+    }
+}
+
+/// Spawns a TCP or TLS connection, linked to its upstream, its task in
+/// the upstream incarnation's scope.
+pub async fn spawn(
+    args: ConnArgs,
+    upstream: ActorCell,
+    tasks: TaskScope,
+) -> Result<(ActorCell, JoinHandle<()>), SpawnErr> {
+    let (actor, join) =
+        TaskChild::spawn_linked(async move { Ok(run(args)) }, upstream, tasks).await?;
+    Ok((actor.get_cell(), join))
 }
 
 /// Tells the dialer a TLS handshake over it failed: the server's doing as
@@ -118,53 +139,6 @@ pub fn report_broken(dialer: &Dialer, pending: &Pending, class: IoClass, reason:
     dialer.report_failure(Track::Tcp, &failure);
 }
 
-impl Actor for StreamConn {
-    type Msg = StreamConnMsg;
-    type State = StreamConnState;
-    type Arguments = StreamConnArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<StreamConnMsg>,
-        args: StreamConnArgs,
-    ) -> Result<StreamConnState, ActorProcessingErr> {
-        let io = TaskGuard::spawn(run(
-            args.target,
-            args.dialer.clone(),
-            args.outgoing,
-            args.pending.clone(),
-            myself,
-            args.owner,
-            args.conn_id,
-            args.idle,
-        ));
-        Ok(StreamConnState {
-            _io: io,
-            dialer: args.dialer,
-            pending: args.pending,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<StreamConnMsg>,
-        message: StreamConnMsg,
-        state: &mut StreamConnState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            StreamConnMsg::Ended(End::Idle) => myself.stop(Some("idle".to_string())),
-            StreamConnMsg::Ended(End::ConnectFailed(class, reason)) => {
-                return Err(format!("connect failed ({}): {reason}", class.label()).into())
-            }
-            StreamConnMsg::Ended(End::Broken(class, reason)) => {
-                report_broken(&state.dialer, &state.pending, class, &reason);
-                return Err(format!("connection broken ({}): {reason}", class.label()).into());
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A DNS message with its two-byte length prefix (RFC 1035 4.2.2).
 pub fn frame(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 2);
@@ -178,11 +152,14 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
 
 /// Connects through the dialer (which hears how that went), then runs the
 /// TLS handshake when there is one.
-async fn connect(target: &StreamTarget, dialer: &Dialer) -> Result<Box<dyn Stream>, End> {
+async fn connect(target: &StreamTarget, dialer: &Dialer) -> Result<Box<dyn Stream>, ConnError> {
     let tcp = dialer
         .connect_tcp(target.addr(), CONNECT_TIMEOUT)
         .await
-        .map_err(|failure| End::ConnectFailed(failure.class, failure.to_string()))?;
+        .map_err(|failure| ConnError::ConnectFailed {
+            class: failure.class,
+            reason: failure.to_string(),
+        })?;
     match target {
         StreamTarget::Tcp(_) => Ok(Box::new(tcp)),
         StreamTarget::Tls { name, config, .. } => {
@@ -197,43 +174,52 @@ async fn connect(target: &StreamTarget, dialer: &Dialer) -> Result<Box<dyn Strea
                 Err(_) => (IoClass::PathFailed, "TLS handshake timed out".to_string()),
             };
             report_tls_failure(dialer, class, &reason);
-            Err(End::ConnectFailed(class, reason))
+            Err(ConnError::ConnectFailed { class, reason })
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    target: StreamTarget,
-    dialer: Arc<Dialer>,
-    mut queue: mpsc::Receiver<Outgoing>,
-    pending: Arc<Pending>,
-    conn: ActorRef<StreamConnMsg>,
-    owner: ActorRef<UpstreamMsg>,
-    conn_id: u64,
-    idle: Duration,
-) {
-    let stream = match connect(&target, &dialer).await {
-        Ok(stream) => stream,
-        Err(end) => {
-            let _ = conn.send_message(StreamConnMsg::Ended(end));
-            return;
-        }
-    };
+/// The connection, until it idles (`Ok`) or breaks.
+async fn run(args: ConnArgs) -> Result<(), ChildFailure> {
+    let ConnArgs {
+        target,
+        dialer,
+        pending,
+        outgoing,
+        owner,
+        conn_id,
+        idle,
+    } = args;
+    let stream = connect(&target, &dialer)
+        .await
+        .map_err(|e| e.reported(&dialer, &pending))?;
     let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
-    let (reader, mut writer) = tokio::io::split(stream);
-    let _reader = TaskGuard::spawn(read_answers(reader, pending.clone(), conn.clone()));
+    let (reader, writer) = tokio::io::split(stream);
+    let ended = tokio::select! {
+        broken = read_answers(reader, &pending) => Err(broken),
+        ended = write_queries(writer, outgoing, &pending, idle) => ended,
+    };
+    ended.map_err(|e| e.reported(&dialer, &pending))
+}
+
+/// Writes queued queries until the queue closes or the connection idles
+/// (`Ok`), or a write fails; fails queries past their deadline meanwhile.
+async fn write_queries(
+    mut writer: impl AsyncWrite + Unpin,
+    mut queue: mpsc::Receiver<Outgoing>,
+    pending: &Pending,
+    idle: Duration,
+) -> Result<(), ConnError> {
     let mut sweep = tokio::time::interval(SWEEP);
     let mut last_used = std::time::Instant::now();
     loop {
         tokio::select! {
             frame = queue.recv() => {
-                let Some(frame) = frame else { return };
+                let Some(frame) = frame else { return Ok(()) };
                 last_used = std::time::Instant::now();
                 if let Err(e) = writer.write_all(&frame.wire).await {
                     let class = classify_io_error(&e, IoSide::Session);
-                    let _ = conn.send_message(StreamConnMsg::Ended(End::Broken(class, e.to_string())));
-                    return;
+                    return Err(ConnError::Broken { class, reason: e.to_string() });
                 }
             }
             _ = sweep.tick() => {
@@ -243,38 +229,35 @@ async fn run(
                 pending.expire(now);
                 if pending.is_empty() && now.duration_since(last_used) >= idle {
                     let _ = writer.shutdown().await;
-                    let _ = conn.send_message(StreamConnMsg::Ended(End::Idle));
-                    return;
+                    return Ok(());
                 }
             }
         }
     }
 }
 
-async fn read_answers(
-    mut reader: impl AsyncRead + Unpin,
-    pending: Arc<Pending>,
-    conn: ActorRef<StreamConnMsg>,
-) {
+/// Completes queries as their answers arrive, until the connection breaks.
+async fn read_answers(mut reader: impl AsyncRead + Unpin, pending: &Pending) -> ConnError {
     let mut buf = vec![0u8; 65_535];
-    let end = loop {
+    loop {
         let mut len = [0u8; 2];
         if let Err(e) = reader.read_exact(&mut len).await {
-            break broken(e, "closed by the server");
+            return broken(e, "closed by the server");
         }
         let len = u16::from_be_bytes(len) as usize;
         if let Err(e) = reader.read_exact(&mut buf[..len]).await {
-            break broken(e, "closed mid-answer");
+            return broken(e, "closed mid-answer");
         }
         pending.complete(&buf[..len]);
-    };
-    let _ = conn.send_message(StreamConnMsg::Ended(end));
+    }
 }
 
-fn broken(e: io::Error, eof: &str) -> End {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        End::Broken(IoClass::PeerGone, eof.to_string())
+/// A broken connection's error: EOF is the server going away.
+pub fn broken(e: io::Error, eof: &str) -> ConnError {
+    let (class, reason) = if e.kind() == io::ErrorKind::UnexpectedEof {
+        (IoClass::PeerGone, eof.to_string())
     } else {
-        End::Broken(classify_io_error(&e, IoSide::Session), e.to_string())
-    }
+        (classify_io_error(&e, IoSide::Session), e.to_string())
+    };
+    ConnError::Broken { class, reason }
 }

@@ -1,4 +1,4 @@
-//! A DNS-over-HTTPS connection (RFC 8484) as a child actor of its upstream
+//! A DNS-over-HTTPS connection (RFC 8484) as a task child of its upstream
 //! (kind `dns-upstream-conn`): one HTTP/2 connection over TLS, each query a
 //! POST on its own stream. Queries reach it as they reach a TCP connection:
 //! filed in its pending map by the upstream and pushed into its outgoing
@@ -7,19 +7,19 @@
 //! connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{ActorCell, SpawnErr};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-use ward_supervision::TaskGuard;
+use tokio::task::{JoinHandle, JoinSet};
+use ward_supervision::{ChildFailure, TaskChild, TaskScope};
 
 use super::actor::UpstreamMsg;
 use super::conn::{
-    report_broken, report_tls_failure, End, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP,
+    report_tls_failure, ConnArgs, ConnError, Outgoing, StreamTarget, CONNECT_TIMEOUT, SWEEP,
 };
 use super::pending::Pending;
 use super::UpstreamError;
@@ -31,72 +31,17 @@ use crate::io_class::{classify_io_error, IoClass, IoSide};
 const MAX_BODY: usize = 65_535;
 const MEDIA_TYPE: &str = "application/dns-message";
 
-pub struct DohConn;
-
-pub struct DohConnArgs {
-    pub target: StreamTarget,
-    /// The path it goes through, chosen by the upstream.
-    pub dialer: Arc<Dialer>,
-    /// `https://authority/path`.
-    pub uri: String,
-    pub pending: Arc<Pending>,
-    pub outgoing: mpsc::Receiver<Outgoing>,
-    pub owner: ActorRef<UpstreamMsg>,
-    pub conn_id: u64,
-    pub idle: Duration,
-}
-
-pub enum DohConnMsg {
-    /// From the connection's tasks: why it is over.
-    Ended(End),
-}
-
-pub struct DohConnState {
-    _io: TaskGuard,
-    dialer: Arc<Dialer>,
-    pending: Arc<Pending>,
-}
-
-impl Actor for DohConn {
-    type Msg = DohConnMsg;
-    type State = DohConnState;
-    type Arguments = DohConnArgs;
-
-    async fn pre_start(
-        &self,
-        myself: ActorRef<DohConnMsg>,
-        args: DohConnArgs,
-    ) -> Result<DohConnState, ActorProcessingErr> {
-        let dialer = args.dialer.clone();
-        let pending = args.pending.clone();
-        let io = TaskGuard::spawn(run(args, myself));
-        Ok(DohConnState {
-            _io: io,
-            dialer,
-            pending,
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: ActorRef<DohConnMsg>,
-        message: DohConnMsg,
-        state: &mut DohConnState,
-    ) -> Result<(), ActorProcessingErr> {
-        match message {
-            DohConnMsg::Ended(End::Idle) => {
-                myself.stop(Some("idle".to_string()));
-                Ok(())
-            }
-            DohConnMsg::Ended(End::ConnectFailed(class, reason)) => {
-                Err(format!("connect failed ({}): {reason}", class.label()).into())
-            }
-            DohConnMsg::Ended(End::Broken(class, reason)) => {
-                report_broken(&state.dialer, &state.pending, class, &reason);
-                Err(format!("connection broken ({}): {reason}", class.label()).into())
-            }
-        }
-    }
+/// Spawns a DoH connection to `uri` (`https://authority/path`), linked to
+/// its upstream, its task in the upstream incarnation's scope.
+pub async fn spawn(
+    args: ConnArgs,
+    uri: Arc<str>,
+    upstream: ActorCell,
+    tasks: TaskScope,
+) -> Result<(ActorCell, JoinHandle<()>), SpawnErr> {
+    let (actor, join) =
+        TaskChild::spawn_linked(async move { Ok(run(args, uri)) }, upstream, tasks).await?;
+    Ok((actor.get_cell(), join))
 }
 
 enum RequestError {
@@ -156,7 +101,7 @@ async fn exchange(
     uri: Arc<str>,
     out: Outgoing,
     pending: Arc<Pending>,
-    conn: ActorRef<DohConnMsg>,
+    broken: mpsc::Sender<ConnError>,
 ) {
     let result =
         match tokio::time::timeout_at(out.deadline.into(), request(sender, &uri, out.wire)).await {
@@ -189,16 +134,16 @@ async fn exchange(
             }
         }
         Err(RequestError::Connection(class, reason)) => {
-            let _ = conn.send_message(DohConnMsg::Ended(End::Broken(class, reason)));
+            let _ = broken.try_send(ConnError::Broken { class, reason });
         }
     }
 }
 
-async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
-    let DohConnArgs {
+/// The connection, until it idles (`Ok`) or breaks.
+async fn run(args: ConnArgs, uri: Arc<str>) -> Result<(), ChildFailure> {
+    let ConnArgs {
         target,
         dialer,
-        uri,
         pending,
         mut outgoing,
         owner,
@@ -209,51 +154,66 @@ async fn run(args: DohConnArgs, conn: ActorRef<DohConnMsg>) {
         match tokio::time::timeout(CONNECT_TIMEOUT, handshake(&target, &dialer)).await {
             Ok(Ok(pair)) => pair,
             Ok(Err((class, reason))) => {
-                let _ = conn.send_message(DohConnMsg::Ended(End::ConnectFailed(class, reason)));
-                return;
+                return Err(ChildFailure::of(ConnError::ConnectFailed { class, reason }))
             }
             Err(_) => {
-                let end = End::ConnectFailed(IoClass::PathFailed, "timed out".to_string());
-                let _ = conn.send_message(DohConnMsg::Ended(end));
-                return;
+                let class = IoClass::PathFailed;
+                let reason = "timed out".to_string();
+                return Err(ChildFailure::of(ConnError::ConnectFailed { class, reason }));
             }
         };
     let _ = owner.send_message(UpstreamMsg::ConnReady(conn_id));
-    let uri: Arc<str> = uri.into();
+    // A request that finds the connection broken says so here.
+    let (broken_tx, mut broken) = mpsc::channel(1);
     let mut requests = JoinSet::new();
     let mut connection = std::pin::pin!(connection);
     let mut last_used = Instant::now();
     let mut sweep = tokio::time::interval(SWEEP);
-    let end = loop {
+    let failed = loop {
         while requests.try_join_next().is_some() {}
         tokio::select! {
-            result = &mut connection => break match result {
-                Ok(()) => End::Broken(IoClass::PeerGone, "closed by the server".to_string()),
-                Err(e) => match h2_error(e) {
-                    RequestError::Connection(class, reason) => End::Broken(class, reason),
-                    other => End::Broken(IoClass::PeerGone, match other {
-                        RequestError::Status(code) => format!("status {code}"),
-                        _ => "stream reset".to_string(),
-                    }),
-                },
-            },
+            result = &mut connection => break connection_ended(result),
+            Some(failed) = broken.recv() => break failed,
             next = outgoing.recv() => match next {
                 Some(out) => {
                     last_used = Instant::now();
-                    requests.spawn(exchange(sender.clone(), uri.clone(), out, pending.clone(), conn.clone()));
+                    let exchange = exchange(sender.clone(), uri.clone(), out, pending.clone(), broken_tx.clone());
+                    requests.spawn(exchange);
                 }
-                None => return,
+                None => return Ok(()),
             },
             _ = sweep.tick() => {
                 let now = Instant::now();
                 pending.expire(now);
                 if pending.is_empty() && now.duration_since(last_used) >= idle {
-                    break End::Idle;
+                    return Ok(());
                 }
             }
         }
     };
-    let _ = conn.send_message(DohConnMsg::Ended(end));
+    Err(failed.reported(&dialer, &pending))
+}
+
+/// Why the HTTP/2 connection ended under its requests.
+fn connection_ended(result: Result<(), h2::Error>) -> ConnError {
+    let Err(e) = result else {
+        let reason = "closed by the server".to_string();
+        return ConnError::Broken {
+            class: IoClass::PeerGone,
+            reason,
+        };
+    };
+    match h2_error(e) {
+        RequestError::Connection(class, reason) => ConnError::Broken { class, reason },
+        RequestError::Status(code) => ConnError::Broken {
+            class: IoClass::PeerGone,
+            reason: format!("status {code}"),
+        },
+        RequestError::Stream => ConnError::Broken {
+            class: IoClass::PeerGone,
+            reason: "stream reset".to_string(),
+        },
+    }
 }
 
 type Handshake = (

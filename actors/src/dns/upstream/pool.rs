@@ -11,14 +11,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ractor::{Actor, ActorCell, ActorId, ActorRef};
+use ractor::{ActorCell, ActorId, ActorRef};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use ward_supervision::{Backoff, BackoffPolicy, ChildList, ExitReason};
+use ward_supervision::{Backoff, BackoffPolicy, ChildList, ExitReason, TaskScope};
 
 use super::actor::UpstreamMsg;
-use super::conn::{frame, outgoing_queue, Outgoing, StreamConn, StreamConnArgs, StreamTarget};
-use super::doh::{DohConn, DohConnArgs};
+use super::conn::{self, frame, outgoing_queue, ConnArgs, Outgoing, StreamTarget};
+use super::doh;
 use super::failure::UpstreamFailure;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery, UpstreamSlot};
@@ -37,7 +37,7 @@ pub(super) enum Streams {
     Dns(Vec<StreamTarget>),
     Https {
         target: StreamTarget,
-        uri: String,
+        uri: Arc<str>,
     },
 }
 
@@ -77,6 +77,8 @@ pub(super) struct StreamPool {
     slot: Arc<UpstreamSlot>,
     /// The connections, as the tree shows them.
     children: Arc<ChildList>,
+    /// The upstream incarnation's tasks: the connections' run there.
+    tasks: TaskScope,
     streams: Streams,
     conns: HashMap<ActorId, Conn>,
     active: Option<ActorId>,
@@ -90,10 +92,16 @@ pub(super) struct StreamPool {
 }
 
 impl StreamPool {
-    pub fn new(slot: Arc<UpstreamSlot>, children: Arc<ChildList>, streams: Streams) -> Self {
+    pub fn new(
+        slot: Arc<UpstreamSlot>,
+        children: Arc<ChildList>,
+        tasks: TaskScope,
+        streams: Streams,
+    ) -> Self {
         Self {
             slot,
             children,
+            tasks,
             streams,
             conns: HashMap::new(),
             active: None,
@@ -228,7 +236,7 @@ impl StreamPool {
         Ok(id)
     }
 
-    /// Spawns the connection actor for the upstream's stream transport,
+    /// Spawns the connection child for the upstream's stream transport,
     /// linked to the upstream; true when its queries are length-framed.
     async fn spawn_conn(
         &self,
@@ -238,38 +246,31 @@ impl StreamPool {
         pending: Arc<Pending>,
         outgoing: mpsc::Receiver<Outgoing>,
     ) -> Result<(ActorCell, JoinHandle<()>, bool), UpstreamFailure> {
-        let supervisor = myself.get_cell();
-        match &self.streams {
-            Streams::None => Err(UpstreamFailure::NoStreams),
-            Streams::Dns(targets) => {
-                let target = targets[self.slot.server_index(targets.len())].clone();
-                let args = StreamConnArgs {
-                    target,
-                    dialer,
-                    pending,
-                    outgoing,
-                    owner: myself.clone(),
-                    conn_id,
-                    idle: CONN_IDLE,
-                };
-                let (actor, join) = Actor::spawn_linked(None, StreamConn, args, supervisor).await?;
-                Ok((actor.get_cell(), join, true))
+        let (upstream, tasks) = (myself.get_cell(), self.tasks.clone());
+        let target = match &self.streams {
+            Streams::None => return Err(UpstreamFailure::NoStreams),
+            Streams::Dns(targets) => targets[self.slot.server_index(targets.len())].clone(),
+            Streams::Https { target, .. } => target.clone(),
+        };
+        let args = ConnArgs {
+            target,
+            dialer,
+            pending,
+            outgoing,
+            owner: myself.clone(),
+            conn_id,
+            idle: CONN_IDLE,
+        };
+        Ok(match &self.streams {
+            Streams::Https { uri, .. } => {
+                let (cell, join) = doh::spawn(args, uri.clone(), upstream, tasks).await?;
+                (cell, join, false)
             }
-            Streams::Https { target, uri } => {
-                let args = DohConnArgs {
-                    target: target.clone(),
-                    dialer,
-                    uri: uri.clone(),
-                    pending,
-                    outgoing,
-                    owner: myself.clone(),
-                    conn_id,
-                    idle: CONN_IDLE,
-                };
-                let (actor, join) = Actor::spawn_linked(None, DohConn, args, supervisor).await?;
-                Ok((actor.get_cell(), join, false))
+            _ => {
+                let (cell, join) = conn::spawn(args, upstream, tasks).await?;
+                (cell, join, true)
             }
-        }
+        })
     }
 
     /// A connection finished connecting: the backoff starts over.

@@ -42,7 +42,7 @@ pub(super) fn transports(
                 name: tls::server_name(&https.tls.server_name)?,
                 config,
             };
-            let uri = format!("https://{}{}", https.authority, https.path);
+            let uri = format!("https://{}{}", https.authority, https.path).into();
             (vec![], Streams::Https { target, uri })
         }
     })
