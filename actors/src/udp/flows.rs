@@ -275,12 +275,7 @@ impl Flows {
                     return;
                 }
                 self.relay.metrics.failovers.inc();
-                if self.failed.len() >= FAILED_MAX {
-                    self.failed
-                        .retain(|_, (_, _, at)| at.elapsed() < FAILED_MEMORY);
-                }
-                self.failed
-                    .insert(key, (exclude.clone(), retries, Instant::now()));
+                self.remember_failed(key, exclude.clone(), retries);
                 match self.table.get(&key) {
                     // A datagram that arrived after the failed endpoint
                     // closed its queue already started the flow again:
@@ -310,6 +305,22 @@ impl Flows {
             }
             Event::FdLimit => self.relay.fd_exhausted(),
         }
+    }
+
+    /// Remembers what a failed flow must avoid, for its next endpoint. At
+    /// the cap the expired go, then (all fresh) the oldest.
+    fn remember_failed(&mut self, key: FlowKey, exclude: Vec<String>, retries: u8) {
+        if self.failed.len() >= FAILED_MAX && !self.failed.contains_key(&key) {
+            self.failed
+                .retain(|_, (_, _, at)| at.elapsed() < FAILED_MEMORY);
+            if self.failed.len() >= FAILED_MAX {
+                let oldest = self.failed.iter().min_by_key(|(_, (_, _, at))| *at);
+                if let Some(oldest) = oldest.map(|(k, _)| *k) {
+                    self.failed.remove(&oldest);
+                }
+            }
+        }
+        self.failed.insert(key, (exclude, retries, Instant::now()));
     }
 
     /// The client's association ended: so do its flows.
