@@ -12,20 +12,18 @@
 //! - [`dialer`]: outbound paths and groups, with health learned from
 //!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
-//! - [`net`]: socket code the rooms share: the one accept loop, and the
-//!   hold that keeps a listener's socket across its actor's restarts.
-//! - [`socket_drops`]: datagrams the kernel dropped at a full receiving
-//!   socket, per tree path.
+//! - [`net`]: socket code the rooms share: building sockets, the one
+//!   accept loop, the hold that keeps a listener's socket across its
+//!   actor's restarts, batched UDP I/O, the kernel's drops at receiving
+//!   sockets.
 //! - [`udp`]: the UDP relay: inbounds and one endpoint actor per flow.
 
 pub mod dialer;
 pub mod dns;
 pub mod io_class;
 pub mod net;
-pub mod socket_drops;
 pub mod throttle;
 pub mod udp;
-pub mod udp_batch;
 
 pub use io_class::{classify_io_error, IoClass, IoSide};
 pub use throttle::Throttle;

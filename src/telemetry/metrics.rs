@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use ward_actors::dialer::metrics::DialerMetrics;
 use ward_actors::dns::metrics::DnsMetrics;
-use ward_actors::socket_drops::SocketDrops;
+use ward_actors::net::socket_drops::SocketDrops;
 use ward_actors::udp::metrics::UdpMetrics;
 use ward_actors::Throttle;
 use ward_supervision::{ExitReason, SupervisionObserver, TreeNode};

@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use nix::errno::Errno;
 use ractor::ActorRef;
-use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
-use tokio::io::Interest;
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::{TcpStream, UdpSocket};
 
 use super::actor::DialerMsg;
 use super::failure::{Blame, Failure, Hop, Stage};
@@ -27,7 +25,9 @@ use super::health::{Source, Track, TrackHealth};
 use super::metrics::DialerMetrics;
 use super::settings::{DialerSpec, HealthSettings};
 use super::socks5::{self, TargetAddr};
-use crate::udp_batch::{Datagrams, RecvBatch};
+use crate::net::ready::readable_or_error;
+use crate::net::socket::{connected_udp_socket, flow_socket, tcp_socket, udp_socket};
+use crate::net::udp_batch::{Datagrams, RecvBatch};
 use crate::warn_throttled;
 
 /// One outbound path.
@@ -553,107 +553,6 @@ impl UdpSession {
     /// watch with [`socks5::control_closed`] (and to keep open).
     pub fn take_control(&mut self) -> Option<TcpStream> {
         self.control.take()
-    }
-}
-
-/// Waits until `socket` may have a datagram, or fails with the error an
-/// ICMP message left on it: a connected UDP socket whose peer answers
-/// "port unreachable" reports EPOLLERR alone, which a wait for
-/// readability never sees, so its owner would learn of it only at its next
-/// send. The error is read (and cleared) with `SO_ERROR`.
-pub async fn readable_or_error(socket: &UdpSocket) -> io::Result<()> {
-    loop {
-        let ready = socket.ready(Interest::READABLE | Interest::ERROR).await?;
-        if ready.is_readable() || ready.is_read_closed() {
-            return Ok(());
-        }
-        // No error left clears the readiness: the next wait is a real one.
-        let pending = socket.try_io(Interest::ERROR, || {
-            socket
-                .take_error()?
-                .ok_or_else(|| io::ErrorKind::WouldBlock.into())
-        });
-        match pending {
-            Ok(error) => return Err(error),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// A nonblocking socket of `kind` for `peer`'s family, with the dialer's
-/// mark and device.
-fn marked_socket(
-    peer: SocketAddr,
-    kind: Type,
-    protocol: Protocol,
-    mark: Option<u32>,
-    interface: Option<&str>,
-) -> io::Result<Socket> {
-    // Nonblocking and close-on-exec from the one system call (socket2 adds
-    // SOCK_CLOEXEC).
-    let socket = Socket::new(
-        Domain::for_address(peer),
-        kind.nonblocking(),
-        Some(protocol),
-    )?;
-    if let Some(mark) = mark {
-        socket.set_mark(mark)?;
-    }
-    if let Some(interface) = interface {
-        socket.bind_device(Some(interface.as_bytes()))?;
-    }
-    Ok(socket)
-}
-
-fn tcp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::Result<TcpSocket> {
-    let socket = marked_socket(peer, Type::STREAM, Protocol::TCP, mark, iface)?;
-    Ok(TcpSocket::from_std_stream(socket.into()))
-}
-
-fn udp_socket(peer: SocketAddr, mark: Option<u32>, iface: Option<&str>) -> io::Result<UdpSocket> {
-    let socket = marked_socket(peer, Type::DGRAM, Protocol::UDP, mark, iface)?;
-    let any: SocketAddr = match peer {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    socket.bind(&any.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-/// A UDP socket connected to `peer`, made at once: `connect` binds it to a
-/// random ephemeral port, as `bind` to port 0 would.
-fn connected_udp_socket(
-    peer: SocketAddr,
-    mark: Option<u32>,
-    iface: Option<&str>,
-) -> io::Result<UdpSocket> {
-    let socket = marked_socket(peer, Type::DGRAM, Protocol::UDP, mark, iface)?;
-    socket.connect(&peer.into())?;
-    UdpSocket::from_std(socket.into())
-}
-
-/// The socket of a direct flow, which may send to destinations of both
-/// families: a dual-stack IPv6 socket, or where IPv6 is off (a kernel
-/// booted with `ipv6.disable=1`) one of `first`'s family. The flag says
-/// which.
-fn flow_socket(
-    first: SocketAddr,
-    mark: Option<u32>,
-    iface: Option<&str>,
-) -> io::Result<(UdpSocket, bool)> {
-    let any: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
-    let dual = marked_socket(any, Type::DGRAM, Protocol::UDP, mark, iface).and_then(|socket| {
-        socket.set_only_v6(false)?;
-        socket.bind(&any.into())?;
-        Ok(socket)
-    });
-    match dual {
-        Ok(socket) => Ok((UdpSocket::from_std(socket.into())?, true)),
-        Err(e) if e.raw_os_error() == Some(Errno::EAFNOSUPPORT as i32) => {
-            Ok((udp_socket(first, mark, iface)?, false))
-        }
-        Err(e) => Err(e),
     }
 }
 

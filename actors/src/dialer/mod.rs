@@ -20,7 +20,7 @@ pub mod socks5;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use dial::{readable_or_error, Dialer, UdpSession};
+pub use dial::{Dialer, UdpSession};
 pub use failure::{Blame, Failure, Hop, Stage};
 pub use group::{Group, Via};
 pub use health::Track;

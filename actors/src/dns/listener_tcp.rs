@@ -23,10 +23,10 @@ use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
-use super::sockets::bind_tcp;
 use super::tcp_clients::{ClientSlot, TcpClients};
 use super::upstream::conn::frame;
 use crate::io_class::{IoSide, SocketFailure};
+use crate::net::socket::bind_tcp;
 use crate::net::{accept_paced, Held, Lease};
 
 /// Answers queued per connection before its reader waits.

@@ -23,11 +23,11 @@ use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use super::metrics::{Dropped, Transport};
 use super::resolver::{Decision, Resolver};
-use super::sockets::bind_udp;
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
+use crate::net::socket::bind_udp;
+use crate::net::socket_drops::{SocketDrops, Watched};
+use crate::net::udp_batch::{RecvBatch, SendBatch, BATCH};
 use crate::net::{Held, Lease};
-use crate::socket_drops::{SocketDrops, Watched};
-use crate::udp_batch::{RecvBatch, SendBatch, BATCH};
 
 /// An answer and the client it is for.
 type Answer = (SocketAddr, Vec<u8>);

@@ -11,7 +11,6 @@ pub mod listener_udp;
 pub mod metrics;
 pub mod resolver;
 pub mod settings;
-pub mod sockets;
 pub mod statics;
 pub mod tcp_clients;
 pub mod upstream;

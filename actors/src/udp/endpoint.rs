@@ -29,7 +29,7 @@ use super::queue::{Datagram, Queue};
 use super::Event;
 use crate::dialer::{socks5, Blame, Dialer, Failure, Stage, Track, UdpSession};
 use crate::io_class::IoClass;
-use crate::udp_batch::{Datagrams, RecvBatch};
+use crate::net::udp_batch::{Datagrams, RecvBatch};
 use crate::warn_throttled;
 
 /// How long opening a session may take.

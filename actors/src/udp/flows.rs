@@ -20,7 +20,7 @@ use super::metrics::Dropped;
 use super::queue::{Datagram, Pushed};
 use super::{Event, Handle, NewFlow, Relay};
 use crate::dialer::UdpSession;
-use crate::udp_batch::Datagrams;
+use crate::net::udp_batch::Datagrams;
 use crate::warn_throttled;
 
 /// Endpoint (and association) events queued for an inbound at most (they are rare: one or

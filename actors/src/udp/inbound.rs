@@ -27,9 +27,10 @@ use super::tproxy;
 use super::{Event, Relay};
 use crate::dialer::socks5::{self, TargetAddr};
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
+use crate::net::socket::bind_udp;
+use crate::net::socket_drops::{SocketDrops, Watched};
+use crate::net::udp_batch::{Datagrams, RecvBatch, BATCH};
 use crate::net::{Held, Lease};
-use crate::socket_drops::{SocketDrops, Watched};
-use crate::udp_batch::{Datagrams, RecvBatch, BATCH};
 
 /// Batches read per wake-up before endpoint events get their turn.
 const BATCHES_PER_TURN: usize = 8;
@@ -190,9 +191,7 @@ async fn forward(
 
 /// A UDP socket for an inbound: a large receive buffer for bursts.
 pub(crate) fn bind(listen: SocketAddr) -> io::Result<Arc<UdpSocket>> {
-    Ok(Arc::new(UdpSocket::from_std(
-        crate::dns::sockets::bind_udp(listen)?,
-    )?))
+    Ok(Arc::new(UdpSocket::from_std(bind_udp(listen)?)?))
 }
 
 /// Replies from an inbound's own socket: as they are for a forward

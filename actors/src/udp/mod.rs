@@ -18,7 +18,6 @@ pub mod settings;
 pub mod socks5_inbound;
 pub mod tproxy;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -273,20 +272,14 @@ impl Unstarted {
     }
 }
 
-/// The address family's unspecified address, port 0.
-pub fn any_of(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::dialer::metrics::DialerMetrics;
     use crate::dialer::settings::DialerSettings;
-    use crate::udp_batch::Datagrams;
+    use crate::net::udp_batch::Datagrams;
     use settings::IdleTimeouts;
 
     struct NoReply;

@@ -134,7 +134,7 @@ impl Socks5Held {
         let relay_addr = socket.local_addr()?;
         // The same family rules as the relay socket (IPv6-only on `[::]`),
         // so `0.0.0.0:p` and `[::]:p` can both be served.
-        let listener = crate::dns::sockets::bind_tcp(relay_addr)?;
+        let listener = crate::net::socket::bind_tcp(relay_addr)?;
         let (ended_tx, ended) = mpsc::channel(EVENTS);
         let (flows, events) = Flows::new(relay.clone(), SocketReply::new(&socket, true));
         Ok(Socks5Held {

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -21,9 +21,9 @@ use tokio::sync::mpsc;
 use super::endpoint::Reply;
 use super::flows::Flows;
 use super::Event;
-use crate::dns::sockets::setsockopt_int;
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
-use crate::udp_batch::{Datagrams, BATCH};
+use crate::net::socket::{new_socket, setsockopt_int};
+use crate::net::udp_batch::{Datagrams, BATCH};
 use crate::warn_throttled;
 
 /// A reply socket unused this long is closed.
@@ -35,9 +35,7 @@ const BUFFER: usize = 4 << 20;
 /// A UDP socket that may bind addresses that are not this host's and
 /// receive datagrams for them (needs CAP_NET_ADMIN).
 fn transparent(addr: SocketAddr) -> io::Result<Socket> {
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_cloexec(true)?;
+    let socket = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     socket.set_reuse_address(true)?;
     let fd = socket.as_raw_fd();
     match addr {

@@ -27,9 +27,10 @@ use super::conn::CONNECT_TIMEOUT;
 use super::failure::UpstreamFailure;
 use super::pending::Pending;
 use super::{UpstreamError, UpstreamQuery};
-use crate::dialer::{readable_or_error, socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
+use crate::dialer::{socks5, Dialer, Failure, Stage, Track, UdpSession, Via};
 use crate::dns::wire;
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
+use crate::net::ready::readable_or_error;
 use crate::warn_throttled;
 
 /// Associations per upstream address through a node.

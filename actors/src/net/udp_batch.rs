@@ -473,7 +473,7 @@ mod tests {
     fn a_run_the_kernel_refuses_to_segment_goes_one_by_one() {
         let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        crate::dns::sockets::setsockopt_int(
+        crate::net::socket::setsockopt_int(
             client.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_NO_CHECK,
