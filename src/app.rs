@@ -30,7 +30,7 @@ use ward_actors::net::socket::{bind_tcp, bind_udp};
 use ward_actors::net::Held;
 use ward_actors::udp::inbound::{self, InboundHeld};
 use ward_actors::udp::settings::InboundSpec;
-use ward_actors::udp::Relay;
+use ward_actors::udp::{LocalDns, Relay};
 use ward_supervision::{
     BackoffPolicy, ChildSpec, Restart, Strategy, Supervisor, SupervisorConfig, SupervisorMsg,
     SupervisorView,
@@ -39,6 +39,7 @@ use ward_supervision::{
 use crate::admin::{AdminArgs, AdminSocket};
 use crate::config::Config;
 use crate::context::ServiceContext;
+use crate::local_dns::ResolverDns;
 use crate::telemetry::process::{self, NofileLimit};
 use crate::telemetry::{Metrics, MetricsObserver};
 
@@ -104,7 +105,9 @@ impl Service {
                 dialers.clone(),
                 metrics.udp.clone(),
                 view.clone(),
-                resolver.clone(),
+                resolver
+                    .clone()
+                    .map(|dns| Arc::new(ResolverDns(dns)) as Arc<dyn LocalDns>),
             )
         });
         let ctx = ServiceContext::new(

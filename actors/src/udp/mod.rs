@@ -7,6 +7,8 @@
 //!   `udp-endpoint`), owning its session on a dialer.
 //! - [`Relay`]: what inbounds share: settings, dialers, the live-endpoint
 //!   cap, and the way to the endpoints supervisor.
+//! - [`LocalDns`]: what the relay needs of ward's own DNS (the application
+//!   provides it; the relay does not know the DNS module).
 
 pub mod endpoint;
 pub mod flow;
@@ -18,6 +20,7 @@ pub mod settings;
 pub mod socks5_inbound;
 pub mod tproxy;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +31,6 @@ use tokio::sync::mpsc;
 use ward_supervision::{ChildSpec, SupervisorMsg, SupervisorView};
 
 use crate::dialer::{Dialers, Track};
-use crate::dns::resolver::Resolver;
 use endpoint::{EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
 use metrics::{Dropped, Refused, UdpMetrics};
@@ -76,12 +78,29 @@ pub struct NewFlow {
     pub events: mpsc::Sender<Event>,
 }
 
+/// ward's own DNS, as the relay sees it. A tproxy inbound may capture
+/// queries on their way to one of its UDP listen addresses (when the
+/// firewall does not leave the router's own addresses alone): those are
+/// answered by ward's DNS through that listener's socket, because binding
+/// the listen address again for the answer would fail, and they make no
+/// flow.
+pub trait LocalDns: Send + Sync {
+    /// True when `addr` is one of its UDP listen addresses, with a live
+    /// socket.
+    fn listens_on(&self, addr: SocketAddr) -> bool;
+
+    /// Answers `query` from `client`, captured on its way to `listen`,
+    /// through that listener's socket (now, or when resolved). A listener
+    /// gone in the meantime drops it.
+    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr);
+}
+
 /// What every inbound shares.
 pub struct Relay {
     pub settings: UdpSettings,
     pub metrics: Arc<UdpMetrics>,
     /// ward's DNS, which answers what is captured for its own listeners.
-    pub dns: Option<Arc<Resolver>>,
+    local_dns: Option<Arc<dyn LocalDns>>,
     dialers: Arc<Dialers>,
     root: SupervisorView,
     endpoints: ArcSwapOption<ActorRef<SupervisorMsg>>,
@@ -101,13 +120,13 @@ impl Relay {
         dialers: Arc<Dialers>,
         metrics: Arc<UdpMetrics>,
         root: SupervisorView,
-        dns: Option<Arc<Resolver>>,
+        local_dns: Option<Arc<dyn LocalDns>>,
     ) -> Arc<Relay> {
         let settings_queue_bytes = settings.queue_bytes;
         Arc::new(Relay {
             settings,
             metrics,
-            dns,
+            local_dns,
             dialers,
             root,
             endpoints: ArcSwapOption::empty(),
@@ -123,6 +142,18 @@ impl Relay {
     /// Live endpoints.
     pub fn live(&self) -> usize {
         self.live.load(Ordering::Relaxed)
+    }
+
+    /// Hands `query` from `client` to ward's own DNS when `dst` is one of
+    /// its listen addresses: true when it took it (see [`LocalDns`]).
+    pub fn answer_locally(&self, dst: SocketAddr, query: &[u8], client: SocketAddr) -> bool {
+        match &self.local_dns {
+            Some(dns) if dns.listens_on(dst) => {
+                dns.answer(dst, query, client);
+                true
+            }
+            _ => false,
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -274,8 +305,6 @@ impl Unstarted {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
     use crate::dialer::metrics::DialerMetrics;
     use crate::dialer::settings::DialerSettings;

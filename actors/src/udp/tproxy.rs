@@ -122,15 +122,9 @@ pub async fn receive_loop(
                     match socket.try_io(Interest::READABLE, || recv_one(fd, &mut buf, &mut cmsg)) {
                         Ok((n, client, original)) => {
                             // Captured on its way to one of ward's own DNS
-                            // listeners: answered by ward, through that
-                            // listener's socket (binding its address again
-                            // would fail).
-                            let own = flows.relay().dns.as_ref().and_then(|dns| {
-                                dns.udp_listener(original).map(|socket| (dns.clone(), socket))
-                            });
-                            match own {
-                                Some((dns, socket)) => dns.answer_from(socket, &buf[..n], client),
-                                None => flows.datagram(client, original, &buf[..n]),
+                            // listeners: answered by ward, not relayed.
+                            if !flows.relay().answer_locally(original, &buf[..n], client) {
+                                flows.datagram(client, original, &buf[..n]);
                             }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -1,0 +1,26 @@
+//! ward's DNS resolver as the UDP relay's [`LocalDns`]: the one place that
+//! knows both rooms. A tproxy inbound that captured a query for one of
+//! ward's DNS listen addresses hands it here, and the resolver answers it
+//! through that listener's socket. The relay itself never sees the DNS
+//! module.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ward_actors::dns::resolver::Resolver;
+use ward_actors::udp::LocalDns;
+
+/// The resolver, answering for the relay.
+pub struct ResolverDns(pub Arc<Resolver>);
+
+impl LocalDns for ResolverDns {
+    fn listens_on(&self, addr: SocketAddr) -> bool {
+        self.0.udp_listener(addr).is_some()
+    }
+
+    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr) {
+        if let Some(socket) = self.0.udp_listener(listen) {
+            self.0.answer_from(socket, query, client);
+        }
+    }
+}
