@@ -22,13 +22,13 @@ pub mod tproxy;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
-use ward_supervision::{ChildSpec, SupervisorMsg, SupervisorView};
+use ward_supervision::{Backoff, BackoffPolicy, ChildSpec, SupervisorMsg, SupervisorView};
 
 use crate::dialer::{Dialers, Track};
 use endpoint::{EndpointArgs, Reply};
@@ -39,9 +39,15 @@ use settings::UdpSettings;
 
 /// Where the endpoints live in the tree.
 pub const ENDPOINTS_PATH: &str = "udp/endpoints";
-/// First back-off after running out of file descriptors.
-const FD_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const FD_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How long new flows are refused after running out of file descriptors:
+/// 100 ms, doubling to 5 s for each time in a row, jittered. A session
+/// that opens starts it over (`reset_after` is for supervised children).
+const FD_BACKOFF: BackoffPolicy = BackoffPolicy {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    reset_after: Duration::from_secs(5),
+    jitter: 0.2,
+};
 
 /// What an endpoint tells its inbound.
 #[derive(Debug)]
@@ -107,9 +113,14 @@ pub struct Relay {
     live: Arc<AtomicUsize>,
     next_id: AtomicU64,
     epoch: Instant,
-    /// No new flow before this (ms since `epoch`), after EMFILE or ENFILE.
+    /// No new flow before this (ms since `epoch`), after EMFILE or ENFILE:
+    /// every new flow reads it, without a lock.
     fd_until_ms: AtomicU64,
-    fd_backoff_ms: AtomicU64,
+    /// The refusals' delays, shared by every inbound's flows.
+    fd_backoff: Mutex<Backoff>,
+    /// `fd_backoff` has failures to forget: only then does an opened
+    /// session take its lock.
+    fd_backing_off: AtomicBool,
     /// The bytes every flow's queue holds together.
     budget: Arc<Budget>,
 }
@@ -134,7 +145,8 @@ impl Relay {
             next_id: AtomicU64::new(1),
             epoch: Instant::now(),
             fd_until_ms: AtomicU64::new(0),
-            fd_backoff_ms: AtomicU64::new(0),
+            fd_backoff: Mutex::new(Backoff::new(FD_BACKOFF)),
+            fd_backing_off: AtomicBool::new(false),
             budget: Arc::new(Budget::new(settings_queue_bytes)),
         })
     }
@@ -160,21 +172,26 @@ impl Relay {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// A session opened: descriptors are there again.
-    pub(crate) fn fd_available(&self) {
-        self.fd_backoff_ms.store(0, Ordering::Relaxed);
+    fn fd_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.fd_backoff
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Out of file descriptors: refuse new flows for a while, doubling.
+    /// A session opened: descriptors are there again.
+    pub(crate) fn fd_available(&self) {
+        if self.fd_backing_off.swap(false, Ordering::AcqRel) {
+            self.fd_backoff().succeed();
+        }
+    }
+
+    /// Out of file descriptors: refuse new flows for a while, longer each
+    /// time in a row.
     pub(crate) fn fd_exhausted(&self) {
-        let backoff = self.fd_backoff_ms.load(Ordering::Relaxed);
-        let next = (backoff * 2).clamp(
-            FD_BACKOFF_MIN.as_millis() as u64,
-            FD_BACKOFF_MAX.as_millis() as u64,
-        );
-        self.fd_backoff_ms.store(next, Ordering::Relaxed);
-        self.fd_until_ms
-            .store(self.now_ms() + next, Ordering::Relaxed);
+        let delay = self.fd_backoff().fail();
+        self.fd_backing_off.store(true, Ordering::Release);
+        let until = self.now_ms() + delay.as_millis() as u64;
+        self.fd_until_ms.store(until, Ordering::Relaxed);
     }
 
     /// Starts an endpoint for a flow: a temporary child of
@@ -324,11 +341,7 @@ mod tests {
         }
     }
 
-    /// With no `udp/endpoints` in the tree (it is restarting) a new flow is
-    /// refused as `restarting`, its datagram handed back for the refusal to
-    /// count, and nothing stays counted as live or created.
-    #[tokio::test]
-    async fn a_flow_without_an_endpoints_supervisor_is_refused_as_restarting() {
+    fn relay(metrics: &Arc<UdpMetrics>) -> Arc<Relay> {
         let dialers = Dialers::new(
             DialerSettings::direct_only(),
             Arc::new(DialerMetrics::default()),
@@ -342,18 +355,19 @@ mod tests {
             queue: 8,
             queue_bytes: 1 << 20,
         };
-        let metrics = Arc::new(UdpMetrics::default());
-        let relay = Relay::new(
+        Relay::new(
             settings,
             dialers,
             metrics.clone(),
             SupervisorView::new(),
             None,
-        );
-        let (events, mut gone) = mpsc::channel(4);
+        )
+    }
+
+    fn flow(events: mpsc::Sender<Event>) -> NewFlow {
         let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let flow = NewFlow {
+        NewFlow {
             key: FlowKey { client, dst: None },
             kind: FlowKind::of(b"hello", dst),
             datagrams: vec![Datagram {
@@ -364,8 +378,18 @@ mod tests {
             retries: 0,
             reply: Arc::new(NoReply),
             events,
-        };
-        let Err((why, lost)) = relay.start(flow) else {
+        }
+    }
+
+    /// With no `udp/endpoints` in the tree (it is restarting) a new flow is
+    /// refused as `restarting`, its datagram handed back for the refusal to
+    /// count, and nothing stays counted as live or created.
+    #[tokio::test]
+    async fn a_flow_without_an_endpoints_supervisor_is_refused_as_restarting() {
+        let metrics = Arc::new(UdpMetrics::default());
+        let relay = relay(&metrics);
+        let (events, mut gone) = mpsc::channel(4);
+        let Err((why, lost)) = relay.start(flow(events)) else {
             panic!("started without an endpoints supervisor");
         };
         assert_eq!(why, Refused::Restarting);
@@ -376,5 +400,33 @@ mod tests {
         assert_eq!(metrics.created.get(), 0);
         assert_eq!(metrics.dropped_count(Dropped::SendFailed), 0);
         assert!(gone.try_recv().is_err(), "the inbound forgets it itself");
+    }
+
+    /// Running out of descriptors refuses new flows for the policy's delay,
+    /// longer each time in a row; a session that opens starts it over.
+    #[tokio::test]
+    async fn out_of_descriptors_refuses_flows_for_a_growing_jittered_while() {
+        let relay = relay(&Arc::new(UdpMetrics::default()));
+        let refused_for = |relay: &Relay| {
+            relay.fd_exhausted();
+            let left = relay.fd_until_ms.load(Ordering::Relaxed) - relay.now_ms();
+            Duration::from_millis(left)
+        };
+        let within = |d: Duration, min: Duration| {
+            // Jitter stretches by at most a fifth; a millisecond may pass.
+            d + Duration::from_millis(2) >= min && d < min.mul_f64(1.2)
+        };
+        let first = refused_for(&relay);
+        assert!(within(first, FD_BACKOFF.min), "{first:?}");
+        let (events, _gone) = mpsc::channel(4);
+        let Err((why, _)) = relay.start(flow(events)) else {
+            panic!("a flow started while out of descriptors");
+        };
+        assert_eq!(why, Refused::FdLimit);
+        let second = refused_for(&relay);
+        assert!(within(second, FD_BACKOFF.min * 2), "{second:?}");
+        relay.fd_available();
+        let again = refused_for(&relay);
+        assert!(within(again, FD_BACKOFF.min), "{again:?}");
     }
 }
