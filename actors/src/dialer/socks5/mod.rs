@@ -1,0 +1,21 @@
+//! SOCKS5 (RFC 1928, RFC 1929 authentication), both sides: the client a
+//! SOCKS5 dialer speaks to its node, and the server the SOCKS5 inbound
+//! speaks to its clients.
+//!
+//! - `client`: CONNECT, UDP ASSOCIATE, watching an association's end.
+//! - `server`: negotiating with a client, reading its request, replying.
+//! - `wire`: what both share: credentials, addresses, reply codes, the UDP
+//!   request header ([`encapsulate`], [`decapsulate`]).
+//! - `error`: [`Socks5Error`] and its class.
+
+mod client;
+mod error;
+mod server;
+mod wire;
+
+pub use client::{
+    connect, control_closed, negotiate, request_connect, udp_associate, UdpAssociation,
+};
+pub use error::Socks5Error;
+pub use server::{accept, reply, Command};
+pub use wire::{decapsulate, encapsulate, Credentials, ReplyCode, TargetAddr};
