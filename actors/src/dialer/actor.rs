@@ -20,9 +20,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ward_supervision::TaskGuard;
 
-use super::dial::Dialer;
 use super::failure::{Blame, Failure, Stage};
 use super::health::{Source, Track};
+use super::path::Dialer;
 use super::settings::HttpUrl;
 use super::socks5::TargetAddr;
 use crate::io_class::IoClass;

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dial::Dialer;
 use super::health::Track;
 use super::metrics::DialerMetrics;
+use super::path::Dialer;
 use super::settings::Policy;
 use crate::warn_throttled;
 

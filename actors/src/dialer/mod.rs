@@ -1,30 +1,35 @@
 //! Dialers: outbound paths (direct, or a SOCKS5 node) and the groups that
 //! choose among them.
 //!
-//! - [`dial::Dialer`]: one path's handle. Opens TCP connections and UDP
+//! - [`path::Dialer`]: one path's handle. Opens TCP connections and UDP
 //!   sessions; their owners report successes and classified failures back
 //!   ([`failure`]); health per track ([`health`]) is published in atomics.
+//! - [`session::UdpSession`]: a UDP session over a path: sends, receives,
+//!   batches.
+//! - [`socks5`]: the SOCKS5 protocol, client and server side.
 //! - [`group::Group`]: picks a healthy member by policy, with tolerance.
 //! - [`actor::DialerActor`]: probes a dialer and brings down tracks back up.
 //! - [`Dialers`]: every dialer and group by name, built once from config.
 
 pub mod actor;
-pub mod dial;
 pub mod failure;
 pub mod group;
 pub mod health;
 pub mod metrics;
+pub mod path;
+pub mod session;
 pub mod settings;
 pub mod socks5;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-pub use dial::{Dialer, UdpSession};
 pub use failure::{Blame, Failure, Hop, Stage};
 pub use group::{Group, Via};
 pub use health::Track;
 use metrics::DialerMetrics;
+pub use path::Dialer;
+pub use session::UdpSession;
 use settings::{DialerSettings, DIRECT};
 
 /// Every dialer and group, by name. The set is fixed by the config; the
