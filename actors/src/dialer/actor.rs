@@ -4,7 +4,7 @@
 //! Members of a group are probed every `health.interval`; any dialer is
 //! probed at once when traffic reports a failure on it, and then, while a
 //! track is down, with a delay that doubles from one second up to the
-//! interval. A track goes down after one failed TCP probe or three failed
+//! interval (jittered: the supervision crate's [`Backoff`]). A track goes down after one failed TCP probe or three failed
 //! UDP probes (or `health.traffic_failures` failures reported by traffic);
 //! it comes back after `health.up_after` consecutive successes, twice as
 //! many for each time it went down again within `flap_window` of coming up.
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ward_supervision::TaskGuard;
+use ward_supervision::{Attachment, Backoff, BackoffPolicy, TaskGuard};
 
 use super::failure::{Blame, Failure, Stage};
 use super::health::{Source, Track};
@@ -54,19 +54,6 @@ pub struct DialerArgs {
     pub periodic: bool,
 }
 
-/// Detaches the actor from its dialer however it dies.
-struct Attached {
-    dialer: Arc<Dialer>,
-    actor: ActorRef<DialerMsg>,
-}
-
-impl Drop for Attached {
-    fn drop(&mut self) {
-        self.dialer.detach(&self.actor);
-    }
-}
-
-#[derive(Default)]
 struct TrackState {
     probe: Option<TaskGuard>,
     timer: Option<TaskGuard>,
@@ -75,11 +62,39 @@ struct TrackState {
     up_since: Option<Instant>,
     /// Successes needed to come back up.
     required: u32,
-    retry: Duration,
+    /// The delays of a down track's probes (or half-opens).
+    retry: Backoff,
+}
+
+impl TrackState {
+    fn new(required: u32, interval: Duration) -> Self {
+        Self {
+            probe: None,
+            timer: None,
+            seen_up: false,
+            up_since: None,
+            required,
+            retry: Backoff::new(retry_policy(interval)),
+        }
+    }
+}
+
+/// A down track's retries: from [`RETRY_FIRST`], doubling up to the probe
+/// interval, jittered. (`reset_after` is for supervised children: a track
+/// starts over when it went down after a stable time up, see `observe`.)
+fn retry_policy(interval: Duration) -> BackoffPolicy {
+    BackoffPolicy {
+        min: RETRY_FIRST,
+        max: interval,
+        ..BackoffPolicy::default()
+    }
 }
 
 pub struct DialerState {
-    attached: Attached,
+    dialer: Arc<Dialer>,
+    /// Publishes this incarnation in the dialer; withdrawn however the
+    /// actor dies (ractor's kill skips `post_stop`, not the state's drop).
+    _attachment: Attachment<ActorRef<DialerMsg>>,
     periodic: bool,
     tracks: [TrackState; 2],
 }
@@ -94,26 +109,18 @@ impl Actor for DialerActor {
         myself: ActorRef<DialerMsg>,
         args: DialerArgs,
     ) -> Result<DialerState, ActorProcessingErr> {
-        args.dialer.attach(myself.clone());
         let up_after = args.dialer.settings.up_after.max(1);
+        let interval = args.dialer.settings.interval;
         let mut state = DialerState {
-            attached: Attached {
-                dialer: args.dialer,
-                actor: myself.clone(),
-            },
+            _attachment: args.dialer.attach(myself.clone()),
+            dialer: args.dialer,
             periodic: args.periodic,
-            tracks: Default::default(),
+            tracks: [0, 1].map(|_| TrackState::new(up_after, interval)),
         };
         for track in Track::ALL {
-            let up = state.dialer().health(track).is_up();
-            state
-                .dialer()
-                .metrics
-                .set_up(&state.dialer().name, track, up);
-            let t = &mut state.tracks[track as usize];
-            t.seen_up = up;
-            t.required = up_after;
-            t.retry = RETRY_FIRST;
+            let up = state.dialer.health(track).is_up();
+            state.dialer.metrics.set_up(&state.dialer.name, track, up);
+            state.tracks[track as usize].seen_up = up;
             // Probe group members at once, and any track that is down
             // (the actor restarted while it was).
             if state.periodic || !up {
@@ -137,11 +144,11 @@ impl Actor for DialerActor {
                 }
             }
             DialerMsg::Reprobe(track) => {
-                state.dialer().reprobe_taken(track);
+                state.dialer.reprobe_taken(track);
                 state.observe(track);
                 // A down track waiting for its retry keeps its backoff.
                 let waiting = state.tracks[track as usize].timer.is_some();
-                if !waiting || state.dialer().health(track).is_up() {
+                if !waiting || state.dialer.health(track).is_up() {
                     state.start_probe(&myself, track);
                 }
                 // Nothing probes this track: ask the other track's probe
@@ -172,15 +179,11 @@ impl Actor for DialerActor {
 }
 
 impl DialerState {
-    fn dialer(&self) -> &Arc<Dialer> {
-        &self.attached.dialer
-    }
-
     /// Notices a track that traffic marked down since the last look, and
     /// makes a flapping one harder to bring back.
     fn observe(&mut self, track: Track) {
-        let up = self.dialer().health(track).is_up();
-        let settings = self.dialer().settings.clone();
+        let up = self.dialer.health(track).is_up();
+        let settings = self.dialer.settings.clone();
         let t = &mut self.tracks[track as usize];
         if t.seen_up && !up {
             let flapped = t
@@ -192,14 +195,14 @@ impl DialerState {
                 t.required = (t.required * 2).min(MAX_REQUIRED);
             } else {
                 t.required = settings.up_after.max(1);
-                t.retry = RETRY_FIRST;
+                t.retry.succeed();
             }
         }
         t.seen_up = up;
     }
 
     fn probe_done(&mut self, track: Track, result: Result<Duration, Failure>) {
-        let dialer = self.dialer().clone();
+        let dialer = self.dialer.clone();
         match result {
             Ok(latency) => {
                 dialer.health(track).record_success(latency);
@@ -227,7 +230,7 @@ impl DialerState {
 
     fn maybe_up(&mut self, track: Track, by: &str) {
         self.observe(track);
-        let dialer = self.dialer().clone();
+        let dialer = self.dialer.clone();
         let health = dialer.health(track);
         let t = &mut self.tracks[track as usize];
         if !health.is_up() && health.consecutive_successes() >= t.required && health.mark_up() {
@@ -249,7 +252,7 @@ impl DialerState {
     /// delay passed, so traffic can tell whether it works again; if it
     /// fails, the next delay is twice as long (up to the interval).
     fn half_open(&mut self, track: Track) {
-        let dialer = self.dialer().clone();
+        let dialer = self.dialer.clone();
         // While the other track's probes say the node is down, this one
         // waits for them (coming back up, they let it try).
         let other = other(track);
@@ -268,7 +271,7 @@ impl DialerState {
     }
 
     fn target(&self, track: Track) -> bool {
-        let settings = &self.dialer().settings;
+        let settings = &self.dialer.settings;
         match track {
             Track::Tcp => settings.tcp_url.is_some(),
             Track::Udp => settings.udp_dns.is_some(),
@@ -282,12 +285,12 @@ impl DialerState {
         }
         if !self.target(track) {
             // Nothing to probe with: a down track is tried again later.
-            if !self.dialer().health(track).is_up() && self.tracks[track as usize].timer.is_none() {
+            if !self.dialer.health(track).is_up() && self.tracks[track as usize].timer.is_none() {
                 self.schedule(myself, track);
             }
             return;
         }
-        let dialer = self.dialer().clone();
+        let dialer = self.dialer.clone();
         let me = myself.clone();
         // The probe's own deadlines (inside the dial) fire first and say
         // which stage hung; this one bounds the rest.
@@ -307,13 +310,11 @@ impl DialerState {
     /// The next probe: after the interval for an up member, sooner (and
     /// backing off) for a down track, none for an up non-member.
     fn schedule(&mut self, myself: &ActorRef<DialerMsg>, track: Track) {
-        let interval = self.dialer().settings.interval;
-        let up = self.dialer().health(track).is_up();
+        let interval = self.dialer.settings.interval;
+        let up = self.dialer.health(track).is_up();
         let t = &mut self.tracks[track as usize];
         let delay = if !up {
-            let delay = t.retry.min(interval);
-            t.retry = (t.retry * 2).min(interval);
-            delay
+            t.retry.fail()
         } else if self.periodic {
             interval
         } else {

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
 use ractor::ActorRef;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::{TcpStream, UdpSocket};
+use ward_supervision::{Attachment, Live};
 
 use super::actor::DialerMsg;
 use super::failure::{Blame, Failure, Hop, Stage};
@@ -40,7 +40,8 @@ pub struct Dialer {
     /// A re-probe was asked for and the actor has not taken it yet: the
     /// requests of a burst of failures become one message.
     reprobe_asked: [AtomicBool; 2],
-    actor: ArcSwapOption<ActorRef<DialerMsg>>,
+    /// The current incarnation of the dialer's actor, published by it.
+    actor: Arc<Live<ActorRef<DialerMsg>>>,
     pub(crate) metrics: Arc<DialerMetrics>,
 }
 
@@ -57,7 +58,7 @@ impl Dialer {
             settings,
             tracks: Default::default(),
             reprobe_asked: Default::default(),
-            actor: ArcSwapOption::empty(),
+            actor: Arc::default(),
             metrics,
         }
     }
@@ -340,24 +341,17 @@ impl Dialer {
         can
     }
 
+    /// A message to the dialer's actor; none while it is restarting.
     fn tell(&self, message: DialerMsg) {
-        if let Some(actor) = self.actor.load_full() {
-            let _ = actor.send_message(message);
+        if let Some(published) = self.actor.load().as_ref() {
+            let _ = published.value.send_message(message);
         }
     }
 
-    pub(crate) fn attach(&self, actor: ActorRef<DialerMsg>) {
-        self.actor.store(Some(Arc::new(actor)));
-    }
-
-    pub(crate) fn detach(&self, actor: &ActorRef<DialerMsg>) {
-        let current = self.actor.load();
-        if current
-            .as_ref()
-            .is_some_and(|a| a.get_id() == actor.get_id())
-        {
-            self.actor.store(None);
-        }
+    /// Publishes `actor` as the dialer's actor until the attachment is
+    /// dropped with its state.
+    pub(crate) fn attach(&self, actor: ActorRef<DialerMsg>) -> Attachment<ActorRef<DialerMsg>> {
+        self.actor.attach(actor.get_id(), actor)
     }
 }
 
