@@ -42,6 +42,18 @@ impl BackoffPolicy {
         jitter: 0.0,
     };
 
+    /// Delays from `min` doubling to `max`, jittered as a supervisor's are,
+    /// for a retry loop ([`Backoff`]; `reset_after` is for supervised
+    /// children and plays no part there).
+    pub const fn doubling(min: Duration, max: Duration) -> BackoffPolicy {
+        BackoffPolicy {
+            min,
+            max,
+            reset_after: Duration::from_secs(60),
+            jitter: 0.2,
+        }
+    }
+
     /// The delay after `failures` earlier consecutive failures; `unit` is a
     /// random number in `[0, 1)`.
     pub fn delay(&self, failures: u32, unit: f64) -> Duration {

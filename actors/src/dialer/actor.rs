@@ -80,14 +80,10 @@ impl TrackState {
 }
 
 /// A down track's retries: from [`RETRY_FIRST`], doubling up to the probe
-/// interval, jittered. (`reset_after` is for supervised children: a track
-/// starts over when it went down after a stable time up, see `observe`.)
+/// interval, jittered. (A track starts over when it went down after a
+/// stable time up, see `observe`.)
 fn retry_policy(interval: Duration) -> BackoffPolicy {
-    BackoffPolicy {
-        min: RETRY_FIRST,
-        max: interval,
-        ..BackoffPolicy::default()
-    }
+    BackoffPolicy::doubling(RETRY_FIRST, interval)
 }
 
 pub struct DialerState {

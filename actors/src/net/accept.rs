@@ -24,12 +24,8 @@ use crate::warn_throttled;
 
 /// Waits after a failed accept: short (a client that gave up), growing
 /// while the failures last (out of descriptors), never long.
-const ACCEPT_BACKOFF: BackoffPolicy = BackoffPolicy {
-    min: Duration::from_millis(10),
-    max: Duration::from_secs(1),
-    reset_after: Duration::from_secs(1),
-    jitter: 0.2,
-};
+const ACCEPT_BACKOFF: BackoffPolicy =
+    BackoffPolicy::doubling(Duration::from_millis(10), Duration::from_secs(1));
 
 /// A listening stream socket.
 pub trait Listener: Send + Sync {

@@ -41,13 +41,9 @@ use settings::UdpSettings;
 pub const ENDPOINTS_PATH: &str = "udp/endpoints";
 /// How long new flows are refused after running out of file descriptors:
 /// 100 ms, doubling to 5 s for each time in a row, jittered. A session
-/// that opens starts it over (`reset_after` is for supervised children).
-const FD_BACKOFF: BackoffPolicy = BackoffPolicy {
-    min: Duration::from_millis(100),
-    max: Duration::from_secs(5),
-    reset_after: Duration::from_secs(5),
-    jitter: 0.2,
-};
+/// that opens starts it over.
+const FD_BACKOFF: BackoffPolicy =
+    BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_secs(5));
 
 /// What an endpoint tells its inbound.
 #[derive(Debug)]

@@ -36,7 +36,7 @@ type Association = (u64, Option<u16>);
 type ByIp = HashMap<IpAddr, Vec<Association>>;
 
 /// Live associations by client address, and the control connections
-/// (at most [`MAX_ASSOCIATIONS`]).
+/// (at most `MAX_ASSOCIATIONS`).
 #[derive(Default)]
 pub struct Associations {
     by_ip: Mutex<ByIp>,

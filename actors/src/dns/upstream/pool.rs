@@ -106,11 +106,7 @@ impl StreamPool {
             conns: HashMap::new(),
             active: None,
             next_conn_id: 1,
-            reconnect: Backoff::new(BackoffPolicy {
-                min: RECONNECT_MIN,
-                max: RECONNECT_MAX,
-                ..BackoffPolicy::default()
-            }),
+            reconnect: Backoff::new(BackoffPolicy::doubling(RECONNECT_MIN, RECONNECT_MAX)),
             retry_after: None,
             avoid: None,
         }

@@ -40,11 +40,7 @@ impl Prober {
         let mut prober = Self {
             slot,
             probing: false,
-            delays: Backoff::new(BackoffPolicy {
-                min: PROBE_FIRST,
-                max: PROBE_MAX,
-                ..BackoffPolicy::default()
-            }),
+            delays: Backoff::new(BackoffPolicy::doubling(PROBE_FIRST, PROBE_MAX)),
             task: None,
         };
         if !prober.slot.health.is_up() {

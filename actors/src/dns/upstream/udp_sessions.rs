@@ -50,11 +50,7 @@ impl UdpSessions {
             servers,
             current: Arc::new(Vec::new()),
             opening: None,
-            retry: Backoff::new(BackoffPolicy {
-                min: UDP_RETRY_MIN,
-                max: UDP_RETRY_MAX,
-                ..BackoffPolicy::default()
-            }),
+            retry: Backoff::new(BackoffPolicy::doubling(UDP_RETRY_MIN, UDP_RETRY_MAX)),
         };
         if !sessions.servers.is_empty() {
             sessions.open(myself);
