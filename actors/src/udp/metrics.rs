@@ -22,18 +22,27 @@ pub enum Refused {
     /// there was nobody to start the endpoint. The next datagram tries
     /// again.
     Restarting = 3,
+    /// A SOCKS5 inbound's control connection past its cap of associations.
+    Associations = 4,
 }
 
 impl Refused {
-    pub const ALL: [Refused; 4] = [
+    pub const ALL: [Refused; 5] = [
         Refused::MaxEndpoints,
         Refused::FdLimit,
         Refused::NoPath,
         Refused::Restarting,
+        Refused::Associations,
     ];
 }
 
-const REFUSED: [&str; 4] = ["max_endpoints", "fd_limit", "no_path", "restarting"];
+const REFUSED: [&str; 5] = [
+    "max_endpoints",
+    "fd_limit",
+    "no_path",
+    "restarting",
+    "associations",
+];
 
 /// Why a datagram was not delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +95,7 @@ pub struct UdpMetrics {
     pub endpoints: Gauge,
     pub created: Counter,
     pub failovers: Counter,
-    refused: [Counter; 4],
+    refused: [Counter; 5],
     dropped: [Counter; 8],
     /// Client to destination, destination to client.
     pub upstream: Counter,

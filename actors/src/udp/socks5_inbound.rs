@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::flows::{Flows, EVENTS};
 use super::inbound::SocketReply;
-use super::metrics::Dropped;
+use super::metrics::{Dropped, Refused, UdpMetrics};
 use super::{Event, Relay};
 use crate::dialer::socks5::{self, Command, Credentials, ReplyCode, TargetAddr};
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
@@ -122,6 +122,7 @@ pub struct Socks5Held {
     /// Clients whose association ended: their flows end.
     ended_tx: mpsc::Sender<SocketAddr>,
     ended: mpsc::Receiver<SocketAddr>,
+    metrics: Arc<UdpMetrics>,
 }
 
 impl Socks5Held {
@@ -147,6 +148,7 @@ impl Socks5Held {
             events,
             ended_tx,
             ended,
+            metrics: relay.metrics.clone(),
         })
     }
 }
@@ -163,10 +165,12 @@ pub async fn run(held: &mut Socks5Held) -> Result<(), SocketFailure> {
         events,
         ended_tx,
         ended,
+        metrics,
     } = held;
     let relay = relay_loop(socket, associations, flows, events, ended);
     let accept = accept_each(&*listener, "socks5 inbound", |stream, peer| {
         let Some(live) = associations.control_slot() else {
+            metrics.refused(Refused::Associations);
             warn_throttled!("socks5-inbound-full", %peer, "SOCKS5 inbound: too many associations; refusing");
             return;
         };
