@@ -351,3 +351,34 @@ impl Drop for Flows {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::udp::metrics::UdpMetrics;
+    use crate::udp::tests::{relay, NoReply};
+
+    #[tokio::test]
+    async fn failed_flows_remembered_stay_under_the_cap_the_oldest_going_first() {
+        let (mut flows, _events) =
+            Flows::new(relay(&Arc::new(UdpMetrics::default())), Arc::new(NoReply));
+        let key = |port| FlowKey {
+            client: SocketAddr::from(([127, 0, 0, 1], port)),
+            dst: None,
+        };
+        flows.remember_failed(key(0), vec!["n1".into()], 1);
+        // Every later one is younger than the first.
+        let first = Instant::now();
+        while Instant::now() == first {}
+        for port in 1..=FAILED_MAX as u16 {
+            flows.remember_failed(key(port), vec!["n1".into()], 1);
+        }
+        assert_eq!(flows.failed.len(), FAILED_MAX);
+        assert!(!flows.failed.contains_key(&key(0)), "the oldest went");
+        assert!(flows.failed.contains_key(&key(FAILED_MAX as u16)));
+        // One already remembered is refreshed, not counted twice.
+        flows.remember_failed(key(7), vec!["n2".into()], 2);
+        assert_eq!(flows.failed.len(), FAILED_MAX);
+        assert_eq!(flows.failed[&key(7)].1, 2);
+    }
+}

@@ -317,14 +317,15 @@ impl Unstarted {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::dialer::metrics::DialerMetrics;
     use crate::dialer::settings::DialerSettings;
     use crate::net::udp_batch::Datagrams;
     use settings::IdleTimeouts;
 
-    struct NoReply;
+    /// Answers go nowhere.
+    pub(crate) struct NoReply;
 
     impl Reply for NoReply {
         fn send_many(
@@ -337,7 +338,8 @@ mod tests {
         }
     }
 
-    fn relay(metrics: &Arc<UdpMetrics>) -> Arc<Relay> {
+    /// A relay over the direct dialer, with no endpoints supervisor.
+    pub(crate) fn relay(metrics: &Arc<UdpMetrics>) -> Arc<Relay> {
         let dialers = Dialers::new(
             DialerSettings::direct_only(),
             Arc::new(DialerMetrics::default()),
