@@ -162,16 +162,16 @@ async fn read_queries(
             Decision::Drop => {}
             Decision::Resolve(pending) => {
                 slot.query();
-                let packet = buf.clone();
-                let resolver = resolver.clone();
                 let answers = answers.clone();
-                tokio::spawn(async move {
-                    let answer = resolver
-                        .resolve(&packet, peer.ip(), Transport::Tcp, pending.stale)
-                        .await;
-                    let _ = answers.send(frame(&answer)).await;
-                    drop(pending.permit);
-                });
+                resolver.spawn_resolve(
+                    pending,
+                    &buf,
+                    peer.ip(),
+                    Transport::Tcp,
+                    move |answer| async move {
+                        let _ = answers.send(frame(&answer)).await;
+                    },
+                );
             }
         }
     }

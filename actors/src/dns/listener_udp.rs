@@ -166,16 +166,16 @@ fn handle(
         Decision::Reply => out.push(client, reply),
         Decision::Drop => {}
         Decision::Resolve(pending) => {
-            let packet = packet.to_vec();
-            let resolver = resolver.clone();
             let answers = answers.clone();
-            tokio::spawn(async move {
-                let answer = resolver
-                    .resolve(&packet, client.ip(), Transport::Udp, pending.stale)
-                    .await;
-                let _ = answers.send((client, answer)).await;
-                drop(pending.permit);
-            });
+            resolver.spawn_resolve(
+                pending,
+                packet,
+                client.ip(),
+                Transport::Udp,
+                move |answer| async move {
+                    let _ = answers.send((client, answer)).await;
+                },
+            );
         }
     }
 }

@@ -45,17 +45,18 @@ impl Resolver {
             }
             Decision::Drop => {}
             Decision::Resolve(pending) => {
-                let resolver = self.clone();
-                let packet = packet.to_vec();
-                tokio::spawn(async move {
-                    let answer = resolver
-                        .resolve(&packet, client.ip(), Transport::Udp, pending.stale)
-                        .await;
-                    if socket.send_to(&answer, client).is_err() {
-                        resolver.metrics.dropped(Dropped::SendFailed);
-                    }
-                    drop(pending.permit);
-                });
+                let metrics = self.metrics.clone();
+                self.spawn_resolve(
+                    pending,
+                    packet,
+                    client.ip(),
+                    Transport::Udp,
+                    move |answer| async move {
+                        if socket.send_to(&answer, client).is_err() {
+                            metrics.dropped(Dropped::SendFailed);
+                        }
+                    },
+                );
             }
         }
     }

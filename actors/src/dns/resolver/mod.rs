@@ -17,6 +17,7 @@ mod stale;
 mod tests;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
@@ -82,6 +83,31 @@ impl Resolver {
     /// Queries being resolved now.
     pub fn in_flight(&self) -> usize {
         self.settings.limits.in_flight - self.in_flight.available_permits()
+    }
+
+    /// Resolves a query `decide` sent upstream in a task of its own and
+    /// hands the answer to `deliver`. The query's permit is held until
+    /// `deliver` is done, so answers waiting for a slow client count
+    /// against the bound.
+    pub fn spawn_resolve<F, D>(
+        self: &Arc<Self>,
+        pending: Pending,
+        packet: &[u8],
+        client: IpAddr,
+        transport: Transport,
+        deliver: F,
+    ) where
+        F: FnOnce(Vec<u8>) -> D + Send + 'static,
+        D: Future<Output = ()> + Send,
+    {
+        let resolver = self.clone();
+        let packet = packet.to_vec();
+        tokio::spawn(async move {
+            let Pending { permit, stale } = pending;
+            let answer = resolver.resolve(&packet, client, transport, stale).await;
+            deliver(answer).await;
+            drop(permit);
+        });
     }
 
     /// Resolves a query `decide` sent upstream; the answer's bytes.
