@@ -25,6 +25,7 @@ use super::health::{Source, Track};
 use super::path::Dialer;
 use super::settings::HttpUrl;
 use super::socks5::TargetAddr;
+use crate::dns::wire;
 use crate::io_class::IoClass;
 
 /// The first re-probe delay of a down track.
@@ -413,13 +414,17 @@ async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
     }
 }
 
+/// `. IN NS`: what every DNS server answers.
+fn probe_question() -> Vec<u8> {
+    // The root's name is always writable.
+    wire::question(".", wire::TYPE_NS, wire::CLASS_IN).unwrap_or_default()
+}
+
 async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), Failure> {
     let session = dialer.open_udp(server, true).await?;
     let id: u16 = rand::random();
-    // `. IN NS`, recursion desired.
-    let mut query = Vec::with_capacity(17);
-    query.extend_from_slice(&id.to_be_bytes());
-    query.extend_from_slice(&[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1]);
+    let mut query = Vec::new();
+    wire::write_question_query(&probe_question(), id, false, false, &mut query);
     session
         .try_send(&query)
         .map_err(|e| session_failure(&e, dialer))?;
