@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dns::{answers, free_port, kdig, tools_present, Knot};
+use support::dns::{answers, free_port, kdig, Knot};
 use support::socks::{close_wait, established_to, Cutter, Dante, NoContent};
 use support::{dialer, eventually, while_flowing, Ward};
 
@@ -104,7 +104,7 @@ fn ask(dns: SocketAddr, i: u32) -> bool {
 }
 
 fn failover(scheme: &str, track: &str) {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     // Probes every 5 s: a node marked down within 1 s of its death was
@@ -195,7 +195,7 @@ fn dns_over_udp_associate_through_a_group_survives_the_node_in_use_dying() {
 /// middlebox; no root needed): queries keep being answered, and nothing is
 /// left in CLOSE-WAIT.
 fn connections_reset(scheme: &str, track: &str) {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab_with(scheme, 1, true);
@@ -247,7 +247,7 @@ fn dns_over_udp_associate_through_a_node_whose_connections_are_reset_loses_nothi
 
 #[test]
 fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab("udp", 1);
@@ -272,7 +272,7 @@ fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
 
 #[test]
 fn ctl_probe_finds_a_dead_node_between_periodic_probes() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     // Periodic probes only every minute (and once at start).
@@ -321,7 +321,7 @@ fn ctl_probe_without_probe_targets_says_so() {
 
 #[test]
 fn an_upstream_whose_node_is_down_at_start_stays_up_and_serves_once_it_comes() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let knot = Knot::start("");

@@ -41,7 +41,7 @@ fn shape(tree: &Value) -> BTreeSet<String> {
 
 #[test]
 fn killing_dns_actors_under_load_loses_almost_nothing() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");

@@ -49,7 +49,7 @@ fn rcode_of(reply: &[u8]) -> ResponseCode {
 
 #[test]
 fn past_the_in_flight_bound_queries_are_refused_at_once() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let (silent, _) = counting_upstream(None, Duration::ZERO);
@@ -93,7 +93,7 @@ fn past_the_in_flight_bound_queries_are_refused_at_once() {
 
 #[test]
 fn identical_concurrent_misses_share_one_upstream_query() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -125,7 +125,7 @@ fn identical_concurrent_misses_share_one_upstream_query() {
 
 #[test]
 fn a_client_over_its_rate_is_dropped_and_counted() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -162,7 +162,7 @@ fn a_client_over_its_rate_is_dropped_and_counted() {
 
 #[test]
 fn tcp_connections_per_client_are_capped_and_idle_ones_closed() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -198,7 +198,7 @@ fn tcp_connections_per_client_are_capped_and_idle_ones_closed() {
 
 #[test]
 fn hosts_file_and_inline_records_are_answered_without_an_upstream() {
-    if !tools_present(&["kdig"]) {
+    if !support::require(&["kdig"], false) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +234,7 @@ fn hosts_file_and_inline_records_are_answered_without_an_upstream() {
 /// listener answers again once ward runs.
 #[test]
 fn what_the_kernel_drops_at_a_full_listener_is_counted() {
-    if !tools_present(&["kdig"]) {
+    if !support::require(&["kdig"], false) {
         return;
     }
     let (silent, _) = counting_upstream(None, Duration::ZERO);

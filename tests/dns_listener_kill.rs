@@ -70,7 +70,7 @@ fn ward_before(knot: &Knot) -> (Ward, SocketAddr) {
 
 #[test]
 fn killing_the_udp_listener_five_times_under_load_loses_no_query() {
-    if !tools_present(&["knotd", "dnsperf"]) {
+    if !support::require(&["knotd", "dnsperf"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -118,7 +118,7 @@ fn killing_the_udp_listener_five_times_under_load_loses_no_query() {
 
 #[test]
 fn a_udp_listener_socket_destroyed_from_outside_answers_again_within_a_second() {
-    if !tools_present(&["knotd", "ss"]) {
+    if !support::require(&["knotd", "ss"], false) {
         return;
     }
     let knot = Knot::start("");

@@ -84,7 +84,7 @@ fn start_unbound(dir: &Path, knot: SocketAddr) -> Unbound {
 
 #[test]
 fn dot_and_doh_upstreams_answer_and_a_wrong_name_is_refused() {
-    if !tools_present(&["knotd", "kdig", "unbound"]) {
+    if !support::require(&["knotd", "kdig", "unbound"], false) {
         return;
     }
     let knot = Knot::start("");

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::dns::{free_port, tools_present};
+use support::dns::free_port;
 use support::socks::{Dante, NoContent};
 use support::udp::{Client, Peer};
 use support::{eventually, kill_at_random, walk, Ward};
@@ -43,7 +43,7 @@ fn shape(tree: &Value) -> BTreeSet<String> {
 
 #[test]
 fn killing_relay_actors_under_load_loses_almost_nothing() {
-    if !tools_present(&["danted"]) {
+    if !support::require(&["danted"], false) {
         return;
     }
     let echo = Peer::echo();

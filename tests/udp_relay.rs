@@ -12,7 +12,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dns::{free_port, tools_present};
+use support::dns::free_port;
 use support::socks::{close_wait, Cutter, Dante, NoContent};
 use support::udp::{Client, Peer};
 use support::{dialer, eventually, walk, while_flowing, Ward};
@@ -88,7 +88,7 @@ fn metric(ward: &Ward, name: &str) -> f64 {
 
 #[test]
 fn flows_move_to_the_other_node_when_the_node_in_use_dies() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let mut lab = lab("");
@@ -128,7 +128,7 @@ fn flows_move_to_the_other_node_when_the_node_in_use_dies() {
 
 #[test]
 fn idle_endpoints_end_and_the_cap_refuses_new_flows() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab("max_endpoints: 2, idle: (other_s: 1)");
@@ -224,7 +224,7 @@ impl SocksClient {
 
 #[test]
 fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let mut lab = lab_with("", |listen, _| format!("Socks5((listen: \"{listen}\"))"));
@@ -285,7 +285,7 @@ fn socks5_inbound_flows_fail_over_and_end_with_their_association() {
 
 #[test]
 fn flows_survive_their_node_resetting_the_association_control_connections() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab("");

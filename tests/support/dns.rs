@@ -29,29 +29,6 @@ short 1 IN A   192.0.2.2
 *.load  IN A   192.0.2.3
 "#;
 
-/// True when the tools are installed. Missing tools fail the test when
-/// running as root (the test command installs them), and skip it otherwise.
-pub fn tools_present(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map_or(true, |o| !o.status.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if nix::unistd::geteuid().is_root() {
-        panic!("missing {missing:?}: scripts/test.sh installs them");
-    }
-    eprintln!("skipped: {missing:?} not installed (run scripts/test.sh as root)");
-    false
-}
-
 /// A loopback port free for both UDP and TCP right now.
 pub fn free_port() -> u16 {
     loop {

@@ -7,8 +7,13 @@
 
 pub mod dns;
 pub mod netns;
+pub mod skip;
 pub mod socks;
 pub mod udp;
+
+// Not every test binary has a test that can skip.
+#[allow(unused_imports)]
+pub use skip::require;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
