@@ -124,8 +124,9 @@ fn failover(scheme: &str, track: &str) {
         &[lab.dns],
         40,
         |dns, i| ask(*dns, i),
-        || {
-            std::thread::sleep(Duration::from_millis(100));
+        |flowing| {
+            // Queries are going through n1.
+            flowing.wait_answered(2);
             lab.nodes[0].kill();
             let killed = Instant::now();
             // Its traffic fails at once (the tunnels close); that failure, or
@@ -134,6 +135,9 @@ fn failover(scheme: &str, track: &str) {
                 (!up(&lab.ward, "n1", track)).then_some(())
             });
             // No socket of ward's to the dead node waits in CLOSE-WAIT past 1 s.
+            // The claim is about ward's sockets 1 s after the kill: sleep to
+            // that moment and look. Not a wait for a condition: a poll could
+            // pass before the dead node's FINs even arrived.
             std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
             assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
         },
@@ -208,9 +212,10 @@ fn connections_reset(scheme: &str, track: &str) {
         &[lab.dns],
         40,
         |dns, i| ask(*dns, i),
-        || {
+        |flowing| {
+            // Twice, each time once more queries went through n1.
             for _ in 0..2 {
-                std::thread::sleep(Duration::from_millis(150));
+                flowing.wait_answered(flowing.answered() + 3);
                 resets += front.reset_all();
             }
         },
@@ -290,6 +295,9 @@ fn ctl_probe_finds_a_dead_node_between_periodic_probes() {
     });
     // n2 carries no traffic: nothing but a probe can notice it died.
     lab.nodes[1].kill();
+    // A window in which nothing but a probe could notice the death, and
+    // nothing must: the claim is an absence over time, not a condition
+    // to wait for.
     std::thread::sleep(Duration::from_millis(300));
     assert!(up(&lab.ward, "n2", "tcp"), "no periodic probe yet");
     let out = lab.ward.ctl(&["probe", "nodes"]);

@@ -80,6 +80,7 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
                     // Like a stub resolver: one retry, a second after the first try.
                     let first_try = Instant::now();
                     if !answered(dns, &name) {
+                        // The stub's retry schedule, not a wait for anything.
                         std::thread::sleep(
                             (first_try + Duration::from_secs(1))
                                 .saturating_duration_since(Instant::now()),
@@ -88,6 +89,7 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
                             lost.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // The pace of the load.
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })

@@ -33,6 +33,7 @@ fn counting_upstream(knot: Option<SocketAddr>, delay: Duration) -> (SocketAddr, 
             let query = buf[..n].to_vec();
             let reply = socket.try_clone().unwrap();
             std::thread::spawn(move || {
+                // A slow upstream is the behaviour under test.
                 std::thread::sleep(delay);
                 if let Some(answer) = udp_exchange(knot, &query, Duration::from_secs(1)) {
                     let _ = reply.send_to(&answer, from);

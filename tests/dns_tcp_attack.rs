@@ -148,6 +148,7 @@ fn five_thousand_connections_from_250_addresses_hold_no_more_than_the_cap() {
             while !done.load(Ordering::Relaxed) {
                 let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
                 most.fetch_max(fds, Ordering::Relaxed);
+                // The sampling pace, not a wait for anything.
                 std::thread::sleep(Duration::from_millis(5));
             }
         })

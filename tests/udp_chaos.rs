@@ -78,6 +78,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
                     if !client.echo(inbound, i) {
                         lost.fetch_add(1, Ordering::Relaxed);
                     }
+                    // The pace of a steady flow.
                     std::thread::sleep(Duration::from_millis(10));
                 }
             })

@@ -151,10 +151,14 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         );
     }
 
-    let lost = while_flowing(&clients, 40, echo, || {
-        std::thread::sleep(Duration::from_millis(200));
+    let lost = while_flowing(&clients, 40, echo, |flowing| {
+        // Every flow is going through n1.
+        flowing.wait_answered(3 * clients.len());
         nodes[0].kill();
         let killed = Instant::now();
+        // The claim is about ward's sockets 1 s after the kill: sleep to
+        // that moment and look. Not a wait for a condition: a poll could
+        // pass before the dead node's FINs even arrived.
         std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
         let waiting = router.output(&["ss", "-Htn", "state", "close-wait"]);
         assert!(

@@ -19,6 +19,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -54,6 +55,7 @@ pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // The poll interval.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -264,31 +266,60 @@ pub fn walk(node: &Value) -> Vec<Value> {
     out
 }
 
+/// How far the flows of [`while_flowing`] got, for `during` to act on
+/// traffic that is really flowing rather than after a guessed delay.
+#[derive(Default)]
+pub struct Flowing {
+    answered: AtomicUsize,
+}
+
+impl Flowing {
+    /// Exchanges answered so far, every client together.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` exchanges in all have been answered.
+    pub fn wait_answered(&self, n: usize) {
+        eventually(
+            &format!("{n} exchanges answered"),
+            Duration::from_secs(10),
+            || (self.answered() >= n).then_some(()),
+        );
+    }
+}
+
 /// Runs `flow(client, i)` for `i` in `1..=count` on every client at once,
-/// one every 20 ms, while `during` runs on this thread; how many of each
-/// client's exchanges failed.
+/// one every 20 ms, while `during` runs on this thread (told how far the
+/// flows got); how many of each client's exchanges failed.
 pub fn while_flowing<C: Sync>(
     clients: &[C],
     count: u32,
     flow: impl Fn(&C, u32) -> bool + Sync,
-    during: impl FnOnce(),
+    during: impl FnOnce(&Flowing),
 ) -> Vec<usize> {
+    let flowing = Flowing::default();
     std::thread::scope(|scope| {
-        let flow = &flow;
+        let (flow, flowing) = (&flow, &flowing);
         let running: Vec<_> = clients
             .iter()
             .map(|client| {
                 scope.spawn(move || {
                     (1..=count)
                         .filter(|&i| {
+                            // The pace of a steady client, not a wait.
                             std::thread::sleep(Duration::from_millis(20));
-                            !flow(client, i)
+                            let answered = flow(client, i);
+                            if answered {
+                                flowing.answered.fetch_add(1, Ordering::SeqCst);
+                            }
+                            !answered
                         })
                         .count()
                 })
             })
             .collect();
-        during();
+        during(flowing);
         running.into_iter().map(|r| r.join().unwrap()).collect()
     })
 }
@@ -309,6 +340,7 @@ pub fn kill_at_random(
         if due > started + run {
             break;
         }
+        // The pace of the kills, not a wait for anything.
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
             continue;

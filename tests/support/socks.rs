@@ -162,6 +162,7 @@ impl NoContent {
                         let _ = stream
                             .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
                     }
+                    // Non-blocking, to see `stop`: the poll interval.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -227,6 +228,7 @@ impl Cutter {
         std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
+                    // Non-blocking, to see `stop`: the poll interval.
                     std::thread::sleep(Duration::from_millis(2));
                     continue;
                 };
