@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dns::{answers, free_port, kdig, Knot};
+use support::dns::{answers, kdig, Knot, LISTEN};
 use support::socks::{close_wait, established_to, Cutter, Dante, NoContent};
-use support::{dialer, eventually, while_flowing, Ward};
+use support::{dialer, eventually, free_port, while_flowing, Ward};
 
 const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
 
@@ -71,14 +71,14 @@ fn lab_with(scheme: &str, interval_s: u64, front_n1: bool) -> Lab {
 /// ward with top-level sections `top` and a `dns` section with `dns_body`,
 /// and the address its DNS answers on.
 fn ward_with_top(top: &str, dns_body: &str) -> (Ward, SocketAddr) {
-    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (top, body) = (top.to_string(), dns_body.to_string());
     let ward = Ward::start_with(move |dir| {
         format!(
-            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {top}\n    dns: (\n        listen: [\"{dns}\"],\n        {body}\n    ),\n)\n",
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {top}\n    dns: (\n        listen: [\"{LISTEN}\"],\n        {body}\n    ),\n)\n",
             dir.display()
         )
     });
+    let dns = ward.dns_bound(LISTEN);
     (ward, dns)
 }
 
@@ -333,6 +333,8 @@ fn an_upstream_whose_node_is_down_at_start_stays_up_and_serves_once_it_comes() {
         return;
     }
     let knot = Knot::start("");
+    // ward is told the node's address before the node exists: a picked
+    // port, bound later by the node (no other port to try then).
     let port = free_port();
     let (ward, dns) = ward_with_top(
         &format!("dialers: {{ \"late\": Socks5((server: \"127.0.0.1:{port}\")) }},"),

@@ -20,6 +20,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use support::dns::*;
+use support::udp::Refusing;
 use support::{eventually, walk, Ward};
 
 fn knot_upstream(knot: &Knot, scheme: &str) -> String {
@@ -181,7 +182,8 @@ fn the_fallback_chain_moves_past_dead_and_silent_upstreams() {
         return;
     }
     let knot = Knot::start("");
-    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let refusing = Refusing::new();
+    let closed = refusing.addr;
     let silent = silent_upstream();
     let body = format!(
         "upstreams: {{ \"dead\": (url: \"udp://{closed}\"), \"silent\": (url: \"udp://{}\"), \"knot\": (url: \"udp://{}\") }},\n\
@@ -251,17 +253,15 @@ fn ipv6_listeners_answer_and_the_cache_can_be_flushed() {
         return;
     }
     let knot = Knot::start("");
-    let port = free_port();
-    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
-    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     let upstream = knot.addr();
     let ward = Ward::start_with(|dir| {
         format!(
-            "(admin: (socket: \"{}/admin.sock\"), dns: (listen: [\"{v4}\", \"{v6}\"], \
+            "(admin: (socket: \"{}/admin.sock\"), dns: (listen: [\"127.0.0.1:0\", \"[::1]:0\"], \
              upstreams: {{ \"knot\": (url: \"udp://{upstream}\") }}))",
             dir.display()
         )
     });
+    let (v4, v6) = (ward.dns_bound("127.0.0.1:0"), ward.dns_bound("[::1]:0"));
     assert_eq!(
         answers(&kdig(v6, "www.test.", "AAAA", &[]).unwrap()),
         vec!["2001:db8::1"]
@@ -429,8 +429,8 @@ fn a_listener_whose_socket_is_destroyed_comes_back() {
     let knot = Knot::start("");
     let (ward, dns) = ward_with(&knot_upstream(&knot, "udp"));
     for (proto, path) in [
-        ("-u", format!("dns/listeners/udp:{dns}")),
-        ("-t", format!("dns/listeners/tcp:{dns}")),
+        ("-u", format!("dns/listeners/udp:{LISTEN}")),
+        ("-t", format!("dns/listeners/tcp:{LISTEN}")),
     ] {
         let before = node(&ward, &path);
         let killed = Command::new("ss")
@@ -572,11 +572,11 @@ fn the_dns_subtree_shows_upstreams_listeners_and_connections() {
         ),
         ("dns/listeners".to_string(), "supervisor".to_string()),
         (
-            format!("dns/listeners/udp:{dns}"),
+            format!("dns/listeners/udp:{LISTEN}"),
             "dns-listener-udp".to_string(),
         ),
         (
-            format!("dns/listeners/tcp:{dns}"),
+            format!("dns/listeners/tcp:{LISTEN}"),
             "dns-listener-tcp".to_string(),
         ),
     ];

@@ -260,7 +260,7 @@ fn what_the_kernel_drops_at_a_full_listener_is_counted() {
         .lines()
         .find_map(|l| {
             l.strip_prefix(&format!(
-                "ward_socket_drops_total{{path=\"dns/listeners/udp:{dns}\"}} "
+                "ward_socket_drops_total{{path=\"dns/listeners/udp:{LISTEN}\"}} "
             ))
         })
         .and_then(|v| v.trim().parse().ok())

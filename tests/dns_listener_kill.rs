@@ -75,7 +75,7 @@ fn killing_the_udp_listener_five_times_under_load_loses_no_query() {
     }
     let knot = Knot::start("");
     let (ward, dns) = ward_before(&knot);
-    let path = format!("dns/listeners/udp:{dns}");
+    let path = format!("dns/listeners/udp:{LISTEN}");
     let dir = tempfile::tempdir().unwrap();
     let perf = dnsperf(dns, dir.path());
     let every = Duration::from_secs(RUN_S as u64) / (KILLS as u32 + 1);
@@ -123,7 +123,7 @@ fn a_udp_listener_socket_destroyed_from_outside_answers_again_within_a_second() 
     }
     let knot = Knot::start("");
     let (ward, dns) = ward_before(&knot);
-    let path = format!("dns/listeners/udp:{dns}");
+    let path = format!("dns/listeners/udp:{LISTEN}");
     let q = query("www.test.", RecordType::A);
     assert!(udp_exchange(dns, &q, Duration::from_secs(2)).is_some());
     let before = ward.node(&path).unwrap();

@@ -12,7 +12,6 @@ use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dns::free_port;
 use support::socks::{close_wait, Cutter, Dante, NoContent};
 use support::udp::{Client, Peer};
 use support::{dialer, eventually, walk, while_flowing, Ward};
@@ -30,6 +29,9 @@ struct Lab {
     inbound: SocketAddr,
 }
 
+/// The inbound's listen address: the kernel picks the port.
+const LISTEN: &str = "127.0.0.1:0";
+
 fn lab(udp_extra: &str) -> Lab {
     lab_with(udp_extra, |inbound, echo| {
         format!("Forward((listen: \"{inbound}\", to: \"{echo}\"))")
@@ -37,12 +39,11 @@ fn lab(udp_extra: &str) -> Lab {
 }
 
 /// [`lab`] with the inbound `inbound(listen, echo)` writes.
-fn lab_with(udp_extra: &str, inbound_of: impl Fn(SocketAddr, SocketAddr) -> String) -> Lab {
+fn lab_with(udp_extra: &str, inbound_of: impl Fn(&str, SocketAddr) -> String) -> Lab {
     let echo = Peer::echo();
     let nodes = [Dante::start(), Dante::start()];
     let n1_front = Cutter::start(nodes[0].addr());
     let probe = NoContent::start();
-    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ward = Ward::start(&format!(
         "dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
          groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: Fixed(0)) }},\n\
@@ -51,8 +52,9 @@ fn lab_with(udp_extra: &str, inbound_of: impl Fn(SocketAddr, SocketAddr) -> Stri
         n1_front.addr,
         nodes[1].addr(),
         probe.addr,
-        inbound_of(inbound, echo.addr),
+        inbound_of(LISTEN, echo.addr),
     ));
+    let inbound = ward.bound("UDP inbound listening", LISTEN);
     Lab {
         echo_addr: echo.addr,
         _echo: echo,
@@ -344,11 +346,11 @@ fn limit_descriptors(pid: i32, limit: u64) {
 #[test]
 fn out_of_descriptors_refuses_new_flows_without_blaming_the_path() {
     let echo = Peer::echo();
-    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ward = Ward::start(&format!(
-        "udp: (inbounds: [ Forward((listen: \"{inbound}\", to: \"{}\")) ], default: \"direct\", idle: (other_s: 1)),",
+        "udp: (inbounds: [ Forward((listen: \"{LISTEN}\", to: \"{}\")) ], default: \"direct\", idle: (other_s: 1)),",
         echo.addr
     ));
+    let inbound = ward.bound("UDP inbound listening", LISTEN);
     let stats = ward.request(r#"{"cmd":"stats"}"#);
     let open = stats["stats"]["open_fds"].as_u64().unwrap();
     // Room for a few flows' sockets, no more.

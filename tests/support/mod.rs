@@ -1,7 +1,13 @@
 //! Test harness: starts the real `ward` binary with a config of the test's
 //! own (admin socket in a temp dir, metrics on 127.0.0.1:0), talks to it over
 //! its admin socket, and stops it. Its log goes to a file in the temp dir and
-//! is printed when a test using it fails.
+//! is printed when a test using it fails; the addresses its listeners bound
+//! (configured with port 0) are read from it.
+//!
+//! Ports: servers the tests run in-process bind port 0 and keep their
+//! socket. External daemons that must be told a port in their config get
+//! one from [`free_port`] and start through [`on_a_free_port`], which tries
+//! another port when the picked one was taken in the meantime.
 
 #![allow(dead_code)]
 
@@ -16,6 +22,7 @@ pub mod udp;
 pub use skip::require;
 
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -55,6 +62,61 @@ pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // The poll interval.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now, for an external
+/// daemon that must be told its port (start it with [`on_a_free_port`]).
+/// Nothing holds the port afterwards: in-process servers bind port 0
+/// instead.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts an external daemon that must be told its port in its config (it
+/// cannot be handed a socket): `launch(port)` starts it on a port from
+/// [`free_port`] and says whether it came up. Tests run in parallel, so the
+/// port may be taken by the time the daemon binds it; the daemon then
+/// exits, and `launch` runs again on another port, a few times.
+pub fn on_a_free_port<T>(what: &str, mut launch: impl FnMut(u16) -> Result<T, String>) -> T {
+    const ATTEMPTS: usize = 5;
+    let mut failures = Vec::new();
+    for _ in 0..ATTEMPTS {
+        match launch(free_port()) {
+            Ok(started) => return started,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!("{what} did not start on any of {ATTEMPTS} ports: {failures:#?}");
+}
+
+/// Waits until `ready` holds for the daemon `child`; an error when the
+/// daemon exits first (it could not bind its port, say) or is not ready
+/// within 10 s. The caller stops a daemon that failed.
+pub fn wait_started(
+    child: &mut Child,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("{what} exited ({status})"));
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} not ready within 10 s"));
+        }
         // The poll interval.
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -129,9 +191,11 @@ impl Ward {
             }
             None => Command::new(WARD),
         };
+        // The config's log level holds: the harness reads the log.
         let child = command
             .args(["run", "--config"])
             .arg(&config_path)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -157,6 +221,47 @@ impl Ward {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ward.log")).unwrap_or_default()
+    }
+
+    /// The address a listener bound, from its log line (text, the format
+    /// the harness leaves set): the latest line with the message `what`
+    /// that names `configured` as its address (`addr=<configured>`, or an
+    /// inbound's `inbound=<kind>:<configured>`), and its `bound=`. A listen
+    /// address with port 0 gets its port there.
+    pub fn bound(&self, what: &str, configured: &str) -> SocketAddr {
+        let ours = |word: &str| {
+            word.split_once('=').is_some_and(|(key, value)| match key {
+                "addr" => value == configured,
+                "inbound" => value
+                    .strip_suffix(configured)
+                    .is_some_and(|kind| kind.ends_with(':')),
+                _ => false,
+            })
+        };
+        eventually(
+            &format!("\"{what}\" for {configured} in the log"),
+            Duration::from_secs(10),
+            || {
+                self.log()
+                    .lines()
+                    .rev()
+                    .filter(|line| line.contains(what))
+                    .filter(|line| line.split_whitespace().any(ours))
+                    .find_map(|line| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix("bound=")?.parse().ok())
+                    })
+            },
+        )
+    }
+
+    /// The address a DNS listen address configured as `configured` answers
+    /// on: its UDP and TCP listeners bound the same one.
+    pub fn dns_bound(&self, configured: &str) -> SocketAddr {
+        let udp = self.bound("DNS listening on UDP", configured);
+        let tcp = self.bound("DNS listening on TCP", configured);
+        assert_eq!(udp, tcp, "UDP and TCP of {configured} on one port");
+        udp
     }
 
     /// One request, one reply, on a fresh connection.
