@@ -2,16 +2,22 @@
 # Runs every check and test of ward: formatting, clippy, unit and integration
 # tests against the real binary and real peers. Installs the Debian packages
 # the tests need (as root, or through sudo when that works without a
-# password). Tests that need root skip themselves when run as a normal user.
+# password). No test passes by skipping: a test that cannot run here (a
+# tool missing, or root) fails when run as root, and otherwise records the
+# skip in $WARD_SKIP_LOG (tests/support/skip.rs); ignored tests count as
+# skipped too. Any skip fails this script unless WARD_ALLOW_SKIPS=1, which
+# still prints them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: setpriv (util-linux) to run ward as an
 # unprivileged user; knot as the authoritative upstream and kdig as the
 # client; unbound as a DNS-over-TLS/HTTPS upstream; ss (iproute2) to destroy
-# sockets from outside; dante-server as a real SOCKS5 node; nftables for the
-# TPROXY rules of the router test.
-PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables)
+# sockets from outside, and ip for the router test's network namespaces;
+# dante-server as a real SOCKS5 node; nftables for the TPROXY rules of the
+# router test and procps for its sysctl; prlimit (util-linux) to lower
+# ward's descriptor limit; dnsperf as the load while a listener is killed.
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
@@ -36,13 +42,48 @@ install_packages() {
     # Keep package scripts from starting services; the tests start their own.
     local policy=/usr/sbin/policy-rc.d
     if as_root sh -c "[ ! -e $policy ] && printf '#!/bin/sh\nexit 101\n' > $policy && chmod +x $policy"; then
-        trap 'as_root rm -f /usr/sbin/policy-rc.d' EXIT
+        remove_policy=1
     fi
     if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"; then
         as_root env DEBIAN_FRONTEND=noninteractive apt-get update \
             && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" \
-            || echo "warning: could not install ${missing[*]}; tests that need them will skip"
+            || echo "warning: could not install ${missing[*]}; tests that need them will not run"
     fi
+}
+
+remove_policy=0
+skip_log=$(mktemp)
+test_out=$(mktemp)
+cleanup() {
+    rm -f "$skip_log" "$test_out"
+    if [ "$remove_policy" -eq 1 ]; then as_root rm -f /usr/sbin/policy-rc.d; fi
+}
+trap cleanup EXIT
+# The run as nobody below records its skips here too.
+chmod 0666 "$skip_log"
+export WARD_SKIP_LOG=$skip_log
+
+# Adds every test libtest reported as ignored in the output file $1 to the
+# skip log; `$2` names the test binary when the output does not (a test
+# binary run directly). Ignored tests that the result lines count but no
+# line names are added as one entry, so none goes uncounted.
+record_ignored() {
+    awk -v bin="${2:-?}" -v out="$skip_log" '
+        /^ *Running / { bin = ($2 == "unittests") ? $3 : $2 }
+        /^ *Doc-tests / { bin = "doc-tests " $2 }
+        /^test .* \.\.\. ignored/ {
+            line = $0; sub(/^test /, "", line)
+            reason = line; sub(/ \.\.\. ignored,? ?/, "\t", reason); sub(/^[^\t]*\t/, "", reason)
+            sub(/ \.\.\. ignored.*/, "", line)
+            print bin "/" line "\tignored" (reason == "" ? "" : ": " reason) >> out
+            named++
+        }
+        /^test result:/ {
+            for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^ignored/) counted += $i
+        }
+        END {
+            if (counted > named) print "?\t" counted - named " more ignored tests (see the test result lines)" >> out
+        }' "$1"
 }
 
 if ! command -v cargo >/dev/null; then
@@ -57,7 +98,8 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked 2>&1 | tee "$test_out"
+record_ignored "$test_out"
 
 # The failover tests through SOCKS5 nodes (DNS through dialers, the UDP
 # relay's Forward and SOCKS5 inbounds) need no root: run them again as
@@ -72,10 +114,24 @@ if [ "$(id -u)" -eq 0 ]; then
             | grep '"kind":\["test"\]' \
             | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1 || true)
         if [ -n "$bin" ] && "${nobody[@]}" test -x "$bin"; then
-            (cd /tmp && "${nobody[@]}" "$bin")
+            (cd /tmp && "${nobody[@]}" "$bin") 2>&1 | tee "$test_out"
+            record_ignored "$test_out" "$test (as nobody)"
         else
             echo "skipped: user nobody cannot reach ${bin:-the $test test binary}"
+            printf '%s (as nobody)\tuser nobody cannot reach %s\n' "$test" "${bin:-the test binary}" >> "$skip_log"
         fi
     done
+fi
+
+skipped=$(wc -l < "$skip_log")
+echo "== $skipped tests skipped"
+if [ "$skipped" -gt 0 ]; then
+    sed 's/^/   /' "$skip_log"
+    if [ "${WARD_ALLOW_SKIPS:-0}" = 1 ]; then
+        echo "== every test that ran passed (WARD_ALLOW_SKIPS=1: skips allowed)"
+        exit 0
+    fi
+    echo "error: tests were skipped; run as root to install and use what they need, or set WARD_ALLOW_SKIPS=1" >&2
+    exit 1
 fi
 echo "== all tests passed"

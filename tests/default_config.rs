@@ -87,8 +87,8 @@ fn run_default_and_check(xdg: Option<&Path>, expected_socket: &Path) {
 
 #[test]
 fn the_default_config_runs_as_a_user_with_and_without_xdg_runtime_dir() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root to switch to an unprivileged user");
+    // Root to switch to an unprivileged user.
+    if !support::require(&["setpriv"], true) {
         return;
     }
     // Without XDG_RUNTIME_DIR: under /tmp.

@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::dns::{answers, free_port, kdig, tools_present, Knot};
+use support::dns::{answers, kdig, Knot, LISTEN};
 use support::socks::{close_wait, established_to, Cutter, Dante, NoContent};
-use support::{dialer, eventually, while_flowing, Ward};
+use support::{dialer, eventually, free_port, while_flowing, Ward};
 
 const TOOLS: [&str; 4] = ["knotd", "kdig", "danted", "ss"];
 
@@ -71,14 +71,14 @@ fn lab_with(scheme: &str, interval_s: u64, front_n1: bool) -> Lab {
 /// ward with top-level sections `top` and a `dns` section with `dns_body`,
 /// and the address its DNS answers on.
 fn ward_with_top(top: &str, dns_body: &str) -> (Ward, SocketAddr) {
-    let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let (top, body) = (top.to_string(), dns_body.to_string());
     let ward = Ward::start_with(move |dir| {
         format!(
-            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {top}\n    dns: (\n        listen: [\"{dns}\"],\n        {body}\n    ),\n)\n",
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {top}\n    dns: (\n        listen: [\"{LISTEN}\"],\n        {body}\n    ),\n)\n",
             dir.display()
         )
     });
+    let dns = ward.dns_bound(LISTEN);
     (ward, dns)
 }
 
@@ -104,7 +104,7 @@ fn ask(dns: SocketAddr, i: u32) -> bool {
 }
 
 fn failover(scheme: &str, track: &str) {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     // Probes every 5 s: a node marked down within 1 s of its death was
@@ -124,8 +124,9 @@ fn failover(scheme: &str, track: &str) {
         &[lab.dns],
         40,
         |dns, i| ask(*dns, i),
-        || {
-            std::thread::sleep(Duration::from_millis(100));
+        |flowing| {
+            // Queries are going through n1.
+            flowing.wait_answered(2);
             lab.nodes[0].kill();
             let killed = Instant::now();
             // Its traffic fails at once (the tunnels close); that failure, or
@@ -134,6 +135,9 @@ fn failover(scheme: &str, track: &str) {
                 (!up(&lab.ward, "n1", track)).then_some(())
             });
             // No socket of ward's to the dead node waits in CLOSE-WAIT past 1 s.
+            // The claim is about ward's sockets 1 s after the kill: sleep to
+            // that moment and look. Not a wait for a condition: a poll could
+            // pass before the dead node's FINs even arrived.
             std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
             assert_eq!(close_wait(pid, lab.nodes[0].addr()), 0, "CLOSE-WAIT to n1");
         },
@@ -195,7 +199,7 @@ fn dns_over_udp_associate_through_a_group_survives_the_node_in_use_dying() {
 /// middlebox; no root needed): queries keep being answered, and nothing is
 /// left in CLOSE-WAIT.
 fn connections_reset(scheme: &str, track: &str) {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab_with(scheme, 1, true);
@@ -208,9 +212,10 @@ fn connections_reset(scheme: &str, track: &str) {
         &[lab.dns],
         40,
         |dns, i| ask(*dns, i),
-        || {
+        |flowing| {
+            // Twice, each time once more queries went through n1.
             for _ in 0..2 {
-                std::thread::sleep(Duration::from_millis(150));
+                flowing.wait_answered(flowing.answered() + 3);
                 resets += front.reset_all();
             }
         },
@@ -247,7 +252,7 @@ fn dns_over_udp_associate_through_a_node_whose_connections_are_reset_loses_nothi
 
 #[test]
 fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let lab = lab("udp", 1);
@@ -272,7 +277,7 @@ fn dns_over_udp_moves_off_a_node_that_stops_answering_without_closing() {
 
 #[test]
 fn ctl_probe_finds_a_dead_node_between_periodic_probes() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     // Periodic probes only every minute (and once at start).
@@ -290,6 +295,9 @@ fn ctl_probe_finds_a_dead_node_between_periodic_probes() {
     });
     // n2 carries no traffic: nothing but a probe can notice it died.
     lab.nodes[1].kill();
+    // A window in which nothing but a probe could notice the death, and
+    // nothing must: the claim is an absence over time, not a condition
+    // to wait for.
     std::thread::sleep(Duration::from_millis(300));
     assert!(up(&lab.ward, "n2", "tcp"), "no periodic probe yet");
     let out = lab.ward.ctl(&["probe", "nodes"]);
@@ -321,10 +329,12 @@ fn ctl_probe_without_probe_targets_says_so() {
 
 #[test]
 fn an_upstream_whose_node_is_down_at_start_stays_up_and_serves_once_it_comes() {
-    if !tools_present(&TOOLS) {
+    if !support::require(&TOOLS, false) {
         return;
     }
     let knot = Knot::start("");
+    // ward is told the node's address before the node exists: a picked
+    // port, bound later by the node (no other port to try then).
     let port = free_port();
     let (ward, dns) = ward_with_top(
         &format!("dialers: {{ \"late\": Socks5((server: \"127.0.0.1:{port}\")) }},"),

@@ -20,6 +20,7 @@ use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
 use serde_json::Value;
 use support::dns::*;
+use support::udp::Refusing;
 use support::{eventually, walk, Ward};
 
 fn knot_upstream(knot: &Knot, scheme: &str) -> String {
@@ -35,7 +36,7 @@ fn rcode(reply: &Value) -> u64 {
 
 #[test]
 fn answers_over_udp_and_tcp_with_the_clients_id_and_case() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -73,7 +74,7 @@ fn txt_records(name: &str, count: usize, len: usize) -> String {
 
 #[test]
 fn truncated_udp_answers_send_the_client_to_tcp() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     // ~700 bytes: fits ward's 1232 upstream, not a plain client's 512.
@@ -102,7 +103,7 @@ fn truncated_udp_answers_send_the_client_to_tcp() {
 
 #[test]
 fn nxdomain_is_cached_for_the_soa_minimum_even_with_the_upstream_gone() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let mut knot = Knot::start("");
@@ -119,7 +120,7 @@ fn nxdomain_is_cached_for_the_soa_minimum_even_with_the_upstream_gone() {
 
 #[test]
 fn a_cached_answer_is_served_while_the_upstream_is_stopped() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let mut knot = Knot::start("");
@@ -145,7 +146,7 @@ fn a_cached_answer_is_served_while_the_upstream_is_stopped() {
 
 #[test]
 fn expired_answers_are_served_stale_when_every_upstream_fails() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let mut knot = Knot::start("");
@@ -177,11 +178,12 @@ fn silent_upstream() -> UdpSocket {
 
 #[test]
 fn the_fallback_chain_moves_past_dead_and_silent_upstreams() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
-    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let refusing = Refusing::new();
+    let closed = refusing.addr;
     let silent = silent_upstream();
     let body = format!(
         "upstreams: {{ \"dead\": (url: \"udp://{closed}\"), \"silent\": (url: \"udp://{}\"), \"knot\": (url: \"udp://{}\") }},\n\
@@ -247,21 +249,19 @@ fn the_fallback_chain_moves_past_dead_and_silent_upstreams() {
 
 #[test]
 fn ipv6_listeners_answer_and_the_cache_can_be_flushed() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
-    let port = free_port();
-    let v4 = SocketAddr::from(([127, 0, 0, 1], port));
-    let v6: SocketAddr = format!("[::1]:{port}").parse().unwrap();
     let upstream = knot.addr();
     let ward = Ward::start_with(|dir| {
         format!(
-            "(admin: (socket: \"{}/admin.sock\"), dns: (listen: [\"{v4}\", \"{v6}\"], \
+            "(admin: (socket: \"{}/admin.sock\"), dns: (listen: [\"127.0.0.1:0\", \"[::1]:0\"], \
              upstreams: {{ \"knot\": (url: \"udp://{upstream}\") }}))",
             dir.display()
         )
     });
+    let (v4, v6) = (ward.dns_bound("127.0.0.1:0"), ward.dns_bound("[::1]:0"));
     assert_eq!(
         answers(&kdig(v6, "www.test.", "AAAA", &[]).unwrap()),
         vec!["2001:db8::1"]
@@ -286,7 +286,7 @@ fn ipv6_listeners_answer_and_the_cache_can_be_flushed() {
 
 #[test]
 fn race_takes_the_first_good_answer() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -309,7 +309,7 @@ fn race_takes_the_first_good_answer() {
 
 #[test]
 fn malformed_queries_get_formerr_and_stray_responses_are_dropped() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -363,7 +363,7 @@ fn malformed_queries_get_formerr_and_stray_responses_are_dropped() {
 
 #[test]
 fn clients_outside_allow_get_refused() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -382,7 +382,7 @@ fn clients_outside_allow_get_refused() {
 
 #[test]
 fn a_half_closed_tcp_client_gets_every_answer_then_ward_closes() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -423,14 +423,14 @@ fn node(ward: &Ward, path: &str) -> Value {
 
 #[test]
 fn a_listener_whose_socket_is_destroyed_comes_back() {
-    if !tools_present(&["knotd", "kdig", "ss"]) {
+    if !support::require(&["knotd", "kdig", "ss"], false) {
         return;
     }
     let knot = Knot::start("");
     let (ward, dns) = ward_with(&knot_upstream(&knot, "udp"));
     for (proto, path) in [
-        ("-u", format!("dns/listeners/udp:{dns}")),
-        ("-t", format!("dns/listeners/tcp:{dns}")),
+        ("-u", format!("dns/listeners/udp:{LISTEN}")),
+        ("-t", format!("dns/listeners/tcp:{LISTEN}")),
     ] {
         let before = node(&ward, &path);
         let killed = Command::new("ss")
@@ -499,7 +499,7 @@ fn closing_tcp_upstream(
 
 #[test]
 fn a_tcp_upstream_that_closes_connections_mid_load_loses_no_query() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -543,7 +543,7 @@ fn a_tcp_upstream_that_closes_connections_mid_load_loses_no_query() {
 
 #[test]
 fn the_dns_subtree_shows_upstreams_listeners_and_connections() {
-    if !tools_present(&["knotd", "kdig"]) {
+    if !support::require(&["knotd", "kdig"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -572,11 +572,11 @@ fn the_dns_subtree_shows_upstreams_listeners_and_connections() {
         ),
         ("dns/listeners".to_string(), "supervisor".to_string()),
         (
-            format!("dns/listeners/udp:{dns}"),
+            format!("dns/listeners/udp:{LISTEN}"),
             "dns-listener-udp".to_string(),
         ),
         (
-            format!("dns/listeners/tcp:{dns}"),
+            format!("dns/listeners/tcp:{LISTEN}"),
             "dns-listener-tcp".to_string(),
         ),
     ];

@@ -41,23 +41,23 @@ fn shape(tree: &Value) -> BTreeSet<String> {
 
 #[test]
 fn killing_dns_actors_under_load_loses_almost_nothing() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
-    let port = free_port();
-    let dns = SocketAddr::from(([127, 0, 0, 1], port));
     let upstream = knot.addr();
     let ward = Ward::start_with(|dir| {
         format!(
             "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n\
-             supervision: (max_restarts: 1000, within_s: 30),\n    dns: (\n        listen: [\"127.0.0.1:{port}\"],\n\
+             supervision: (max_restarts: 1000, within_s: 30),\n    dns: (\n        listen: [\"{LISTEN}\"],\n\
              upstreams: {{ \"udp\": (url: \"udp://{upstream}\"), \"tcp\": (url: \"tcp://{upstream}\") }},\n\
              default: [\"udp\", \"tcp\"],\n\
              routes: [ (qname_suffix: [\"tcp.load.test\"], to: [\"tcp\", \"udp\"]) ],\n    ),\n)\n",
             dir.display()
         )
     });
+    // Restarted listeners bind the port ward chose at start again.
+    let dns = ward.dns_bound(LISTEN);
     let full_shape = shape(&ward.tree());
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,6 +80,7 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
                     // Like a stub resolver: one retry, a second after the first try.
                     let first_try = Instant::now();
                     if !answered(dns, &name) {
+                        // The stub's retry schedule, not a wait for anything.
                         std::thread::sleep(
                             (first_try + Duration::from_secs(1))
                                 .saturating_duration_since(Instant::now()),
@@ -88,6 +89,7 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
                             lost.fetch_add(1, Ordering::Relaxed);
                         }
                     }
+                    // The pace of the load.
                     std::thread::sleep(Duration::from_millis(5));
                 }
             })
@@ -125,7 +127,7 @@ fn killing_dns_actors_under_load_loses_almost_nothing() {
             (running && shape(&tree) == full_shape).then_some(tree)
         },
     );
-    assert!(shape(&tree).contains(&format!("dns/listeners/udp:{dns}")));
+    assert!(shape(&tree).contains(&format!("dns/listeners/udp:{LISTEN}")));
     let stats = ward.request(r#"{"cmd":"stats"}"#);
     let restarts = stats["stats"]["restarts_total"].as_u64().unwrap() as usize;
     // A kill of a supervisor takes its children along unrestarted, and a

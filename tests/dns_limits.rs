@@ -33,6 +33,7 @@ fn counting_upstream(knot: Option<SocketAddr>, delay: Duration) -> (SocketAddr, 
             let query = buf[..n].to_vec();
             let reply = socket.try_clone().unwrap();
             std::thread::spawn(move || {
+                // A slow upstream is the behaviour under test.
                 std::thread::sleep(delay);
                 if let Some(answer) = udp_exchange(knot, &query, Duration::from_secs(1)) {
                     let _ = reply.send_to(&answer, from);
@@ -49,7 +50,7 @@ fn rcode_of(reply: &[u8]) -> ResponseCode {
 
 #[test]
 fn past_the_in_flight_bound_queries_are_refused_at_once() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let (silent, _) = counting_upstream(None, Duration::ZERO);
@@ -93,7 +94,7 @@ fn past_the_in_flight_bound_queries_are_refused_at_once() {
 
 #[test]
 fn identical_concurrent_misses_share_one_upstream_query() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -125,7 +126,7 @@ fn identical_concurrent_misses_share_one_upstream_query() {
 
 #[test]
 fn a_client_over_its_rate_is_dropped_and_counted() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -162,7 +163,7 @@ fn a_client_over_its_rate_is_dropped_and_counted() {
 
 #[test]
 fn tcp_connections_per_client_are_capped_and_idle_ones_closed() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -198,7 +199,7 @@ fn tcp_connections_per_client_are_capped_and_idle_ones_closed() {
 
 #[test]
 fn hosts_file_and_inline_records_are_answered_without_an_upstream() {
-    if !tools_present(&["kdig"]) {
+    if !support::require(&["kdig"], false) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -234,7 +235,7 @@ fn hosts_file_and_inline_records_are_answered_without_an_upstream() {
 /// listener answers again once ward runs.
 #[test]
 fn what_the_kernel_drops_at_a_full_listener_is_counted() {
-    if !tools_present(&["kdig"]) {
+    if !support::require(&["kdig"], false) {
         return;
     }
     let (silent, _) = counting_upstream(None, Duration::ZERO);
@@ -259,7 +260,7 @@ fn what_the_kernel_drops_at_a_full_listener_is_counted() {
         .lines()
         .find_map(|l| {
             l.strip_prefix(&format!(
-                "ward_socket_drops_total{{path=\"dns/listeners/udp:{dns}\"}} "
+                "ward_socket_drops_total{{path=\"dns/listeners/udp:{LISTEN}\"}} "
             ))
         })
         .and_then(|v| v.trim().parse().ok())

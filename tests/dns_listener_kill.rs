@@ -70,12 +70,12 @@ fn ward_before(knot: &Knot) -> (Ward, SocketAddr) {
 
 #[test]
 fn killing_the_udp_listener_five_times_under_load_loses_no_query() {
-    if !tools_present(&["knotd", "dnsperf"]) {
+    if !support::require(&["knotd", "dnsperf"], false) {
         return;
     }
     let knot = Knot::start("");
     let (ward, dns) = ward_before(&knot);
-    let path = format!("dns/listeners/udp:{dns}");
+    let path = format!("dns/listeners/udp:{LISTEN}");
     let dir = tempfile::tempdir().unwrap();
     let perf = dnsperf(dns, dir.path());
     let every = Duration::from_secs(RUN_S as u64) / (KILLS as u32 + 1);
@@ -118,12 +118,12 @@ fn killing_the_udp_listener_five_times_under_load_loses_no_query() {
 
 #[test]
 fn a_udp_listener_socket_destroyed_from_outside_answers_again_within_a_second() {
-    if !tools_present(&["knotd", "ss"]) {
+    if !support::require(&["knotd", "ss"], false) {
         return;
     }
     let knot = Knot::start("");
     let (ward, dns) = ward_before(&knot);
-    let path = format!("dns/listeners/udp:{dns}");
+    let path = format!("dns/listeners/udp:{LISTEN}");
     let q = query("www.test.", RecordType::A);
     assert!(udp_exchange(dns, &q, Duration::from_secs(2)).is_some());
     let before = ward.node(&path).unwrap();

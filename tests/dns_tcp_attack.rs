@@ -83,7 +83,7 @@ fn dropped(ward: &Ward, reason: &str) -> u64 {
 
 #[test]
 fn a_slowloris_client_trickling_bytes_loses_its_place() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -128,7 +128,7 @@ fn a_slowloris_client_trickling_bytes_loses_its_place() {
 
 #[test]
 fn five_thousand_connections_from_250_addresses_hold_no_more_than_the_cap() {
-    if !tools_present(&["knotd"]) {
+    if !support::require(&["knotd"], false) {
         return;
     }
     raise_own_nofile();
@@ -148,6 +148,7 @@ fn five_thousand_connections_from_250_addresses_hold_no_more_than_the_cap() {
             while !done.load(Ordering::Relaxed) {
                 let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
                 most.fetch_max(fds, Ordering::Relaxed);
+                // The sampling pace, not a wait for anything.
                 std::thread::sleep(Duration::from_millis(5));
             }
         })

@@ -8,10 +8,9 @@ mod support;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use support::dns::*;
-use support::{eventually, Ward};
+use support::{free_port, on_a_free_port, wait_started, Ward};
 
 struct Unbound {
     child: Child,
@@ -50,13 +49,18 @@ fn certificates(dir: &Path) {
 }
 
 fn start_unbound(dir: &Path, knot: SocketAddr) -> Unbound {
-    let (dot, doh) = (free_port(), free_port());
+    on_a_free_port("unbound", |dot| launch_unbound(dir, knot, dot, free_port()))
+}
+
+/// unbound serving DoT on `dot` and DoH on `doh`; an error (unbound
+/// stopped) when it does not listen there.
+fn launch_unbound(dir: &Path, knot: SocketAddr, dot: u16, doh: u16) -> Result<Unbound, String> {
     let d = dir.display();
     let conf = format!(
         "server:\n  interface: 127.0.0.1@{dot}\n  interface: 127.0.0.1@{doh}\n  tls-port: {dot}\n  https-port: {doh}\n\
          tls-service-key: \"{d}/server.key\"\n  tls-service-pem: \"{d}/server.pem\"\n\
          do-daemonize: no\n  username: \"\"\n  chroot: \"\"\n  directory: \"{d}\"\n  pidfile: \"\"\n\
-         use-syslog: no\n  logfile: \"\"\n  verbosity: 0\n  access-control: 127.0.0.0/8 allow\n\
+         use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  access-control: 127.0.0.0/8 allow\n\
          do-not-query-localhost: no\n  module-config: \"iterator\"\n  domain-insecure: \"test\"\n\
          local-zone: \"test.\" nodefault\n  num-threads: 1\n\
          forward-zone:\n  name: \"test.\"\n  forward-addr: {}@{}\n",
@@ -65,7 +69,7 @@ fn start_unbound(dir: &Path, knot: SocketAddr) -> Unbound {
     );
     let path = dir.join("unbound.conf");
     std::fs::write(&path, conf).unwrap();
-    let child = Command::new("unbound")
+    let mut child = Command::new("unbound")
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
@@ -74,17 +78,26 @@ fn start_unbound(dir: &Path, knot: SocketAddr) -> Unbound {
         .expect("unbound starts");
     let dot = SocketAddr::from(([127, 0, 0, 1], dot));
     let doh = SocketAddr::from(([127, 0, 0, 1], doh));
-    eventually("unbound listens", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(doh)
-            .ok()
-            .and(std::net::TcpStream::connect(dot).ok())
+    let log = dir.join("unbound.log");
+    let started = wait_started(&mut child, "unbound", || {
+        // Its log says it serves (it bound its ports), not only the ports
+        // answering: another process holding one could answer before ours
+        // exits.
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("start of service"))
+            && std::net::TcpStream::connect(doh).is_ok()
+            && std::net::TcpStream::connect(dot).is_ok()
     });
-    Unbound { child, dot, doh }
+    // Dropped on failure: stopped.
+    let unbound = Unbound { child, dot, doh };
+    started.map(|()| unbound).map_err(|why| {
+        let log = std::fs::read_to_string(&log).unwrap_or_default();
+        format!("{why} on {dot} and {doh}: {log}")
+    })
 }
 
 #[test]
 fn dot_and_doh_upstreams_answer_and_a_wrong_name_is_refused() {
-    if !tools_present(&["knotd", "kdig", "unbound"]) {
+    if !support::require(&["knotd", "kdig", "unbound"], false) {
         return;
     }
     let knot = Knot::start("");
@@ -108,14 +121,14 @@ fn dot_and_doh_upstreams_answer_and_a_wrong_name_is_refused() {
         doh_port = unbound.doh.port(),
         ca = ca.display(),
     );
-    let port = free_port();
-    let dns = SocketAddr::from(([127, 0, 0, 1], port));
     let ward = Ward::start_with(|dir| {
         format!(
-            "(\n admin: (socket: \"{}/admin.sock\"),\n metrics: (listen: \"127.0.0.1:0\"),\n log: (level: \"debug\"),\n dns: (\n listen: [\"{dns}\"],\n {body}\n ),\n)\n",
+            "(\n admin: (socket: \"{}/admin.sock\"),\n metrics: (listen: \"127.0.0.1:0\"),\n log: (level: \"debug\"),\n dns: (\n listen: [\"{LISTEN}\"],\n {body}\n ),\n)\n",
             dir.display()
         )
     });
+
+    let dns = ward.dns_bound(LISTEN);
 
     let over_tls = kdig(dns, "www.test.", "A", &[]).expect("an answer over DoT");
     assert_eq!(answers(&over_tls), vec!["192.0.2.1"], "{over_tls}");

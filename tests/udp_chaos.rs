@@ -17,13 +17,11 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::dns::{free_port, tools_present};
 use support::socks::{Dante, NoContent};
 use support::udp::{Client, Peer};
 use support::{eventually, kill_at_random, walk, Ward};
@@ -43,24 +41,25 @@ fn shape(tree: &Value) -> BTreeSet<String> {
 
 #[test]
 fn killing_relay_actors_under_load_loses_almost_nothing() {
-    if !tools_present(&["danted"]) {
+    if !support::require(&["danted"], false) {
         return;
     }
     let echo = Peer::echo();
     let nodes = [Dante::start(), Dante::start()];
     let probe = NoContent::start();
-    let inbound = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let ward = Ward::start(&format!(
         "supervision: (max_restarts: 1000, within_s: 30),\n\
          dialers: {{ \"n1\": Socks5((server: \"{}\")), \"n2\": Socks5((server: \"{}\")) }},\n\
          groups: {{ \"nodes\": (dialers: [\"n1\", \"n2\"], policy: RoundRobin) }},\n\
          health: (interval_s: 5, timeout_ms: 1000, tcp_url: Some(\"http://{}/generate_204\")),\n\
-         udp: (inbounds: [ Forward((listen: \"{inbound}\", to: \"{}\")) ], default: \"nodes\", idle: (other_s: 2)),",
+         udp: (inbounds: [ Forward((listen: \"127.0.0.1:0\", to: \"{}\")) ], default: \"nodes\", idle: (other_s: 2)),",
         nodes[0].addr(),
         nodes[1].addr(),
         probe.addr,
         echo.addr,
     ));
+    // A restarted inbound binds the port ward chose at start again.
+    let inbound = ward.bound("UDP inbound listening", "127.0.0.1:0");
     let full_shape = shape(&ward.tree());
     let fds_before = ward.open_fds();
 
@@ -78,6 +77,7 @@ fn killing_relay_actors_under_load_loses_almost_nothing() {
                     if !client.echo(inbound, i) {
                         lost.fetch_add(1, Ordering::Relaxed);
                     }
+                    // The pace of a steady flow.
                     std::thread::sleep(Duration::from_millis(10));
                 }
             })

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
-use support::dns::{query, tools_present};
+use support::dns::query;
 use support::netns::{link, Netns};
 use support::socks::Dante;
 use support::{dialer, while_flowing, Ward};
@@ -66,11 +66,8 @@ fn echo_to(client: &UdpSocket, to: &str, i: u32) -> bool {
 
 #[test]
 fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (network namespaces)");
-        return;
-    }
-    if !tools_present(&["danted", "nft", "ip", "ss"]) {
+    // Root for the network namespaces and the nftables rules.
+    if !support::require(&["danted", "nft", "ip", "ss", "sysctl"], true) {
         return;
     }
     let (client_ns, router, upstream) = (Netns::new("wc"), Netns::new("wr"), Netns::new("wu"));
@@ -154,10 +151,14 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
         );
     }
 
-    let lost = while_flowing(&clients, 40, echo, || {
-        std::thread::sleep(Duration::from_millis(200));
+    let lost = while_flowing(&clients, 40, echo, |flowing| {
+        // Every flow is going through n1.
+        flowing.wait_answered(3 * clients.len());
         nodes[0].kill();
         let killed = Instant::now();
+        // The claim is about ward's sockets 1 s after the kill: sleep to
+        // that moment and look. Not a wait for a condition: a poll could
+        // pass before the dead node's FINs even arrived.
         std::thread::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed()));
         let waiting = router.output(&["ss", "-Htn", "state", "close-wait"]);
         assert!(

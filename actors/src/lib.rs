@@ -25,5 +25,11 @@ pub mod net;
 pub mod throttle;
 pub mod udp;
 
+/// The integration tests' one way to skip (`tests/support/skip.rs`), for
+/// unit tests that need root.
+#[cfg(test)]
+#[path = "../../tests/support/skip.rs"]
+pub(crate) mod skip;
+
 pub use io_class::{classify_io_error, IoClass, IoSide};
 pub use throttle::Throttle;

@@ -1,6 +1,7 @@
-//! DNS test peers: a real knot authoritative server on a loopback port the
-//! kernel picked, kdig as the client (JSON output), and raw UDP/TCP
-//! exchanges for what kdig will not send.
+//! DNS test peers: a real knot authoritative server on a free loopback
+//! port, kdig as the client (JSON output), raw UDP/TCP exchanges for what
+//! kdig will not send, and ward with a DNS listener on a port the kernel
+//! picked.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -15,7 +16,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use serde_json::Value;
 
 use super::udp::Peer;
-use super::{eventually, Ward};
+use super::{on_a_free_port, wait_started, Ward};
 
 /// The zone every test's knot serves.
 pub const ZONE: &str = r#"$ORIGIN test.
@@ -29,40 +30,6 @@ short 1 IN A   192.0.2.2
 *.load  IN A   192.0.2.3
 "#;
 
-/// True when the tools are installed. Missing tools fail the test when
-/// running as root (the test command installs them), and skip it otherwise.
-pub fn tools_present(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|tool| {
-            Command::new("sh")
-                .args(["-c", &format!("command -v {tool}")])
-                .output()
-                .map_or(true, |o| !o.status.success())
-        })
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    if nix::unistd::geteuid().is_root() {
-        panic!("missing {missing:?}: scripts/test.sh installs them");
-    }
-    eprintln!("skipped: {missing:?} not installed (run scripts/test.sh as root)");
-    false
-}
-
-/// A loopback port free for both UDP and TCP right now.
-pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
 /// A knotd serving [`ZONE`] (plus `extra` records) on 127.0.0.1.
 pub struct Knot {
     child: Option<Child>,
@@ -73,14 +40,16 @@ pub struct Knot {
 impl Knot {
     pub fn start(extra: &str) -> Knot {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         std::fs::write(dir.path().join("test.zone"), format!("{ZONE}{extra}")).unwrap();
         let mut knot = Knot {
             child: None,
             dir,
-            port,
+            port: 0,
         };
-        knot.launch();
+        on_a_free_port("knotd", |port| {
+            knot.port = port;
+            knot.launch()
+        });
         knot
     }
 
@@ -89,7 +58,7 @@ impl Knot {
         let conf = format!(
             "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n\
              database:\n    storage: {d}\nzone:\n  - domain: test\n    file: {d}/test.zone\n    zonefile-load: whole\n    journal-content: none\n\
-             log:\n  - target: stderr\n    any: error\n",
+             log:\n  - target: stderr\n    any: info\n",
             port = self.port
         );
         let path = self.dir.path().join("knot.conf");
@@ -97,24 +66,37 @@ impl Knot {
         path
     }
 
-    fn launch(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("knot.log")).unwrap();
-        let child = Command::new("knotd")
+    /// Starts knotd on `self.port`; an error (knotd stopped) when it does
+    /// not answer there.
+    fn launch(&mut self) -> Result<(), String> {
+        let log_path = self.dir.path().join("knot.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut child = Command::new("knotd")
             .arg("-c")
             .arg(self.conf())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("knotd starts");
-        self.child = Some(child);
         let addr = self.addr();
-        eventually("knot answers", Duration::from_secs(10), || {
-            udp_exchange(
-                addr,
-                &query("www.test.", RecordType::A),
-                Duration::from_millis(200),
-            )
+        let started = wait_started(&mut child, "knotd", || {
+            // Its log says it started (it bound its port), not only the
+            // port answering: another process holding the port could
+            // answer before ours exits.
+            std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("server started"))
+                && udp_exchange(
+                    addr,
+                    &query("www.test.", RecordType::A),
+                    Duration::from_millis(200),
+                )
+                .is_some()
         });
+        self.child = Some(child);
+        started.map_err(|why| {
+            self.stop();
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            format!("{why} on port {}: {log}", self.port)
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -129,9 +111,13 @@ impl Knot {
         }
     }
 
+    /// Starts it again on the same port (ward is configured with it, so
+    /// there is no other port to try).
     pub fn restart(&mut self) {
         self.stop();
-        self.launch();
+        if let Err(why) = self.launch() {
+            panic!("knotd did not come back: {why}");
+        }
     }
 }
 
@@ -278,17 +264,21 @@ pub fn ttls(reply: &Value) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// ward on a free loopback port with this `dns` section body (upstreams,
+/// ward's DNS listen address in the tests: the kernel picks the port
+/// ([`Ward::dns_bound`] tells which); the listeners' paths in the tree keep
+/// this name (`dns/listeners/udp:127.0.0.1:0`).
+pub const LISTEN: &str = "127.0.0.1:0";
+
+/// ward listening on [`LISTEN`] with this `dns` section body (upstreams,
 /// chains, options), metrics on, and the DNS address it answers on.
 pub fn ward_with(dns_body: &str) -> (Ward, SocketAddr) {
-    let port = free_port();
-    let dns = SocketAddr::from(([127, 0, 0, 1], port));
     let body = dns_body.to_string();
     let ward = Ward::start_with(move |dir| {
         format!(
-            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    dns: (\n        listen: [\"{dns}\"],\n        {body}\n    ),\n)\n",
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    dns: (\n        listen: [\"{LISTEN}\"],\n        {body}\n    ),\n)\n",
             dir.display()
         )
     });
+    let dns = ward.dns_bound(LISTEN);
     (ward, dns)
 }

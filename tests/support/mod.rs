@@ -1,19 +1,32 @@
 //! Test harness: starts the real `ward` binary with a config of the test's
 //! own (admin socket in a temp dir, metrics on 127.0.0.1:0), talks to it over
 //! its admin socket, and stops it. Its log goes to a file in the temp dir and
-//! is printed when a test using it fails.
+//! is printed when a test using it fails; the addresses its listeners bound
+//! (configured with port 0) are read from it.
+//!
+//! Ports: servers the tests run in-process bind port 0 and keep their
+//! socket. External daemons that must be told a port in their config get
+//! one from [`free_port`] and start through [`on_a_free_port`], which tries
+//! another port when the picked one was taken in the meantime.
 
 #![allow(dead_code)]
 
 pub mod dns;
 pub mod netns;
+pub mod skip;
 pub mod socks;
 pub mod udp;
 
+// Not every test binary has a test that can skip.
+#[allow(unused_imports)]
+pub use skip::require;
+
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -49,6 +62,62 @@ pub fn eventually<T>(what: &str, within: Duration, mut check: impl FnMut() -> Op
             return value;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // The poll interval.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A loopback port free for both UDP and TCP right now, for an external
+/// daemon that must be told its port (start it with [`on_a_free_port`]).
+/// Nothing holds the port afterwards: in-process servers bind port 0
+/// instead.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Starts an external daemon that must be told its port in its config (it
+/// cannot be handed a socket): `launch(port)` starts it on a port from
+/// [`free_port`] and says whether it came up. Tests run in parallel, so the
+/// port may be taken by the time the daemon binds it; the daemon then
+/// exits, and `launch` runs again on another port, a few times.
+pub fn on_a_free_port<T>(what: &str, mut launch: impl FnMut(u16) -> Result<T, String>) -> T {
+    const ATTEMPTS: usize = 5;
+    let mut failures = Vec::new();
+    for _ in 0..ATTEMPTS {
+        match launch(free_port()) {
+            Ok(started) => return started,
+            Err(why) => failures.push(why),
+        }
+    }
+    panic!("{what} did not start on any of {ATTEMPTS} ports: {failures:#?}");
+}
+
+/// Waits until `ready` holds for the daemon `child`; an error when the
+/// daemon exits first (it could not bind its port, say) or is not ready
+/// within 10 s. The caller stops a daemon that failed.
+pub fn wait_started(
+    child: &mut Child,
+    what: &str,
+    mut ready: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            return Err(format!("{what} exited ({status})"));
+        }
+        if ready() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("{what} not ready within 10 s"));
+        }
+        // The poll interval.
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -122,9 +191,11 @@ impl Ward {
             }
             None => Command::new(WARD),
         };
+        // The config's log level holds: the harness reads the log.
         let child = command
             .args(["run", "--config"])
             .arg(&config_path)
+            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -150,6 +221,47 @@ impl Ward {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("ward.log")).unwrap_or_default()
+    }
+
+    /// The address a listener bound, from its log line (text, the format
+    /// the harness leaves set): the latest line with the message `what`
+    /// that names `configured` as its address (`addr=<configured>`, or an
+    /// inbound's `inbound=<kind>:<configured>`), and its `bound=`. A listen
+    /// address with port 0 gets its port there.
+    pub fn bound(&self, what: &str, configured: &str) -> SocketAddr {
+        let ours = |word: &str| {
+            word.split_once('=').is_some_and(|(key, value)| match key {
+                "addr" => value == configured,
+                "inbound" => value
+                    .strip_suffix(configured)
+                    .is_some_and(|kind| kind.ends_with(':')),
+                _ => false,
+            })
+        };
+        eventually(
+            &format!("\"{what}\" for {configured} in the log"),
+            Duration::from_secs(10),
+            || {
+                self.log()
+                    .lines()
+                    .rev()
+                    .filter(|line| line.contains(what))
+                    .filter(|line| line.split_whitespace().any(ours))
+                    .find_map(|line| {
+                        line.split_whitespace()
+                            .find_map(|w| w.strip_prefix("bound=")?.parse().ok())
+                    })
+            },
+        )
+    }
+
+    /// The address a DNS listen address configured as `configured` answers
+    /// on: its UDP and TCP listeners bound the same one.
+    pub fn dns_bound(&self, configured: &str) -> SocketAddr {
+        let udp = self.bound("DNS listening on UDP", configured);
+        let tcp = self.bound("DNS listening on TCP", configured);
+        assert_eq!(udp, tcp, "UDP and TCP of {configured} on one port");
+        udp
     }
 
     /// One request, one reply, on a fresh connection.
@@ -259,31 +371,60 @@ pub fn walk(node: &Value) -> Vec<Value> {
     out
 }
 
+/// How far the flows of [`while_flowing`] got, for `during` to act on
+/// traffic that is really flowing rather than after a guessed delay.
+#[derive(Default)]
+pub struct Flowing {
+    answered: AtomicUsize,
+}
+
+impl Flowing {
+    /// Exchanges answered so far, every client together.
+    pub fn answered(&self) -> usize {
+        self.answered.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `n` exchanges in all have been answered.
+    pub fn wait_answered(&self, n: usize) {
+        eventually(
+            &format!("{n} exchanges answered"),
+            Duration::from_secs(10),
+            || (self.answered() >= n).then_some(()),
+        );
+    }
+}
+
 /// Runs `flow(client, i)` for `i` in `1..=count` on every client at once,
-/// one every 20 ms, while `during` runs on this thread; how many of each
-/// client's exchanges failed.
+/// one every 20 ms, while `during` runs on this thread (told how far the
+/// flows got); how many of each client's exchanges failed.
 pub fn while_flowing<C: Sync>(
     clients: &[C],
     count: u32,
     flow: impl Fn(&C, u32) -> bool + Sync,
-    during: impl FnOnce(),
+    during: impl FnOnce(&Flowing),
 ) -> Vec<usize> {
+    let flowing = Flowing::default();
     std::thread::scope(|scope| {
-        let flow = &flow;
+        let (flow, flowing) = (&flow, &flowing);
         let running: Vec<_> = clients
             .iter()
             .map(|client| {
                 scope.spawn(move || {
                     (1..=count)
                         .filter(|&i| {
+                            // The pace of a steady client, not a wait.
                             std::thread::sleep(Duration::from_millis(20));
-                            !flow(client, i)
+                            let answered = flow(client, i);
+                            if answered {
+                                flowing.answered.fetch_add(1, Ordering::SeqCst);
+                            }
+                            !answered
                         })
                         .count()
                 })
             })
             .collect();
-        during();
+        during(flowing);
         running.into_iter().map(|r| r.join().unwrap()).collect()
     })
 }
@@ -304,6 +445,7 @@ pub fn kill_at_random(
         if due > started + run {
             break;
         }
+        // The pace of the kills, not a wait for anything.
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
         let Ok(tree) = ward.try_request(r#"{"cmd":"tree"}"#) else {
             continue;

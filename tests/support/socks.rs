@@ -1,6 +1,7 @@
-//! SOCKS5 test peers: a real dante server (danted) on a loopback port the
-//! kernel picked, killed and restarted on the same port; and a minimal HTTP
-//! server answering 204, the dialers' TCP probe target.
+//! SOCKS5 test peers: a real dante server (danted) on a free loopback
+//! port, killed and restarted on the same port; a minimal HTTP server
+//! answering 204, the dialers' TCP probe target; and a TCP hop that can
+//! reset every connection through it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -10,8 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::dns::free_port;
-use super::eventually;
+use super::{on_a_free_port, wait_started};
 
 /// A danted on 127.0.0.1, relaying CONNECT and UDP ASSOCIATE for loopback
 /// clients to loopback destinations.
@@ -25,27 +25,42 @@ pub struct Dante {
 
 impl Dante {
     pub fn start() -> Dante {
-        Self::start_at(None, [127, 0, 0, 1].into(), free_port())
+        let mut dante = Self::new(None, [127, 0, 0, 1].into(), 0);
+        on_a_free_port("danted", |port| {
+            dante.port = port;
+            dante.launch()
+        });
+        dante
     }
 
-    /// A danted on `ip:port` inside the network namespace `netns`.
+    /// A danted on `ip:port` (a port the test chose, which ward may already
+    /// be configured with: there is no other to try) inside the network
+    /// namespace `netns`.
     pub fn start_at(netns: Option<&str>, ip: std::net::IpAddr, port: u16) -> Dante {
-        let mut dante = Dante {
+        let mut dante = Self::new(netns, ip, port);
+        if let Err(why) = dante.launch() {
+            panic!("{why}");
+        }
+        dante
+    }
+
+    fn new(netns: Option<&str>, ip: std::net::IpAddr, port: u16) -> Dante {
+        Dante {
             child: None,
             dir: tempfile::tempdir().unwrap(),
             port,
             ip,
             netns: netns.map(str::to_string),
-        };
-        dante.launch();
-        dante
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
     }
 
-    fn launch(&mut self) {
+    /// Starts danted on `self.port`; an error (danted killed) when it
+    /// does not listen there.
+    fn launch(&mut self) -> Result<(), String> {
         let conf = self.dir.path().join("danted.conf");
         std::fs::write(
             &conf,
@@ -70,7 +85,7 @@ impl Dante {
             }
             None => Command::new("danted"),
         };
-        let child = command
+        let mut child = command
             .args(["-N", "1", "-f"])
             .arg(&conf)
             .process_group(0)
@@ -78,20 +93,22 @@ impl Dante {
             .stderr(log)
             .spawn()
             .expect("danted starts");
-        self.child = Some(child);
         let addr = self.addr();
         let log = self.dir.path().join("danted.log");
-        eventually("danted listens", Duration::from_secs(10), || {
-            // In a namespace of its own it is not reachable from here: its
-            // log says when it runs.
-            match self.netns {
-                None => std::net::TcpStream::connect(addr).ok().map(drop),
-                Some(_) => std::fs::read_to_string(&log)
-                    .ok()
-                    .filter(|l| l.contains("running"))
-                    .map(drop),
-            }
+        let in_netns = self.netns.is_some();
+        let started = wait_started(&mut child, "danted", || {
+            // Its log says it runs (it bound its port), not only the port
+            // answering: another process holding the port could answer
+            // before ours exits. In a namespace of its own the port is
+            // not reachable from here.
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("running"))
+                && (in_netns || std::net::TcpStream::connect(addr).is_ok())
         });
+        self.child = Some(child);
+        started.map_err(|why| {
+            self.kill();
+            format!("{why} on {addr}: {}", self.log())
+        })
     }
 
     /// Kills the node's processes with SIGKILL, as a crash would.
@@ -121,10 +138,13 @@ impl Dante {
         }
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port (ward is configured with it, so
+    /// there is no other port to try).
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        if let Err(why) = self.launch() {
+            panic!("danted did not come back: {why}");
+        }
     }
 
     pub fn log(&self) -> String {
@@ -162,6 +182,7 @@ impl NoContent {
                         let _ = stream
                             .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
                     }
+                    // Non-blocking, to see `stop`: the poll interval.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -227,6 +248,7 @@ impl Cutter {
         std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 let Ok((client, _)) = listener.accept() else {
+                    // Non-blocking, to see `stop`: the poll interval.
                     std::thread::sleep(Duration::from_millis(2));
                     continue;
                 };

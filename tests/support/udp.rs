@@ -1,5 +1,6 @@
 //! UDP test peers: a peer whose thread answers datagrams (an echo
-//! server, for one), and a client that checks its echoes.
+//! server, for one), a port that refuses every datagram, and a client that
+//! checks its echoes.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +46,27 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loopback UDP port where nothing listens: every datagram sent to it
+/// is answered with ICMP port unreachable (ECONNREFUSED), and nothing else
+/// can bind it while this lives. It holds a socket bound to the port and
+/// connected to itself, which the kernel hands no one else's datagram.
+pub struct Refusing {
+    pub addr: SocketAddr,
+    _socket: UdpSocket,
+}
+
+impl Refusing {
+    pub fn new() -> Refusing {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        socket.connect(addr).unwrap();
+        Refusing {
+            addr,
+            _socket: socket,
+        }
     }
 }
 

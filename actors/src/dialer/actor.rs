@@ -456,13 +456,20 @@ mod tests {
         http_counted(status, Arc::default()).await
     }
 
-    /// [`http`], counting the requests in `served`.
-    async fn http_counted(status: Arc<AtomicU16>, served: Arc<AtomicU16>) -> SocketAddr {
+    /// When each request to an [`http_counted`] server arrived.
+    type Served = Arc<std::sync::Mutex<Vec<Instant>>>;
+
+    fn served(served: &Served) -> Vec<Instant> {
+        served.lock().unwrap().clone()
+    }
+
+    /// [`http`], noting when each request arrived in `served`.
+    async fn http_counted(status: Arc<AtomicU16>, served: Served) -> SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                served.fetch_add(1, Ordering::Relaxed);
+                served.lock().unwrap().push(Instant::now());
                 let code = status.load(Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1024];
@@ -508,6 +515,7 @@ mod tests {
         let deadline = Instant::now() + bound;
         while !check() {
             assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            // The poll interval.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -621,8 +629,8 @@ mod tests {
     #[tokio::test]
     async fn a_burst_of_failures_runs_one_probe_and_a_down_track_keeps_its_backoff() {
         let status = Arc::new(AtomicU16::new(503));
-        let served = Arc::new(AtomicU16::new(0));
-        let server = http_counted(status, served.clone()).await;
+        let requests = Served::default();
+        let server = http_counted(status, requests.clone()).await;
         let d = direct(HealthSettings {
             interval: Duration::from_secs(60),
             tcp_url: url(server),
@@ -632,17 +640,20 @@ mod tests {
         for _ in 0..200 {
             d.report_failure(Track::Tcp, &path_failure());
         }
-        until("the probe ran", || served.load(Ordering::Relaxed) >= 1).await;
+        until("the probe ran", || !served(&requests).is_empty()).await;
         // More failures while down and waiting for the retry: no new probe.
         for _ in 0..200 {
             d.report_failure(Track::Tcp, &path_failure());
             tokio::task::yield_now().await;
         }
-        tokio::time::sleep(RETRY_FIRST / 2).await;
-        assert_eq!(
-            served.load(Ordering::Relaxed),
-            1,
-            "probes: one, not one per failure"
+        // The next probe is the retry, a full retry delay after the first:
+        // none ran for the failures in between.
+        until("the retry probe ran", || served(&requests).len() >= 2).await;
+        let probes = served(&requests);
+        assert!(
+            probes[1] - probes[0] >= RETRY_FIRST,
+            "probes: one, not one per failure; the retry {:?} after the first",
+            probes[1] - probes[0]
         );
         actor.stop(None);
     }

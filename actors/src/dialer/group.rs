@@ -268,8 +268,18 @@ mod tests {
         let (a, b) = (dialer("a"), dialer("b"));
         let g = group(Policy::MinLast, 0, &[a.clone(), b.clone()]);
         fail(&b, Track::Tcp);
-        std::thread::sleep(Duration::from_millis(5));
+        // Health keeps failure times to the millisecond: fail a until its
+        // failure is recorded as later than b's.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
         fail(&a, Track::Tcp);
+        while a.health(Track::Tcp).failed_at() <= b.health(Track::Tcp).failed_at() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the clock stood still"
+            );
+            std::thread::yield_now();
+            fail(&a, Track::Tcp);
+        }
         assert_eq!(pick(&g, &[]), "b", "b failed longer ago");
         assert_eq!(pick(&g, &["b"]), "a");
     }

@@ -356,8 +356,8 @@ mod tests {
 
     #[tokio::test]
     async fn direct_sets_the_mark() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipped: SO_MARK needs CAP_NET_ADMIN");
+        // SO_MARK needs CAP_NET_ADMIN.
+        if !crate::skip::require(&[], true) {
             return;
         }
         // Connecting needs only a listening socket: the kernel completes

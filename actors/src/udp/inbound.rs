@@ -105,8 +105,10 @@ pub fn child_spec(
     relay: Arc<Relay>,
     held: Held<InboundHeld>,
 ) -> ChildSpec {
+    let configured = name.clone();
     ChildSpec::task(name, "udp-inbound", Restart::Permanent, move |start| {
         let (spec, relay, held) = (spec.clone(), relay.clone(), held.clone());
+        let name = configured.clone();
         // Its socket's drops are counted under its path.
         let path = start.path.clone();
         async move {
@@ -122,7 +124,9 @@ pub fn child_spec(
                 .socket()
                 .local_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            tracing::info!(inbound = %spec.name(), %bound, "UDP inbound listening");
+            // Named as configured (port 0 stays 0 there), beside the
+            // address it bound, as the DNS listeners' lines are.
+            tracing::info!(inbound = %name, %bound, "UDP inbound listening");
             Ok(async move { held.guard(run(lease)).await })
         }
     })

@@ -1,0 +1,85 @@
+//! The one way a test skips: [`require`] says whether what the test needs
+//! from the machine (tools on PATH, root) is there. No test passes by
+//! skipping unnoticed: a missing need fails the test when `CI` is set or
+//! when the test runs as root (scripts/test.sh installs every tool, as
+//! root); otherwise the skip is printed and appended to the file that
+//! `WARD_SKIP_LOG` names, which scripts/test.sh counts and reports.
+//! The unit tests of `ward-actors` include this file by path, so it uses
+//! nothing but std and nix.
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+/// True when every tool in `tools` is on PATH and, with `root`, the test
+/// runs as root. Otherwise fails the test (under `CI`, or as root), or
+/// records the skip and returns false: the test then returns at once.
+pub fn require(tools: &[&str], root: bool) -> bool {
+    let is_root = nix::unistd::geteuid().is_root();
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    let mut needs = Vec::new();
+    if root && !is_root {
+        needs.push("needs root".to_string());
+    }
+    if !missing.is_empty() {
+        needs.push(format!("{} not installed", missing.join(", ")));
+    }
+    if needs.is_empty() {
+        return true;
+    }
+    let reason = needs.join("; ");
+    if std::env::var_os("CI").is_some() {
+        panic!("{reason} (CI is set: tests do not skip)");
+    }
+    if is_root {
+        panic!("{reason}: scripts/test.sh installs every tool the tests use");
+    }
+    skip(&reason);
+    false
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(tool))))
+}
+
+fn executable(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Reports the running test as skipped for `reason`: on stderr, and as a
+/// line `<binary>/<test>\t<reason>` in `WARD_SKIP_LOG` when it is set (a
+/// skip that cannot be recorded there fails the test instead).
+fn skip(reason: &str) {
+    let name = test_name();
+    eprintln!("skipped: {name}: {reason}");
+    let Some(log) = std::env::var_os("WARD_SKIP_LOG") else {
+        return;
+    };
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .and_then(|mut file| writeln!(file, "{name}\t{reason}"));
+    if let Err(e) = written {
+        panic!(
+            "skipped ({reason}), and cannot record it in WARD_SKIP_LOG={}: {e}",
+            Path::new(&log).display()
+        );
+    }
+}
+
+/// `<test binary>/<test>`: the binary without cargo's hash suffix, and
+/// the test's name (libtest names each test's thread after it).
+fn test_name() -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "?".to_string());
+    let binary = match binary.rsplit_once('-') {
+        Some((stem, hash)) if hash.chars().all(|c| c.is_ascii_hexdigit()) => stem.to_string(),
+        _ => binary,
+    };
+    let thread = std::thread::current();
+    format!("{binary}/{}", thread.name().unwrap_or("?"))
+}
