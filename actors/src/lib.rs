@@ -9,6 +9,8 @@
 //!   the architecture brief): peer gone, socket dead, transient, path failed,
 //!   normal.
 //! - [`throttle`]: first occurrence logged, then one summary per window.
+//! - [`lru`]: a capped map that evicts the least recently used entry, in
+//!   O(1).
 //! - [`dialer`]: outbound paths and groups, with health learned from
 //!   traffic and probes.
 //! - [`dns`]: the DNS forwarder.
@@ -21,6 +23,7 @@
 pub mod dialer;
 pub mod dns;
 pub mod io_class;
+pub mod lru;
 pub mod net;
 pub mod throttle;
 pub mod udp;
