@@ -18,6 +18,11 @@ pub const MAX_ENDPOINTS: usize = 1_000_000;
 pub const MAX_QUEUE: usize = 4096;
 /// The relay's queued bytes: at least one largest datagram, at most 1 GiB.
 pub const QUEUE_BYTES: std::ops::RangeInclusive<usize> = 65_536..=(1 << 30);
+/// Reply sockets per tproxy inbound at most. Each is a file descriptor
+/// held up to a minute after its last answer: past this many the pool is
+/// no longer a working set of the sources clients hear from, only a way to
+/// run ward out of descriptors.
+pub const MAX_REPLY_SOCKETS: usize = 65_536;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default, rename = "udp")]
@@ -29,6 +34,7 @@ pub struct RawUdp {
     pub idle: RawIdle,
     pub queue: usize,
     pub queue_bytes: usize,
+    pub reply_sockets: usize,
 }
 
 impl Default for RawUdp {
@@ -41,6 +47,7 @@ impl Default for RawUdp {
             idle: RawIdle::default(),
             queue: 64,
             queue_bytes: 16 << 20,
+            reply_sockets: 1024,
         }
     }
 }
@@ -170,6 +177,12 @@ impl Checker<'_> {
                 format!("must be {} to {}", QUEUE_BYTES.start(), QUEUE_BYTES.end()),
             );
         }
+        if raw.reply_sockets == 0 || raw.reply_sockets > MAX_REPLY_SOCKETS {
+            self.error(
+                "udp.reply_sockets",
+                format!("must be 1 to {MAX_REPLY_SOCKETS}"),
+            );
+        }
         for (field, value) in [
             ("dns_s", raw.idle.dns_s),
             ("quic_s", raw.idle.quic_s),
@@ -193,6 +206,7 @@ impl Checker<'_> {
             queue_bytes: raw
                 .queue_bytes
                 .clamp(*QUEUE_BYTES.start(), *QUEUE_BYTES.end()),
+            reply_sockets: raw.reply_sockets.clamp(1, MAX_REPLY_SOCKETS),
         }
     }
 

@@ -21,6 +21,7 @@ use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
 use super::endpoint::Reply;
 use super::flows::Flows;
+use super::reply_pool::ReplyPool;
 use super::settings::InboundSpec;
 use super::socks5_inbound::{self, Socks5Held};
 use super::tproxy;
@@ -69,8 +70,9 @@ impl InboundHeld {
             }
             InboundSpec::Tproxy { listen } => {
                 let socket = tproxy::bind_listener(*listen)?;
+                let pool = ReplyPool::new(relay.settings.reply_sockets, relay.metrics.clone());
                 let reply = Arc::new(tproxy::TproxyReply {
-                    pool: Arc::default(),
+                    pool: Arc::new(pool),
                     inbound: Arc::downgrade(&socket),
                     gso: AtomicBool::new(true),
                 });

@@ -1,5 +1,6 @@
 //! UDP relay metrics: live endpoints, endpoints created, flows refused and
-//! datagrams dropped by reason, failovers, datagrams relayed.
+//! datagrams dropped by reason, failovers, datagrams relayed, and the
+//! tproxy inbounds' reply sockets (open, evicted at their cap).
 
 use std::sync::Arc;
 
@@ -100,6 +101,13 @@ pub struct UdpMetrics {
     /// Client to destination, destination to client.
     pub upstream: Counter,
     pub downstream: Counter,
+    /// Transparent reply sockets open, over every tproxy inbound.
+    pub reply_sockets: Gauge,
+    /// Reply sockets closed to make room at `udp.reply_sockets`.
+    pub reply_sockets_evicted: Counter,
+    /// Addresses whose reply bind failed lately, forgotten early to make
+    /// room at `udp.reply_sockets` (the bind is tried again sooner).
+    pub reply_binds_failed_evicted: Counter,
 }
 
 impl Default for UdpMetrics {
@@ -143,6 +151,9 @@ impl UdpMetrics {
             dropped,
             upstream,
             downstream,
+            reply_sockets: Gauge::default(),
+            reply_sockets_evicted: Counter::default(),
+            reply_binds_failed_evicted: Counter::default(),
         };
         if let Some(r) = registry {
             r.register(
@@ -163,6 +174,21 @@ impl UdpMetrics {
             r.register("refused", "New flows refused, by reason", refused_family);
             r.register("dropped", "Datagrams dropped, by reason", dropped_family);
             r.register("datagrams", "Datagrams relayed, by direction", datagrams);
+            r.register(
+                "reply_sockets",
+                "Transparent sockets tproxy inbounds answer through",
+                metrics.reply_sockets.clone(),
+            );
+            r.register(
+                "reply_sockets_evicted",
+                "Reply sockets closed, least recently used first, to make room at udp.reply_sockets",
+                metrics.reply_sockets_evicted.clone(),
+            );
+            r.register(
+                "reply_binds_failed_evicted",
+                "Failed reply binds forgotten early to make room at udp.reply_sockets",
+                metrics.reply_binds_failed_evicted.clone(),
+            );
         }
         metrics
     }

@@ -16,6 +16,7 @@ pub mod flows;
 pub mod inbound;
 pub mod metrics;
 pub mod queue;
+pub mod reply_pool;
 pub mod settings;
 pub mod socks5_inbound;
 pub mod tproxy;
@@ -352,6 +353,7 @@ pub(crate) mod tests {
             idle: IdleTimeouts::default(),
             queue: 8,
             queue_bytes: 1 << 20,
+            reply_sockets: 16,
         };
         Relay::new(
             settings,

@@ -117,6 +117,9 @@ pub struct UdpSettings {
     /// Bytes of datagrams waiting in every endpoint's queue together, at
     /// most.
     pub queue_bytes: usize,
+    /// Transparent reply sockets each tproxy inbound keeps open at most;
+    /// past it the least recently used is closed.
+    pub reply_sockets: usize,
 }
 
 impl UdpSettings {
@@ -160,6 +163,7 @@ mod tests {
             idle: IdleTimeouts::default(),
             queue: 8,
             queue_bytes: 1 << 20,
+            reply_sockets: 16,
         };
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         assert_eq!(

@@ -3,14 +3,12 @@
 //! destination comes with each datagram as a control message
 //! (IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR). Answers must reach the
 //! client from that original destination, so they go out through
-//! transparent sockets bound to it, pooled.
+//! transparent sockets bound to it, pooled ([`super::reply_pool`]).
 
-use std::collections::HashMap;
 use std::io::{self, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
 use socket2::{Protocol, Socket, Type};
@@ -20,21 +18,18 @@ use tokio::sync::mpsc;
 
 use super::endpoint::Reply;
 use super::flows::Flows;
+use super::reply_pool::ReplyPool;
 use super::Event;
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
 use crate::net::socket::{new_socket, setsockopt_int};
 use crate::net::udp_batch::{Datagrams, BATCH};
 use crate::warn_throttled;
 
-/// A reply socket unused this long is closed.
-const REPLY_IDLE: Duration = Duration::from_secs(60);
-/// A failed bind of a reply address is not tried again for this long.
-const BIND_RETRY: Duration = Duration::from_secs(5);
 const BUFFER: usize = 4 << 20;
 
 /// A UDP socket that may bind addresses that are not this host's and
 /// receive datagrams for them (needs CAP_NET_ADMIN).
-fn transparent(addr: SocketAddr) -> io::Result<Socket> {
+pub(super) fn transparent(addr: SocketAddr) -> io::Result<Socket> {
     let socket = new_socket(addr, Type::DGRAM, Protocol::UDP)?;
     socket.set_reuse_address(true)?;
     let fd = socket.as_raw_fd();
@@ -148,92 +143,6 @@ pub async fn receive_loop(
             }
             Some(event) = events.recv() => flows.event(event),
         }
-    }
-}
-
-struct Bound {
-    socket: Arc<std::net::UdpSocket>,
-    used: Instant,
-}
-
-#[derive(Default)]
-struct Pool {
-    sockets: HashMap<SocketAddr, Bound>,
-    failed: HashMap<SocketAddr, Instant>,
-    swept: Option<Instant>,
-}
-
-/// Replies from the original destination: one transparent socket per
-/// address answers come from, shared by every flow, closed when idle; a
-/// bind that failed is not retried for a while.
-#[derive(Default)]
-pub struct ReplyPool {
-    pool: Mutex<Pool>,
-}
-
-impl ReplyPool {
-    fn socket(&self, from: SocketAddr) -> io::Result<Arc<std::net::UdpSocket>> {
-        let now = Instant::now();
-        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
-        if pool
-            .swept
-            .is_none_or(|at| now.duration_since(at) > REPLY_IDLE / 4)
-        {
-            pool.sockets
-                .retain(|_, b| now.duration_since(b.used) < REPLY_IDLE);
-            pool.failed
-                .retain(|_, at| now.duration_since(*at) < BIND_RETRY);
-            pool.swept = Some(now);
-        }
-        if let Some(bound) = pool.sockets.get_mut(&from) {
-            bound.used = now;
-            return Ok(bound.socket.clone());
-        }
-        if pool
-            .failed
-            .get(&from)
-            .is_some_and(|at| now.duration_since(*at) < BIND_RETRY)
-        {
-            return Err(io::Error::from(io::ErrorKind::AddrNotAvailable));
-        }
-        // A plain non-blocking socket: replies never wait, and a tokio
-        // socket would refuse its first send until the reactor saw it
-        // writable.
-        let bound = transparent(from).and_then(|s| {
-            s.bind(&from.into())?;
-            Ok(std::net::UdpSocket::from(s))
-        });
-        match bound {
-            Ok(socket) => {
-                let socket = Arc::new(socket);
-                pool.sockets.insert(
-                    from,
-                    Bound {
-                        socket: socket.clone(),
-                        used: now,
-                    },
-                );
-                Ok(socket)
-            }
-            Err(e) => {
-                warn_throttled!("tproxy-reply-bind", %from, error = %e, "cannot bind a reply socket to the original destination");
-                pool.failed.insert(from, now);
-                Err(e)
-            }
-        }
-    }
-
-    /// Reply sockets open now.
-    pub fn len(&self) -> usize {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sockets
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
