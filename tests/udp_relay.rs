@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::socks::{close_wait, Cutter, Dante, NoContent};
 use support::udp::{Client, Peer};
-use support::{dialer, eventually, walk, while_flowing, Ward};
+use support::{dialer, eventually, metric_value, walk, while_flowing, Ward};
 
 const TOOLS: [&str; 2] = ["danted", "ss"];
 
@@ -82,10 +82,7 @@ fn vias(ward: &Ward) -> Vec<String> {
 }
 
 fn metric(ward: &Ward, name: &str) -> f64 {
-    let text = ward.http_get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    metric_value(&ward.http_get("/metrics"), name).unwrap_or(0.0)
 }
 
 #[test]

@@ -21,6 +21,7 @@ use hickory_proto::rr::RecordType;
 use support::dns::query;
 use support::netns::{link, Netns};
 use support::socks::Dante;
+use support::tproxy::route_to_tproxy;
 use support::{dialer, while_flowing, Ward};
 
 const TPROXY_PORT: u16 = 12345;
@@ -85,34 +86,9 @@ fn a_router_relays_tproxied_flows_and_moves_them_off_a_dead_node() {
     upstream.exec(&["ip", "route", "add", "default", "via", "10.77.2.1"]);
     client_ns.exec(&["ip", "-6", "route", "add", "default", "via", "fd77:1::1"]);
     upstream.exec(&["ip", "-6", "route", "add", "default", "via", "fd77:2::1"]);
-    router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-    router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
     // The rules a router uses (docs/operations.md): datagrams for other
     // hosts go to ward's tproxy socket; local destinations are left alone.
-    router.exec(&["ip", "rule", "add", "fwmark", "1", "lookup", "100"]);
-    router.exec(&["ip", "-6", "rule", "add", "fwmark", "1", "lookup", "100"]);
-    router.exec(&[
-        "ip", "-6", "route", "add", "local", "::/0", "dev", "lo", "table", "100",
-    ]);
-    router.exec(&[
-        "ip",
-        "route",
-        "add",
-        "local",
-        "0.0.0.0/0",
-        "dev",
-        "lo",
-        "table",
-        "100",
-    ]);
-    let rules = format!(
-        "table inet ward {{\n chain prerouting {{\n  type filter hook prerouting priority mangle; policy accept;\n\
-         fib daddr type local accept\n  meta l4proto udp tproxy ip to :{TPROXY_PORT} meta mark set 1 accept\n\
-         meta l4proto udp tproxy ip6 to :{TPROXY_PORT} meta mark set 1 accept\n }}\n}}\n"
-    );
-    let rules_file = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(rules_file.path(), rules).unwrap();
-    router.exec(&["nft", "-f", rules_file.path().to_str().unwrap()]);
+    route_to_tproxy(&router, TPROXY_PORT);
 
     let stop = Arc::new(AtomicBool::new(false));
     echo_server(&upstream, ECHO, stop.clone());

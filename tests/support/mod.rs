@@ -15,6 +15,7 @@ pub mod dns;
 pub mod netns;
 pub mod skip;
 pub mod socks;
+pub mod tproxy;
 pub mod udp;
 
 // Not every test binary has a test that can skip.
@@ -313,19 +314,17 @@ impl Ward {
 
     /// `GET path` on the metrics endpoint.
     pub fn http_get(&self, path: &str) -> String {
+        http_get(&self.metrics_addr(), path)
+    }
+
+    /// Where the metrics endpoint listens (to reach it from a thread in
+    /// ward's network namespace, with [`http_get`]).
+    pub fn metrics_addr(&self) -> String {
         let stats = self.request(r#"{"cmd":"stats"}"#);
-        let addr = stats["stats"]["metrics_addr"]
+        stats["stats"]["metrics_addr"]
             .as_str()
             .expect("metrics on")
-            .to_string();
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: ward\r\n\r\n").unwrap();
-        let mut out = String::new();
-        stream.read_to_string(&mut out).unwrap();
-        out
+            .to_string()
     }
 
     /// Sends `signal` and waits for the exit; the time it took.
@@ -350,6 +349,25 @@ impl Drop for Ward {
             eprintln!("--- ward log ---\n{}", self.log());
         }
     }
+}
+
+/// `GET path` on the HTTP server at `addr`: the whole response.
+pub fn http_get(addr: &str, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: ward\r\n\r\n").unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// The value of the sample `name` (with its labels, if any) in a
+/// Prometheus text exposition.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// The dialer `name` in a reply to `{"cmd":"dialers"}`.
