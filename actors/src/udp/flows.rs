@@ -7,6 +7,8 @@
 //! through a new endpoint that avoids the dialers that failed them).
 
 use std::collections::HashMap;
+
+use crate::lru::Lru;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -86,7 +88,7 @@ pub struct Flows {
     events: mpsc::Sender<Event>,
     /// Flows whose path failed lately: the dialers they must avoid and the
     /// retries they used, kept for whichever endpoint takes the flow next.
-    failed: HashMap<FlowKey, (Vec<String>, u8, Instant)>,
+    failed: Lru<FlowKey, (Vec<String>, u8, Instant)>,
     outbox: Outbox,
 }
 
@@ -98,7 +100,7 @@ impl Flows {
             reply,
             table: HashMap::default(),
             events,
-            failed: HashMap::new(),
+            failed: Lru::new(FAILED_MAX),
             outbox: Outbox::default(),
         };
         (flows, rx)
@@ -207,7 +209,7 @@ impl Flows {
 
     /// What a flow that failed lately must avoid, and the retries it used.
     fn failed_lately(&mut self, key: &FlowKey) -> (Vec<String>, u8) {
-        match self.failed.get(key) {
+        match self.failed.peek(key) {
             Some((exclude, retries, at)) if at.elapsed() < FAILED_MEMORY => {
                 (exclude.clone(), *retries)
             }
@@ -307,19 +309,9 @@ impl Flows {
         }
     }
 
-    /// Remembers what a failed flow must avoid, for its next endpoint. At
-    /// the cap the expired go, then (all fresh) the oldest.
+    /// Remembers what a failed flow must avoid, for its next endpoint; at
+    /// the cap the one remembered longest ago goes.
     fn remember_failed(&mut self, key: FlowKey, exclude: Vec<String>, retries: u8) {
-        if self.failed.len() >= FAILED_MAX && !self.failed.contains_key(&key) {
-            self.failed
-                .retain(|_, (_, _, at)| at.elapsed() < FAILED_MEMORY);
-            if self.failed.len() >= FAILED_MAX {
-                let oldest = self.failed.iter().min_by_key(|(_, (_, _, at))| *at);
-                if let Some(oldest) = oldest.map(|(k, _)| *k) {
-                    self.failed.remove(&oldest);
-                }
-            }
-        }
         self.failed.insert(key, (exclude, retries, Instant::now()));
     }
 
@@ -367,18 +359,15 @@ mod tests {
             dst: None,
         };
         flows.remember_failed(key(0), vec!["n1".into()], 1);
-        // Every later one is younger than the first.
-        let first = Instant::now();
-        while Instant::now() == first {}
         for port in 1..=FAILED_MAX as u16 {
             flows.remember_failed(key(port), vec!["n1".into()], 1);
         }
         assert_eq!(flows.failed.len(), FAILED_MAX);
-        assert!(!flows.failed.contains_key(&key(0)), "the oldest went");
-        assert!(flows.failed.contains_key(&key(FAILED_MAX as u16)));
+        assert!(flows.failed.peek(&key(0)).is_none(), "the oldest went");
+        assert!(flows.failed.peek(&key(FAILED_MAX as u16)).is_some());
         // One already remembered is refreshed, not counted twice.
         flows.remember_failed(key(7), vec!["n2".into()], 2);
         assert_eq!(flows.failed.len(), FAILED_MAX);
-        assert_eq!(flows.failed[&key(7)].1, 2);
+        assert_eq!(flows.failed.peek(&key(7)).map(|f| f.1), Some(2));
     }
 }
