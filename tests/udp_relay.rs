@@ -395,9 +395,10 @@ fn out_of_descriptors_refuses_new_flows_without_blaming_the_path() {
         "no failure blamed on a path"
     );
     assert!(walk(&ward.tree()).iter().all(|n| n["restarts"] == 0));
-    // Descriptors are back: new flows are taken again (after the backoff).
+    // Descriptors are back: new flows are taken again, after the refusal
+    // backoff (at most 5 s, stretched by up to a fifth by its jitter).
     let late = Client::new();
-    eventually("a new flow is taken", Duration::from_secs(5), || {
+    eventually("a new flow is taken", Duration::from_secs(10), || {
         late.echo(inbound, 1).then_some(())
     });
 }
