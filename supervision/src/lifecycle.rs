@@ -24,8 +24,13 @@ pub(crate) enum Life {
     /// Down, to be started at `at`, and not before its last incarnation
     /// is gone (the replacement must not meet its sockets).
     Due { at: Instant, gone: bool },
-    /// Its start function runs; `attempt` tells the answer from a stale one.
-    Starting { attempt: u64 },
+    /// Its start function runs; `attempt` tells the answer from a stale
+    /// one. `regroup`: its group restarts meanwhile; once up, it is to be
+    /// stopped and started again at that time.
+    Starting {
+        attempt: u64,
+        regroup: Option<Instant>,
+    },
     /// Up since `since`. `regroup`: its group restarts; it is to be
     /// stopped and started again at that time.
     Running {
@@ -85,8 +90,8 @@ impl Default for Lifecycle {
 
 impl Lifecycle {
     /// Schedules a start at `at`: now for a child that is down, after it
-    /// stops for one that is up (its group restarts), at the new time for
-    /// one already waiting. A child starting now is left alone.
+    /// stops for one that is up or starting (its group restarts), at the
+    /// new time for one already waiting.
     pub(crate) fn schedule(&mut self, at: Instant) {
         self.life = match self.life {
             Life::Idle { gone } | Life::Due { gone, .. } => Life::Due { at, gone },
@@ -98,7 +103,10 @@ impl Lifecycle {
                 kill_at,
                 then: Some(at),
             },
-            starting @ Life::Starting { .. } => starting,
+            Life::Starting { attempt, .. } => Life::Starting {
+                attempt,
+                regroup: Some(at),
+            },
         };
     }
 
@@ -113,6 +121,10 @@ impl Lifecycle {
             Life::Stopping { kill_at, .. } => Life::Stopping {
                 kill_at,
                 then: None,
+            },
+            Life::Starting { attempt, .. } => Life::Starting {
+                attempt,
+                regroup: None,
             },
             other => other,
         };
@@ -165,24 +177,29 @@ impl Lifecycle {
         self.attempts += 1;
         self.life = Life::Starting {
             attempt: self.attempts,
+            regroup: None,
         };
         self.attempts
     }
 
     /// True when `attempt` is the start now under way.
     pub(crate) fn awaits(&self, attempt: u64) -> bool {
-        self.life == Life::Starting { attempt }
+        matches!(self.life, Life::Starting { attempt: a, .. } if a == attempt)
     }
 
-    /// The start succeeded.
+    /// The start succeeded (a group restart that came meanwhile stays due).
     pub(crate) fn started(&mut self, now: Instant) {
         if self.started_once {
             self.restarts += 1;
         }
         self.started_once = true;
+        let regroup = match self.life {
+            Life::Starting { regroup, .. } => regroup,
+            _ => None,
+        };
         self.life = Life::Running {
             since: now,
-            regroup: None,
+            regroup,
         };
     }
 
@@ -196,7 +213,15 @@ impl Lifecycle {
         let at = now + policy.next_delay(self.failures);
         self.failures = self.failures.saturating_add(1);
         self.last_exit = Some(ExitReason::SpawnFailed(reason));
-        // Nothing of it ran: there is nothing to wait for.
+        // Nothing of it ran: there is nothing to wait for. A group restart
+        // that came meanwhile waits for this retry too.
+        let at = match self.life {
+            Life::Starting {
+                regroup: Some(group),
+                ..
+            } => at.max(group),
+            _ => at,
+        };
         self.life = Life::Due { at, gone: true };
         at
     }
@@ -427,6 +452,35 @@ mod tests {
         assert_eq!(l.exited(boom(), Restart::Permanent, t0), Exited::WithGroup);
         assert_eq!(l.due_at(), Some(at));
         assert_eq!(l.failures, 0, "counted once, by the member that failed");
+    }
+
+    #[test]
+    fn a_member_starting_when_its_group_restarts_is_stopped_once_up() {
+        let t0 = Instant::now();
+        let at = t0 + Duration::from_millis(50);
+        let mut l = Lifecycle::default();
+        l.schedule(t0);
+        let attempt = l.begin_start();
+        l.schedule(at);
+        assert!(l.awaits(attempt), "still its start");
+        assert!(matches!(l.life, Life::Starting { regroup: Some(t), .. } if t == at));
+        l.started(t0);
+        assert!(
+            l.stop(t0 + Duration::from_secs(2)),
+            "up, and due to go down"
+        );
+        assert_eq!(
+            l.exited(ExitReason::Normal, Restart::Permanent, t0),
+            Exited::AsAsked
+        );
+        assert_eq!(l.due_at(), Some(at), "started again with its group");
+        // A start that fails meanwhile is tried again no sooner than the group.
+        let mut f = Lifecycle::default();
+        f.schedule(t0);
+        f.begin_start();
+        f.schedule(t0 + Duration::from_secs(5));
+        let retry = f.start_failed(ChildFailure::new("config", Boom), &policy(), t0);
+        assert_eq!(retry, t0 + Duration::from_secs(5));
     }
 
     #[test]

@@ -230,6 +230,13 @@ impl Table {
         self.slots.values().any(|slot| slot.life.in_transit())
     }
 
+    /// True while some child is asked to stop and has not yet.
+    pub(crate) fn any_stopping(&self) -> bool {
+        self.slots
+            .values()
+            .any(|slot| matches!(slot.life.life, Life::Stopping { .. }))
+    }
+
     pub(crate) fn any_starting(&self) -> bool {
         self.starting > 0
     }

@@ -219,6 +219,11 @@ impl Subtree for SupervisorView {
                 if slot.now.join.as_ref().is_some_and(|j| !j.is_finished()) {
                     joins.extend(slot.now.join.take());
                 }
+                // A start in flight may hold what its child bound.
+                if let Some(start) = slot.now.start.take() {
+                    start.task.abort();
+                    joins.push(start.task);
+                }
                 joins.extend(slot.now.tasks.abort_all());
                 views.extend(slot.now.view.clone());
             }

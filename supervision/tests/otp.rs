@@ -1076,3 +1076,54 @@ async fn a_child_that_dies_before_its_start_is_answered_is_handled() {
     .await;
     root.actor.stop(None);
 }
+
+/// A sibling still starting when its group restarts is not left behind:
+/// once up it is stopped, and the group starts again in order.
+#[tokio::test(start_paused = true)]
+async fn a_sibling_starting_when_its_group_restarts_restarts_with_it() {
+    let log = Log::default();
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let starts = Arc::new(AtomicU32::new(0));
+    let b = {
+        let inner = probe("b", Restart::Permanent, &log);
+        let start = inner.start.clone();
+        let (gate, starts) = (gate.clone(), starts.clone());
+        // b's second start waits for the gate.
+        let slow: ward_supervision::spec::StartFn = Arc::new(move |ctx| {
+            let (start, gate, starts) = (start.clone(), gate.clone(), starts.clone());
+            Box::pin(async move {
+                if starts.fetch_add(1, Ordering::SeqCst) == 1 {
+                    gate.notified().await;
+                }
+                start(ctx).await
+            })
+        });
+        ChildSpec::new("b", "probe", Restart::Permanent, slow)
+    };
+    let root = Root::start(
+        config(Strategy::RestForOne, fast_backoff(), lenient()),
+        vec![probe("a", Restart::Permanent, &log), b],
+    )
+    .await;
+    let a1 = root.wait_running("a").await.id.unwrap();
+    root.wait_running("b").await;
+    root.exit("a", Exit::Error);
+    root.wait_restarted("a", &a1).await;
+    eventually("b's second start waits", || {
+        root.node("b").is_some_and(|n| n.status == "starting")
+    })
+    .await;
+    // The group restarts while b is still starting.
+    root.exit("a", Exit::Error);
+    let_time_pass(Duration::from_secs(1)).await;
+    assert_eq!(log.started(), vec!["a", "b", "a"], "a waits for b");
+    gate.notify_one();
+    eventually("the group started again in order", || {
+        log.started().len() == 6
+    })
+    .await;
+    assert_eq!(log.started(), vec!["a", "b", "a", "b", "a", "b"]);
+    let (a, b) = (root.wait_running("a").await, root.wait_running("b").await);
+    assert_eq!((a.restarts, b.restarts), (2, 2));
+    root.actor.stop(None);
+}

@@ -148,6 +148,9 @@ impl SupervisorState {
         if !self.table().any_starting() {
             self.early_exits.clear();
         }
+        // A sibling of a group restart that was starting is up now: its
+        // turn to be stopped.
+        self.advance_stops(now);
         match early {
             Some((id, reason)) => self.on_child_exit(myself, id, reason, now).await,
             None => Ok(()),
@@ -274,9 +277,15 @@ impl SupervisorState {
 
     /// Holds an exit that came before its child's start was answered.
     pub(super) fn hold_early_exit(&mut self, id: ActorId, reason: ExitReason) {
-        if self.early_exits.len() < EARLY_EXITS_MAX && self.table().any_starting() {
-            self.early_exits.insert(id, reason);
+        if !self.table().any_starting() {
+            return; // a stale exit: nothing is starting that it could be
         }
+        if self.early_exits.len() >= EARLY_EXITS_MAX {
+            tracing::warn!(supervisor = %super::display_path(&self.path), actor = %id, %reason,
+                "too many exits before their starts were answered; this one is lost");
+            return;
+        }
+        self.early_exits.insert(id, reason);
     }
 }
 

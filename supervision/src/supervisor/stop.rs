@@ -33,11 +33,20 @@ impl SupervisorState {
 
     /// Stops the next queued sibling once the previous one has ended, so a
     /// group goes down in reverse start order.
+    /// A sibling still starting is waited for: it is stopped once up.
     pub(super) fn advance_stops(&mut self, now: Instant) {
-        if self.stop_queue.is_empty() || !self.table().deadlines.is_empty() {
+        if self.stop_queue.is_empty() || self.table().any_stopping() {
             return;
         }
-        while let Some(seq) = self.stop_queue.pop_front() {
+        while let Some(&seq) = self.stop_queue.front() {
+            if self
+                .table()
+                .get(seq)
+                .is_some_and(|slot| slot.life.is_starting())
+            {
+                return;
+            }
+            self.stop_queue.pop_front();
             if self.request_stop(seq, now, "restarting with a sibling") {
                 return;
             }
@@ -117,8 +126,12 @@ async fn started_meanwhile(
     start: StartTicket,
     within: Duration,
 ) -> (Option<ActorCell>, Option<JoinHandle<()>>) {
-    let StartTicket { task, result } = start;
-    if tokio::time::timeout(within, task).await.is_err() {
+    let StartTicket { mut task, result } = start;
+    if tokio::time::timeout(within, &mut task).await.is_err() {
+        // Whatever it started is linked to this supervisor, which ractor
+        // kills with it.
+        task.abort();
+        let _ = tokio::time::timeout(KILL_WAIT, task).await;
         return (None, None);
     }
     let started = result.lock().unwrap_or_else(|e| e.into_inner()).take();
