@@ -27,7 +27,7 @@ use ward_actors::dns::resolver::Resolver;
 use ward_actors::dns::tcp_clients::TcpClients;
 use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
 use ward_actors::net::socket::{bind_tcp, bind_udp};
-use ward_actors::net::Held;
+use ward_actors::net::{Held, Release};
 use ward_actors::udp::inbound::{self, InboundHeld};
 use ward_actors::udp::settings::InboundSpec;
 use ward_actors::udp::{LocalDns, Relay};
@@ -76,12 +76,31 @@ pub struct Service {
     held: Holds,
 }
 
-/// The sockets of the service's own servers, held across their restarts
-/// and released when ward stops (the admin socket's file goes with it).
+/// The sockets held across their children's restarts (the admin socket
+/// and its file, metrics, DNS listeners, UDP inbounds), released when ward
+/// stops.
 #[derive(Default)]
 struct Holds {
     admin: Held<AdminSocket>,
     metrics: Held<TcpListener>,
+    others: std::sync::Mutex<Vec<Box<dyn Release>>>,
+}
+
+impl Holds {
+    /// Keeps `held` to release when ward stops.
+    fn keep<S: Send + 'static>(&self, held: &Held<S>) -> Held<S> {
+        let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
+        others.push(Box::new(held.clone()));
+        held.clone()
+    }
+
+    fn release(&self) {
+        self.admin.release();
+        self.metrics.release();
+        for held in self.others.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            held.release();
+        }
+    }
 }
 
 impl Service {
@@ -150,8 +169,7 @@ impl Service {
             root.kill();
         }
         let _ = tokio::time::timeout(Duration::from_millis(500), join).await;
-        held.admin.release();
-        held.metrics.release();
+        held.release();
         tracing::info!("ward stopped");
     }
 }
@@ -258,14 +276,14 @@ fn root_children(
             Strategy::RestForOne,
             vec![
                 group("upstreams", Strategy::OneForOne, upstream_specs(ctx)),
-                group("listeners", Strategy::OneForOne, listener_specs(ctx)),
+                group("listeners", Strategy::OneForOne, listener_specs(ctx, held)),
             ],
         ),
         group(
             "udp",
             Strategy::RestForOne,
             vec![
-                group("inbounds", Strategy::OneForOne, inbound_specs(ctx)),
+                group("inbounds", Strategy::OneForOne, inbound_specs(ctx, held)),
                 group("endpoints", Strategy::OneForOne, vec![]),
             ],
         ),
@@ -294,7 +312,7 @@ fn dialer_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
         .collect()
 }
 
-fn inbound_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+fn inbound_specs(ctx: &Arc<ServiceContext>, holds: &Holds) -> Vec<ChildSpec> {
     let Some(relay) = &ctx.udp else {
         return Vec::new();
     };
@@ -305,6 +323,7 @@ fn inbound_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
         .map(|spec| {
             let name = spec.name();
             let (spec, held) = inbound_hold(spec, relay);
+            let held = holds.keep(&held);
             inbound::child_spec(name, spec, relay.clone(), held).with_backoff(QUICK_RESTART)
         })
         .collect()
@@ -357,7 +376,7 @@ fn upstream_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
         .collect()
 }
 
-fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
+fn listener_specs(ctx: &Arc<ServiceContext>, holds: &Holds) -> Vec<ChildSpec> {
     let Some(resolver) = &ctx.dns else {
         return Vec::new();
     };
@@ -365,6 +384,7 @@ fn listener_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
     let mut specs = Vec::new();
     for addr in resolver.settings().listen.clone() {
         let (bind, udp, tcp) = listen_holds(addr, resolver);
+        let (udp, tcp) = (holds.keep(&udp), holds.keep(&tcp));
         let clients = TcpClients::new(
             limits.tcp_clients_per_ip,
             limits.tcp_clients,

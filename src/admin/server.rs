@@ -15,9 +15,7 @@ use ractor::ActorCell;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use ward_actors::net::{accept_each, Held, Lease};
+use ward_actors::net::{accept_each, Connections, Held, Lease};
 use ward_actors::{warn_throttled, Throttle};
 use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
@@ -67,20 +65,13 @@ pub fn child_spec(args: AdminArgs, held: Held<AdminSocket>) -> ChildSpec {
 }
 
 async fn accept(socket: Lease<AdminSocket>, args: AdminArgs) -> Result<(), ChildFailure> {
-    let clients = Arc::new(Semaphore::new(args.max_clients));
-    let mut connections = JoinSet::new();
+    let mut clients = Connections::new(args.max_clients);
     let dead = accept_each(&socket.0, "admin socket", |stream, _| {
-        while connections.try_join_next().is_some() {}
-        match clients.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let ctx = args.ctx.clone();
-                connections.spawn(async move {
-                    serve_client(stream, &ctx).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => refuse(stream),
+        if !clients.has_room() {
+            return refuse(stream);
         }
+        let ctx = args.ctx.clone();
+        clients.serve(async move { serve_client(stream, &ctx).await });
     })
     .await;
     Err(dead.into())

@@ -10,11 +10,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use ward_actors::io_class::{IoSide, SocketFailure};
 use ward_actors::net::socket::bind_tcp;
-use ward_actors::net::{accept_each, Held, Lease};
+use ward_actors::net::{accept_each, Connections, Held, Lease};
 use ward_actors::Throttle;
 use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
@@ -89,18 +87,15 @@ async fn metrics(
     ctx.set_metrics_addr(Some(bound));
     let _published = Published(ctx.clone());
     tracing::info!(addr = %bound, "metrics served at http://{bound}/metrics");
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
+    let mut scrapes = Connections::new(MAX_CONNECTIONS);
     let dead = accept_each(&*listener, "metrics", |stream, _| {
-        while connections.try_join_next().is_some() {}
         // Past the cap the connection is closed at once.
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        if !scrapes.has_room() {
             return;
-        };
+        }
         let ctx = ctx.clone();
-        connections.spawn(async move {
+        scrapes.serve(async move {
             let _ = tokio::time::timeout(REQUEST_TIMEOUT, serve(stream, &ctx)).await;
-            drop(permit);
         });
     })
     .await;

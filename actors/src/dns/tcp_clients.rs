@@ -77,7 +77,7 @@ pub struct TcpClients {
     per_client: usize,
     total: usize,
     metrics: Arc<DnsMetrics>,
-    /// Woken when a connection's place comes back.
+    /// Woken when a connection's place comes back, or one goes idle.
     freed: Notify,
 }
 
@@ -195,6 +195,16 @@ impl ClientSlot {
     /// An answer went out.
     pub fn answered(&self) {
         self.change(|conn| conn.in_flight = conn.in_flight.saturating_sub(1));
+        // Idle now: at the cap, a listener waiting for room may shed it.
+        let idle = self
+            .clients
+            .lock()
+            .conns
+            .get(&self.id)
+            .is_some_and(|conn| conn.in_flight == 0);
+        if idle {
+            self.clients.freed.notify_waiters();
+        }
     }
 
     fn change(&self, f: impl FnOnce(&mut Conn)) {
@@ -274,6 +284,25 @@ mod tests {
         let room = c.room();
         tokio::pin!(room);
         assert!(futures::poll!(room.as_mut()).is_pending());
+        drop(busy);
+        room.await;
+        // Nobody idle again; one answered and went idle: it is shed.
+        let busy = c.admit(ip(5), t0).unwrap();
+        busy.query();
+        let busy_task = tokio::spawn(std::future::pending::<()>());
+        busy.serve_with(busy_task.abort_handle());
+        let room = c.room();
+        tokio::pin!(room);
+        assert!(futures::poll!(room.as_mut()).is_pending());
+        busy.answered();
+        assert!(
+            futures::poll!(room.as_mut()).is_pending(),
+            "its slot is not gone yet"
+        );
+        assert!(
+            busy_task.await.unwrap_err().is_cancelled(),
+            "shed once idle"
+        );
         drop(busy);
         room.await;
     }

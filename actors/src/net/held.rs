@@ -72,8 +72,6 @@ impl<S> Held<S> {
         if self.spoiled.swap(false, Ordering::AcqRel) {
             *slot = None;
         }
-        // A child started again after its hold was released builds anew.
-        self.released.store(false, Ordering::Release);
         if slot.is_none() {
             *slot = Some(build()?);
         }
@@ -84,7 +82,8 @@ impl<S> Held<S> {
     }
 
     /// The child is gone for good: the state (its socket, a socket file)
-    /// is dropped now, or when the incarnation using it ends.
+    /// is dropped now, or when the incarnation using it ends. A released
+    /// hold stays released: a late incarnation's state goes with its lease.
     pub fn release(&self) {
         self.released.store(true, Ordering::Release);
         if let Ok(mut slot) = self.state.try_lock() {
@@ -107,6 +106,17 @@ impl<S> Held<S> {
             self.spoiled.store(true, Ordering::Release);
         }
         outcome
+    }
+}
+
+/// A hold of any state, to be released when ward stops.
+pub trait Release: Send + Sync {
+    fn release(&self);
+}
+
+impl<S: Send> Release for Held<S> {
+    fn release(&self) {
+        Held::release(self);
     }
 }
 

@@ -12,6 +12,7 @@
 //!   socket, per tree path.
 
 pub mod accept;
+pub mod connections;
 pub mod held;
 pub mod ready;
 pub mod socket;
@@ -19,4 +20,5 @@ pub mod socket_drops;
 pub mod udp_batch;
 
 pub use accept::{accept_each, accept_paced, Listener};
-pub use held::{Held, Lease};
+pub use connections::Connections;
+pub use held::{Held, Lease, Release};

@@ -53,7 +53,8 @@ impl SocketDrops {
     }
 
     /// Watches `socket`, named by the tree path of its owner, until it
-    /// closes.
+    /// closes. Watching a socket watched already (its owner restarted and
+    /// adopted it) changes nothing.
     pub fn watch(&self, path: impl Into<String>, socket: &Watched) {
         let path = path.into();
         let seen = drops(socket.as_raw_fd()).unwrap_or(0);
@@ -65,9 +66,13 @@ impl SocketDrops {
         inner
             .sockets
             .retain(|entry| entry.socket.strong_count() > 0);
+        let held = Arc::downgrade(socket);
+        if inner.sockets.iter().any(|e| e.socket.ptr_eq(&held)) {
+            return;
+        }
         inner.sockets.push(Entry {
             path,
-            socket: Arc::downgrade(socket),
+            socket: held,
             seen,
         });
     }
@@ -132,6 +137,9 @@ mod tests {
         let addr = socket.local_addr().unwrap();
         let socket: Watched = Arc::new(socket);
         registry.watch("dns/listeners/udp:test", &socket);
+        // Its owner restarted and adopted it: still counted once.
+        registry.watch("dns/listeners/udp:test", &socket);
+        assert_eq!(registry.lock().sockets.len(), 1);
         assert_eq!(registry.totals(), [("dns/listeners/udp:test".into(), 0)]);
 
         let sender = UdpSocket::bind("127.0.0.1:0").unwrap();

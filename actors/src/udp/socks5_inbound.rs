@@ -3,13 +3,13 @@
 //! the listen address; the relay is the UDP socket at the same address.
 //! Datagrams are accepted only from a client with a live association (its
 //! address, and its port once known), and its flows end when the control
-//! connection closes. Control connections are tasks of their own: they
-//! outlive a killed inbound's actor, as its socket and flows do.
+//! connection closes. Control connections are tasks held with the socket:
+//! they outlive a killed inbound's actor, as its flows do.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use super::metrics::{Dropped, Refused, UdpMetrics};
 use super::{Event, Relay};
 use crate::dialer::socks5::{self, Command, Credentials, ReplyCode, TargetAddr};
 use crate::io_class::{classify_io_error, IoClass, IoSide, SocketFailure};
-use crate::net::accept_each;
+use crate::net::{accept_each, Connections};
 use crate::warn_throttled;
 
 /// Control connections served at once, at most.
@@ -35,37 +35,16 @@ const NEGOTIATE_TIMEOUT: Duration = Duration::from_secs(10);
 type Association = (u64, Option<u16>);
 type ByIp = HashMap<IpAddr, Vec<Association>>;
 
-/// Live associations by client address, and the control connections
-/// (at most `MAX_ASSOCIATIONS`).
+/// Live associations by client address.
 #[derive(Default)]
 pub struct Associations {
     by_ip: Mutex<ByIp>,
     next: AtomicU64,
-    controls: Arc<AtomicUsize>,
-}
-
-/// One control connection's place; given back when dropped.
-pub struct ControlSlot(Arc<AtomicUsize>);
-
-impl Drop for ControlSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl Associations {
     fn lock(&self) -> std::sync::MutexGuard<'_, ByIp> {
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A place for one more control connection, if any is left.
-    pub fn control_slot(&self) -> Option<ControlSlot> {
-        let taken = self
-            .controls
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_ASSOCIATIONS).then_some(n + 1)
-            });
-        taken.ok().map(|_| ControlSlot(self.controls.clone()))
     }
 
     /// Registers an association for `ip`, from `port` when the client said.
@@ -117,6 +96,10 @@ pub struct Socks5Held {
     relay_addr: SocketAddr,
     credentials: Option<Arc<Credentials>>,
     associations: Arc<Associations>,
+    /// The control connections (at most `MAX_ASSOCIATIONS`): they outlive
+    /// a kill of the inbound, and end with this state when its socket is
+    /// rebuilt (their clients then associate again).
+    controls: Connections,
     flows: Flows,
     events: mpsc::Receiver<Event>,
     /// Clients whose association ended: their flows end.
@@ -144,6 +127,7 @@ impl Socks5Held {
             relay_addr,
             credentials: credentials.map(Arc::new),
             associations: Arc::default(),
+            controls: Connections::new(MAX_ASSOCIATIONS),
             flows,
             events,
             ended_tx,
@@ -161,6 +145,7 @@ pub async fn run(held: &mut Socks5Held) -> Result<(), SocketFailure> {
         relay_addr,
         credentials,
         associations,
+        controls,
         flows,
         events,
         ended_tx,
@@ -169,19 +154,18 @@ pub async fn run(held: &mut Socks5Held) -> Result<(), SocketFailure> {
     } = held;
     let relay = relay_loop(socket, associations, flows, events, ended);
     let accept = accept_each(&*listener, "socks5 inbound", |stream, peer| {
-        let Some(live) = associations.control_slot() else {
+        if !controls.has_room() {
             metrics.refused(Refused::Associations);
             warn_throttled!("socks5-inbound-full", %peer, "SOCKS5 inbound: too many associations; refusing");
             return;
-        };
-        tokio::spawn(control(
+        }
+        controls.serve(control(
             stream,
             peer,
             *relay_addr,
             credentials.clone(),
             associations.clone(),
             ended_tx.clone(),
-            live,
         ));
     });
     tokio::select! {
@@ -199,7 +183,6 @@ async fn control(
     credentials: Option<Arc<Credentials>>,
     associations: Arc<Associations>,
     ended: mpsc::Sender<SocketAddr>,
-    _live: ControlSlot,
 ) {
     let negotiated = tokio::time::timeout(
         NEGOTIATE_TIMEOUT,
