@@ -14,13 +14,11 @@ use ward_actors::udp::LocalDns;
 pub struct ResolverDns(pub Arc<Resolver>);
 
 impl LocalDns for ResolverDns {
-    fn listens_on(&self, addr: SocketAddr) -> bool {
-        self.0.udp_listener(addr).is_some()
-    }
-
-    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr) {
-        if let Some(socket) = self.0.udp_listener(listen) {
-            self.0.answer_from(socket, query, client);
-        }
+    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr) -> bool {
+        let Some(socket) = self.0.udp_listener(listen) else {
+            return false;
+        };
+        self.0.answer_from(socket, query, client);
+        true
     }
 }

@@ -52,10 +52,6 @@ impl<K: Hash + Eq + Clone, V> Lru<K, V> {
         self.entries.is_empty()
     }
 
-    pub fn cap(&self) -> usize {
-        self.cap
-    }
-
     /// The value of `key`, which becomes the most recently used.
     pub fn get(&mut self, key: &K) -> Option<&mut V> {
         let i = *self.index.get(key)?;

@@ -142,13 +142,13 @@ async fn direct_binds_to_an_interface_and_fails_cleanly_on_a_missing_one() {
         mark: None,
         interface: Some("nonexistent0".into()),
     });
-    match lo.connect_tcp(echo, Duration::from_secs(2)).await {
-        Ok(mut stream) => round_trip(&mut stream).await,
-        // Binding to a device needs CAP_NET_RAW.
-        Err(failure) if !nix::unistd::geteuid().is_root() => {
-            assert!(failure.reason.contains("not permitted"), "{failure}")
+    // Binding to a device needs CAP_NET_RAW: without root only the
+    // missing device's half runs, and the skip of the other is recorded.
+    if support::require(&[], true) {
+        match lo.connect_tcp(echo, Duration::from_secs(2)).await {
+            Ok(mut stream) => round_trip(&mut stream).await,
+            Err(failure) => panic!("bound to lo: {failure}"),
         }
-        Err(failure) => panic!("bound to lo: {failure}"),
     }
     let failure = missing
         .connect_tcp(echo, Duration::from_secs(2))

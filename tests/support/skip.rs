@@ -60,7 +60,8 @@ fn skip(reason: &str) {
         .create(true)
         .append(true)
         .open(&log)
-        .and_then(|mut file| writeln!(file, "{name}\t{reason}"));
+        // One write per line: tests skip from parallel threads.
+        .and_then(|mut file| file.write_all(format!("{name}\t{reason}\n").as_bytes()));
     if let Err(e) = written {
         panic!(
             "skipped ({reason}), and cannot record it in WARD_SKIP_LOG={}: {e}",

@@ -4,8 +4,10 @@
 //! Members of a group are probed every `health.interval`; any dialer is
 //! probed at once when traffic reports a failure on it, and then, while a
 //! track is down, with a delay that doubles from one second up to the
-//! interval (jittered: the supervision crate's [`Backoff`]). A track goes down after one failed TCP probe or three failed
-//! UDP probes (or `health.traffic_failures` failures reported by traffic);
+//! interval, each stretched by up to a fifth (the supervision crate's
+//! [`Backoff`]). A track goes down after one failed TCP probe or three
+//! failed UDP probes (or `health.traffic_failures` failures reported by
+//! traffic);
 //! it comes back after `health.up_after` consecutive successes, twice as
 //! many for each time it went down again within `flap_window` of coming up.
 //! A track without a probe target is let back up after the retry delay, for
@@ -247,7 +249,8 @@ impl DialerState {
 
     /// With no probe target, a down track is let back up once its retry
     /// delay passed, so traffic can tell whether it works again; if it
-    /// fails, the next delay is twice as long (up to the interval).
+    /// fails, the next delay is twice as long (up to the interval, before
+    /// its jitter).
     fn half_open(&mut self, track: Track) {
         let dialer = self.dialer.clone();
         // While the other track's probes say the node is down, this one
@@ -414,17 +417,11 @@ async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
     }
 }
 
-/// `. IN NS`: what every DNS server answers.
-fn probe_question() -> Vec<u8> {
-    // The root's name is always writable.
-    wire::question(".", wire::TYPE_NS, wire::CLASS_IN).unwrap_or_default()
-}
-
 async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), Failure> {
     let session = dialer.open_udp(server, true).await?;
     let id: u16 = rand::random();
     let mut query = Vec::new();
-    wire::write_question_query(&probe_question(), id, false, false, &mut query);
+    wire::write_question_query(&wire::ROOT_NS, id, false, false, &mut query);
     session
         .try_send(&query)
         .map_err(|e| session_failure(&e, dialer))?;

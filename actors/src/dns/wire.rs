@@ -25,6 +25,8 @@ pub const TYPE_NS: u16 = 2;
 pub const TYPE_SOA: u16 = 6;
 pub const TYPE_CNAME: u16 = 5;
 pub const CLASS_IN: u16 = 1;
+/// The question `. IN NS`, which every DNS server answers: the probes'.
+pub const ROOT_NS: [u8; 5] = [0, 0, TYPE_NS as u8, 0, CLASS_IN as u8];
 
 pub mod flags {
     pub const QR: u16 = 0x8000;
@@ -663,6 +665,7 @@ pub mod tests {
             assert_eq!(u16::from(msg.queries[0].query_type()), qtype);
         }
         assert_eq!(question("a.test", 1, 1), question("a.test.", 1, 1));
+        assert_eq!(question(".", TYPE_NS, CLASS_IN).unwrap(), ROOT_NS);
     }
 
     #[test]

@@ -88,14 +88,11 @@ pub struct NewFlow {
 /// the listen address again for the answer would fail, and they make no
 /// flow.
 pub trait LocalDns: Send + Sync {
-    /// True when `addr` is one of its UDP listen addresses, with a live
-    /// socket.
-    fn listens_on(&self, addr: SocketAddr) -> bool;
-
     /// Answers `query` from `client`, captured on its way to `listen`,
-    /// through that listener's socket (now, or when resolved). A listener
-    /// gone in the meantime drops it.
-    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr);
+    /// through that listener's socket (now, or when resolved): true when
+    /// `listen` is one of its UDP listen addresses with a live socket
+    /// (it took the query), false when the relay should carry it.
+    fn answer(&self, listen: SocketAddr, query: &[u8], client: SocketAddr) -> bool;
 }
 
 /// What every inbound shares.
@@ -156,13 +153,9 @@ impl Relay {
     /// Hands `query` from `client` to ward's own DNS when `dst` is one of
     /// its listen addresses: true when it took it (see [`LocalDns`]).
     pub fn answer_locally(&self, dst: SocketAddr, query: &[u8], client: SocketAddr) -> bool {
-        match &self.local_dns {
-            Some(dns) if dns.listens_on(dst) => {
-                dns.answer(dst, query, client);
-                true
-            }
-            _ => false,
-        }
+        self.local_dns
+            .as_ref()
+            .is_some_and(|dns| dns.answer(dst, query, client))
     }
 
     fn now_ms(&self) -> u64 {

@@ -6,6 +6,12 @@
 
 pub mod socks5_server;
 
+/// The workspace's one way to skip a test (`tests/support/skip.rs`).
+#[path = "../../../tests/support/skip.rs"]
+mod skip;
+#[allow(unused_imports)] // each test file uses a different part
+pub use skip::require;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -110,7 +110,7 @@ impl Actor for UpstreamActor {
                     state.publish(&myself);
                 }
             }
-            UpstreamMsg::RetryUdp => state.udp.retry(&myself),
+            UpstreamMsg::RetryUdp => state.udp.open(&myself),
             UpstreamMsg::UdpReady(Ok(opened)) => {
                 let old = state.udp.opened(opened);
                 state.publish(&myself);

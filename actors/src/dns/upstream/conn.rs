@@ -134,7 +134,7 @@ pub fn report_tls_failure(dialer: &Dialer, class: IoClass, reason: &str) {
 
 /// Tells the dialer a connection broke; with queries in flight through a
 /// node, that is the node's failure.
-pub fn report_broken(dialer: &Dialer, pending: &Pending, class: IoClass, reason: &str) {
+fn report_broken(dialer: &Dialer, pending: &Pending, class: IoClass, reason: &str) {
     let failure = Failure::session(class, reason.to_string(), dialer.hop(), !pending.is_empty());
     dialer.report_failure(Track::Tcp, &failure);
 }
@@ -253,7 +253,7 @@ async fn read_answers(mut reader: impl AsyncRead + Unpin, pending: &Pending) -> 
 }
 
 /// A broken connection's error: EOF is the server going away.
-pub fn broken(e: io::Error, eof: &str) -> ConnError {
+fn broken(e: io::Error, eof: &str) -> ConnError {
     let (class, reason) = if e.kind() == io::ErrorKind::UnexpectedEof {
         (IoClass::PeerGone, eof.to_string())
     } else {

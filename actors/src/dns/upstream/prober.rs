@@ -13,12 +13,8 @@ use ward_supervision::{Backoff, BackoffPolicy, TaskGuard};
 
 use super::actor::UpstreamMsg;
 use super::{UpstreamQuery, UpstreamSlot};
-use crate::dns::wire::{self, CLASS_IN, TYPE_NS};
-use crate::warn_throttled;
+use crate::dns::wire;
 
-/// The name a downed upstream is asked for (`NS`): every resolver can
-/// answer for the root.
-const PROBE_NAME: &str = ".";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 const PROBE_FIRST: Duration = Duration::from_millis(500);
 const PROBE_MAX: Duration = Duration::from_secs(30);
@@ -75,19 +71,9 @@ impl Prober {
             self.probing = false;
             return None;
         }
-        let question = match wire::question(PROBE_NAME, TYPE_NS, CLASS_IN) {
-            Ok(question) => question,
-            // The root always encodes; were it refused, the next probe
-            // comes as if this one went unanswered.
-            Err(error) => {
-                warn_throttled!(&self.slot.name, upstream = %self.slot.name, %error, "cannot build the probe");
-                self.schedule(myself);
-                return None;
-            }
-        };
         let (reply, answer) = oneshot::channel();
         let query = UpstreamQuery {
-            question: Arc::from(question),
+            question: Arc::from(&wire::ROOT_NS[..]),
             checking_disabled: false,
             dnssec_ok: false,
             use_tcp: false,

@@ -70,7 +70,7 @@ impl UdpSessions {
 
     /// Opens sessions to every server (concurrently) in a task; the actor
     /// hears `UdpReady`.
-    fn open(&mut self, myself: &ActorRef<UpstreamMsg>) {
+    pub fn open(&mut self, myself: &ActorRef<UpstreamMsg>) {
         let (slot, tasks, me) = (self.slot.clone(), self.tasks.clone(), myself.clone());
         let servers = self.servers.clone();
         self.opening = Some(TaskGuard::spawn(async move {
@@ -80,11 +80,6 @@ impl UdpSessions {
             let opened = futures::future::try_join_all(opening).await;
             let _ = me.send_message(UpstreamMsg::UdpReady(opened));
         }));
-    }
-
-    /// Time to try opening them again.
-    pub fn retry(&mut self, myself: &ActorRef<UpstreamMsg>) {
-        self.open(myself);
     }
 
     /// The dialer under the sessions went down and its group has another
