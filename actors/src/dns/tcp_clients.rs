@@ -194,24 +194,22 @@ impl ClientSlot {
 
     /// An answer went out.
     pub fn answered(&self) {
-        self.change(|conn| conn.in_flight = conn.in_flight.saturating_sub(1));
+        let idle = self.change(|conn| conn.in_flight = conn.in_flight.saturating_sub(1));
         // Idle now: at the cap, a listener waiting for room may shed it.
-        let idle = self
-            .clients
-            .lock()
-            .conns
-            .get(&self.id)
-            .is_some_and(|conn| conn.in_flight == 0);
         if idle {
             self.clients.freed.notify_waiters();
         }
     }
 
-    fn change(&self, f: impl FnOnce(&mut Conn)) {
-        if let Some(conn) = self.clients.lock().conns.get_mut(&self.id) {
-            f(conn);
-            conn.active = Instant::now();
-        }
+    /// Changes the connection's entry; true when it is idle afterwards.
+    fn change(&self, f: impl FnOnce(&mut Conn)) -> bool {
+        let mut table = self.clients.lock();
+        let Some(conn) = table.conns.get_mut(&self.id) else {
+            return false;
+        };
+        f(conn);
+        conn.active = Instant::now();
+        conn.in_flight == 0
     }
 }
 
