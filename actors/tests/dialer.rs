@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use ward_actors::dialer::settings::DialerSpec;
+use ward_actors::dialer::ProxyStream;
 use ward_actors::dialer::{socks5, Blame, Stage, Track};
 use ward_actors::net::udp_batch::Datagrams;
 use ward_actors::IoClass;
@@ -20,7 +20,7 @@ use ward_actors::IoClass;
 use support::socks5_server::{tcp_echo, udp_echo, TestProxy};
 use support::{dialer, direct, socks5_dialer};
 
-async fn round_trip(stream: &mut TcpStream) {
+async fn round_trip(stream: &mut ProxyStream) {
     stream.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 4];
     stream.read_exact(&mut buf).await.unwrap();

@@ -302,7 +302,8 @@ impl DialerState {
                 Ok(Ok(())) => Ok(started.elapsed()),
                 Ok(Err(failure)) => Err(failure),
                 Err(_) => Err(Failure::timeout(Stage::Session)),
-            };
+            }
+            .map_err(|failure| explain_silence(failure, &dialer));
             let _ = me.send_message(DialerMsg::ProbeDone(track, result));
         }));
     }
@@ -326,6 +327,19 @@ impl DialerState {
             let _ = me.send_message(DialerMsg::Tick(track));
         }));
     }
+}
+
+/// A probe that met silence or a closed connection from a node whose
+/// protocol answers nothing to a wrong key says what that may mean, for
+/// the user reading `ward ctl dialers`.
+fn explain_silence(mut failure: Failure, dialer: &Dialer) -> Failure {
+    let silent = matches!(failure.class, IoClass::PeerGone | IoClass::PathFailed);
+    if let Some(hint) = dialer.silence_means() {
+        if silent && failure.stage == Stage::Session && failure.blames_path() {
+            failure.reason = format!("{}: {hint}", failure.reason);
+        }
+    }
+    failure
 }
 
 fn other(track: Track) -> Track {

@@ -1,21 +1,27 @@
 //! Dialers: outbound paths (direct, or a SOCKS5 node) and the groups that
 //! choose among them.
 //!
-//! - [`path::Dialer`]: one path's handle. Opens TCP connections and UDP
-//!   sessions; their owners report successes and classified failures back
-//!   ([`failure`]); health per track ([`health`]) is published in atomics.
-//! - [`session::UdpSession`]: a UDP session over a path: sends, receives,
-//!   batches.
-//! - [`socks5`]: the SOCKS5 protocol, client and server side.
+//! - [`path::Dialer`]: one path's handle. Opens streams and UDP sessions
+//!   through its [`Outbound`]; their owners report successes and
+//!   classified failures back ([`failure`]); health per track ([`health`])
+//!   is published in atomics.
+//! - [`outbound::Outbound`]: the one interface of every outbound protocol
+//!   ("a stream to X", "a UDP session"), each in its own module:
+//!   [`direct`], [`socks5`] (client and server side).
+//! - [`session::UdpSession`]: a UDP session over a path, on a socket of
+//!   its own (wrapped by a [`session::DatagramCodec`] through a node) or
+//!   framed in a stream to the node: sends, receives, batches.
 //! - [`group::Group`]: picks a healthy member by policy, with tolerance.
 //! - [`actor::DialerActor`]: probes a dialer and brings down tracks back up.
 //! - [`Dialers`]: every dialer and group by name, built once from config.
 
 pub mod actor;
+pub mod direct;
 pub mod failure;
 pub mod group;
 pub mod health;
 pub mod metrics;
+pub mod outbound;
 pub mod path;
 pub mod session;
 pub mod settings;
@@ -28,9 +34,26 @@ pub use failure::{Blame, Failure, Hop, Stage};
 pub use group::{Group, Via};
 pub use health::Track;
 use metrics::DialerMetrics;
+pub use outbound::{Outbound, ProxyStream};
 pub use path::Dialer;
 pub use session::UdpSession;
-use settings::{DialerSettings, DIRECT};
+use settings::{DialerSettings, DialerSpec, DIRECT};
+
+/// The outbound a dialer's spec describes.
+fn build_outbound(spec: &DialerSpec) -> Box<dyn Outbound> {
+    match spec.clone() {
+        DialerSpec::Direct { mark, interface } => Box::new(direct::Direct { mark, interface }),
+        DialerSpec::Socks5 {
+            server,
+            credentials,
+            mark,
+        } => Box::new(socks5::Socks5Node {
+            server,
+            credentials,
+            mark,
+        }),
+    }
+}
 
 /// Every dialer and group, by name. The set is fixed by the config; the
 /// dialers' actors come and go.

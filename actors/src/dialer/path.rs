@@ -1,7 +1,7 @@
-//! One outbound path's handle, [`Dialer`]: opens TCP connections and UDP
-//! sessions over it (direct, or through a SOCKS5 node), takes reports from
-//! the owners of what it opened, publishes its health for selection, and
-//! asks its actor for probes.
+//! One outbound path's handle, [`Dialer`]: opens streams and UDP sessions
+//! over it through its [`Outbound`] (direct, or a node's protocol), takes
+//! reports from the owners of what it opened, publishes its health for
+//! selection, and asks its actor for probes.
 //!
 //! What a dialer opens is owned by the actor that uses it (a DNS upstream
 //! connection, a UDP endpoint); the dialer keeps no socket. Owners report
@@ -17,24 +17,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
-use socket2::{SockRef, TcpKeepalive};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 use ward_supervision::{Attachment, Live};
 
 use super::actor::DialerMsg;
 use super::failure::{Blame, Failure, Hop, Stage};
 use super::health::{Source, Track, TrackHealth};
 use super::metrics::DialerMetrics;
+use super::outbound::{Outbound, ProxyStream};
 use super::session::UdpSession;
 use super::settings::{DialerSpec, HealthSettings};
-use super::socks5::{self, TargetAddr};
-use crate::net::socket::{connected_udp_socket, flow_socket, tcp_socket, udp_socket};
+use super::socks5::TargetAddr;
 use crate::warn_throttled;
 
 /// One outbound path.
 pub struct Dialer {
     pub name: String,
     pub spec: DialerSpec,
+    /// The protocol that opens what this path carries.
+    outbound: Box<dyn Outbound>,
     pub(crate) settings: Arc<HealthSettings>,
     tracks: [TrackHealth; 2],
     /// A re-probe was asked for and the actor has not taken it yet: the
@@ -52,9 +53,11 @@ impl Dialer {
         settings: Arc<HealthSettings>,
         metrics: Arc<DialerMetrics>,
     ) -> Self {
+        let outbound = super::build_outbound(&spec);
         Self {
             name,
             spec,
+            outbound,
             settings,
             tracks: Default::default(),
             reprobe_asked: Default::default(),
@@ -69,24 +72,26 @@ impl Dialer {
 
     /// Direct: no node in between.
     pub fn is_direct(&self) -> bool {
-        matches!(self.spec, DialerSpec::Direct { .. })
+        self.outbound.hop() == Hop::Direct
     }
 
     pub fn hop(&self) -> Hop {
-        match self.spec {
-            DialerSpec::Direct { .. } => Hop::Direct,
-            DialerSpec::Socks5 { .. } => Hop::Proxy,
-        }
+        self.outbound.hop()
     }
 
-    /// A TCP connection to `target` over this path, within `timeout`.
-    /// The latency is reported on success; a failure is reported and
-    /// returned.
+    /// What silence from this path may mean (see
+    /// [`Outbound::silence_means`]).
+    pub(crate) fn silence_means(&self) -> Option<&'static str> {
+        self.outbound.silence_means()
+    }
+
+    /// A stream to `target` over this path, within `timeout`. The latency
+    /// is reported on success; a failure is reported and returned.
     pub async fn connect_tcp(
         &self,
         target: SocketAddr,
         timeout: Duration,
-    ) -> Result<TcpStream, Failure> {
+    ) -> Result<ProxyStream, Failure> {
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let result = self.dial_tcp(&TargetAddr::Ip(target), deadline).await;
@@ -98,76 +103,19 @@ impl Dialer {
     }
 
     /// Dials by `deadline` without reporting (probes report their own
-    /// way). A name is looked up locally when direct, by the node through
-    /// a SOCKS5 node. Reaching the node in time is the node's business;
-    /// what the destination then takes is not (a probe tells the two
-    /// apart).
+    /// way). A name is looked up locally when direct, by the node
+    /// otherwise. Reaching the node in time is the node's business; what
+    /// the destination then takes is not (a probe tells the two apart).
     pub(crate) async fn dial_tcp(
         &self,
         target: &TargetAddr,
         deadline: tokio::time::Instant,
-    ) -> Result<TcpStream, Failure> {
-        let timed_out = |stage| move |_| Failure::timeout(stage);
-        match &self.spec {
-            DialerSpec::Direct { mark, interface } => {
-                let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
-                let addr = match target {
-                    TargetAddr::Ip(addr) => *addr,
-                    TargetAddr::Domain(host, port) => {
-                        let name = format!("{host}:{port}");
-                        tokio::time::timeout_at(deadline, resolve(&name))
-                            .await
-                            .map_err(timed_out(Stage::Cancelled))?
-                            .map_err(|e| Failure::local(format!("cannot look up {host}: {e}")))?
-                    }
-                };
-                let socket = tcp_socket(addr, *mark, interface.as_deref()).map_err(io)?;
-                let stream = tokio::time::timeout_at(deadline, socket.connect(addr))
-                    .await
-                    .map_err(timed_out(Stage::TargetConnect))?
-                    .map_err(io)?;
-                stream.set_nodelay(true).map_err(io)?;
-                Ok(stream)
-            }
-            DialerSpec::Socks5 {
-                credentials, mark, ..
-            } => {
-                let mut control = tokio::time::timeout_at(deadline, self.reach_node(*mark))
-                    .await
-                    .map_err(timed_out(Stage::ProxyConnect))??;
-                // A node that accepts but never negotiates is stuck itself.
-                tokio::time::timeout_at(
-                    deadline,
-                    socks5::negotiate(&mut control, credentials.as_ref()),
-                )
-                .await
-                .map_err(timed_out(Stage::ProxyHandshake))?
-                .map_err(|e| Failure::socks5(&e))?;
-                let request = socks5::request_connect(control, target);
-                let (stream, _bound) = tokio::time::timeout_at(deadline, request)
-                    .await
-                    .map_err(timed_out(Stage::TargetConnect))?
-                    .map_err(|e| Failure::socks5(&e))?;
-                Ok(stream)
-            }
-        }
-    }
-
-    /// A TCP connection to the SOCKS5 node itself.
-    async fn reach_node(&self, mark: Option<u32>) -> Result<TcpStream, Failure> {
-        let DialerSpec::Socks5 { server, .. } = &self.spec else {
-            unreachable!("only SOCKS5 dialers reach a node");
-        };
-        let io = |e: io::Error| Failure::io(&e, Stage::ProxyConnect, Hop::Proxy, false);
-        let addr = resolve(server).await.map_err(io)?;
-        let socket = tcp_socket(addr, mark, None).map_err(io)?;
-        let stream = socket.connect(addr).await.map_err(io)?;
-        stream.set_nodelay(true).map_err(io)?;
-        Ok(stream)
+    ) -> Result<ProxyStream, Failure> {
+        self.outbound.stream(target, deadline).await
     }
 
     /// A UDP session to `target` over this path, within `timeout`: a socket
-    /// connected to it (direct), or a SOCKS5 UDP association. Its owner
+    /// connected to it (direct), or a session through the node. Its owner
     /// reports failures; UDP latency comes from the probes.
     pub async fn udp_session(
         &self,
@@ -180,18 +128,15 @@ impl Dialer {
     /// A connected UDP socket to `target` on a fresh random source port,
     /// made at once: a direct dialer's, for one DNS query (RFC 5452: the
     /// port is the half of a query's unpredictability the id cannot give).
-    /// None through a node, whose associations take a handshake.
+    /// None through a node, whose sessions take a handshake.
     pub fn query_socket(&self, target: SocketAddr) -> Option<io::Result<UdpSocket>> {
-        let DialerSpec::Direct { mark, interface } = &self.spec else {
-            return None;
-        };
-        Some(connected_udp_socket(target, *mark, interface.as_deref()))
+        self.outbound.query_socket(target)
     }
 
     /// A full-cone UDP session (datagrams to any destination, answers from
     /// any source), of the family of `first`, within `timeout`: an
-    /// unconnected socket (direct), or a SOCKS5 UDP association. Its owner
-    /// reports failures.
+    /// unconnected socket (direct), or a session through the node. Its
+    /// owner reports failures.
     pub async fn udp_flow(
         &self,
         first: SocketAddr,
@@ -223,43 +168,7 @@ impl Dialer {
         target: SocketAddr,
         connected: bool,
     ) -> Result<UdpSession, Failure> {
-        match &self.spec {
-            DialerSpec::Direct { mark, interface } => {
-                let io = |e: io::Error| Failure::io(&e, Stage::TargetConnect, Hop::Direct, false);
-                let (socket, dual_stack) = if connected {
-                    let socket = connected_udp_socket(target, *mark, interface.as_deref());
-                    (socket.map_err(io)?, false)
-                } else {
-                    flow_socket(target, *mark, interface.as_deref()).map_err(io)?
-                };
-                let target = connected.then_some(target);
-                Ok(UdpSession::direct(socket, target, dual_stack))
-            }
-            DialerSpec::Socks5 {
-                credentials, mark, ..
-            } => {
-                let control = self.reach_node(*mark).await?;
-                let io = |e: io::Error| Failure::io(&e, Stage::ProxyHandshake, Hop::Proxy, false);
-                let node = control.peer_addr().map_err(io)?;
-                let socket = udp_socket(node, *mark, None).map_err(io)?;
-                let local = socket.local_addr().map_err(io)?;
-                let association = socks5::udp_associate(control, credentials.as_ref(), local)
-                    .await
-                    .map_err(|e| Failure::socks5(&e))?;
-                socket.connect(association.relay).await.map_err(io)?;
-                // A node that vanishes without a FIN (a partition) still
-                // ends the association, after about 25 s.
-                let keepalive = TcpKeepalive::new()
-                    .with_time(Duration::from_secs(10))
-                    .with_interval(Duration::from_secs(5))
-                    .with_retries(3);
-                SockRef::from(&association.control)
-                    .set_tcp_keepalive(&keepalive)
-                    .map_err(io)?;
-                let target = connected.then_some(target);
-                Ok(UdpSession::relayed(socket, association.control, target))
-            }
-        }
+        self.outbound.udp(target, connected).await
     }
 
     /// An owner's success: the latency counts toward the averages; on a

@@ -27,6 +27,10 @@ pub struct RecvBatch {
     iovs: Vec<libc::iovec>,
     msgs: Vec<libc::mmsghdr>,
     received: usize,
+    /// What a session made of each datagram ([`RecvBatch::decode`],
+    /// [`RecvBatch::push_view`]): its source and its payload's place in
+    /// `bufs`. Datagrams that did not decode have none.
+    views: Vec<Option<(SocketAddr, std::ops::Range<usize>)>>,
 }
 
 // SAFETY: the raw pointers in `iovs` and `msgs` only point into this
@@ -62,6 +66,7 @@ impl RecvBatch {
             ],
             msgs: vec![zeroed_msg; BATCH],
             received: 0,
+            views: Vec::with_capacity(BATCH),
         }
     }
 
@@ -111,6 +116,59 @@ impl RecvBatch {
         let addr = socket_addr(&self.addrs[i])?;
         let start = i * self.slot;
         Some((&self.bufs[start..start + len], addr))
+    }
+
+    /// Turns every datagram of the last batch into a view: `decode` gets
+    /// its bytes (to rewrite in place, a node's decryption) and sender,
+    /// and says where its payload now lies and whom it is from; `None`
+    /// drops it. Read the views with [`RecvBatch::view`].
+    pub fn decode(
+        &mut self,
+        mut decode: impl FnMut(&mut [u8], SocketAddr) -> Option<(SocketAddr, std::ops::Range<usize>)>,
+    ) {
+        self.views.clear();
+        for i in 0..self.received {
+            let len = (self.msgs[i].msg_len as usize).min(self.slot);
+            let view = socket_addr(&self.addrs[i]).and_then(|from| {
+                let start = i * self.slot;
+                let (source, payload) = decode(&mut self.bufs[start..start + len], from)?;
+                (payload.end <= len).then(|| (source, start + payload.start..start + payload.end))
+            });
+            self.views.push(view);
+        }
+    }
+
+    /// Empties the batch, to be filled with [`RecvBatch::push_view`].
+    pub fn clear(&mut self) {
+        self.received = 0;
+        self.views.clear();
+    }
+
+    /// Adds a datagram that came some other way than `recvmmsg` (framed in
+    /// a stream): false when the batch is full or `payload` longer than a
+    /// slot.
+    pub fn push_view(&mut self, from: SocketAddr, payload: &[u8]) -> bool {
+        let i = self.views.len();
+        if i == BATCH || payload.len() > self.slot {
+            return false;
+        }
+        let start = i * self.slot;
+        self.bufs[start..start + payload.len()].copy_from_slice(payload);
+        self.views.push(Some((from, start..start + payload.len())));
+        self.received = self.views.len();
+        true
+    }
+
+    /// How many views the batch holds.
+    pub fn views(&self) -> usize {
+        self.views.len()
+    }
+
+    /// View `i` (see [`RecvBatch::decode`]): the source and payload of a
+    /// datagram that decoded.
+    pub fn view(&self, i: usize) -> Option<(SocketAddr, &[u8])> {
+        let (from, range) = self.views.get(i)?.as_ref()?;
+        Some((*from, &self.bufs[range.clone()]))
     }
 }
 

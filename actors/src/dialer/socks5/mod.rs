@@ -10,6 +10,7 @@
 
 mod client;
 mod error;
+mod node;
 mod server;
 mod wire;
 
@@ -17,5 +18,6 @@ pub use client::{
     connect, control_closed, negotiate, request_connect, udp_associate, UdpAssociation,
 };
 pub use error::Socks5Error;
+pub use node::{Socks5Datagrams, Socks5Node};
 pub use server::{accept, reply, Command};
 pub use wire::{decapsulate, encapsulate, Credentials, ReplyCode, TargetAddr};

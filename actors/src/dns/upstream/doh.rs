@@ -9,10 +9,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::dialer::ProxyStream;
 use bytes::Bytes;
 use h2::client::SendRequest;
 use ractor::{ActorCell, SpawnErr};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use ward_supervision::{ChildFailure, TaskChild, TaskScope};
@@ -218,7 +218,7 @@ fn connection_ended(result: Result<(), h2::Error>) -> ConnError {
 
 type Handshake = (
     SendRequest<Bytes>,
-    h2::client::Connection<tokio_rustls::client::TlsStream<TcpStream>, Bytes>,
+    h2::client::Connection<tokio_rustls::client::TlsStream<ProxyStream>, Bytes>,
 );
 
 async fn handshake(target: &StreamTarget, dialer: &Dialer) -> Result<Handshake, (IoClass, String)> {

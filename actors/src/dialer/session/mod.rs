@@ -1,40 +1,69 @@
 //! A UDP session over a dialer ([`UdpSession`]): datagrams to one
-//! destination (a DNS query's, a probe's), or, a flow, to any. Direct it is
-//! a socket of its own; through a SOCKS5 node a UDP association, every
-//! datagram carrying the request header, its control connection handed to
-//! the owner to watch. Sends go straight to the system call, runs of
-//! datagrams to one destination as one segmented send; receives come one
-//! at a time or a batch (`recvmmsg`) at a time. Opening a session is the
-//! path's job ([`super::path`]), not this file's.
+//! destination (a DNS query's, a probe's), or, a flow, to any.
+//!
+//! What carries the datagrams is the outbound's business, not this
+//! file's: a UDP socket of the session's own, each datagram as it is
+//! (direct) or wrapped by a [`DatagramCodec`] (a SOCKS5 header, a
+//! Shadowsocks packet); or a byte stream to the node that frames them
+//! ([`stream::StreamDatagrams`], Trojan). Sends go straight to the system
+//! call, runs of datagrams to one destination as one segmented send;
+//! receives come one at a time or a batch (`recvmmsg`) at a time, each
+//! decoded in place.
+
+mod stream;
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV6};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::SockRef;
 use tokio::net::{TcpStream, UdpSocket};
 
-use super::socks5::{self, TargetAddr};
+pub use stream::{StreamDatagrams, StreamFraming};
+
 use crate::net::ready::readable_or_error;
 use crate::net::udp_batch::{Datagrams, RecvBatch};
+
+/// How a node's protocol wraps each datagram on a UDP socket to it.
+pub trait DatagramCodec: Send + Sync + 'static {
+    /// Appends the whole packet for `payload` to `dst` to `out`.
+    fn encode(&self, dst: SocketAddr, payload: &[u8], out: &mut Vec<u8>);
+
+    /// Unwraps a packet from the node in place: whom its payload is from
+    /// and where it now lies in `packet`. `None` drops it (it does not
+    /// parse, or does not verify: counted by the codec where that
+    /// matters).
+    fn decode(&self, packet: &mut [u8]) -> Option<(SocketAddr, Range<usize>)>;
+}
 
 /// A UDP session over a dialer: datagrams to one destination, or (a flow)
 /// to any.
 pub struct UdpSession {
+    carrier: Carrier,
+    /// The one destination of a session opened for it.
+    target: Option<SocketAddr>,
+    /// A SOCKS5 association's control connection: its close ends the
+    /// association, so the owner watches it (see [`UdpSession::take_control`]).
+    control: Option<TcpStream>,
+}
+
+enum Carrier {
+    Socket(SocketCarrier),
+    Stream(StreamDatagrams),
+}
+
+/// A UDP socket of the session's own.
+struct SocketCarrier {
     socket: UdpSocket,
-    /// Through a SOCKS5 relay: every datagram carries a UDP request header.
-    relayed: bool,
+    /// Through a node: how each datagram is wrapped. The socket is then
+    /// connected to the node's relay.
+    codec: Option<Box<dyn DatagramCodec>>,
     /// An IPv6 socket that also reaches IPv4 (as v4-mapped addresses): a
     /// direct flow may send to either family, whatever its first
     /// destination was.
     dual_stack: bool,
-    /// The one destination of a session opened for it, with its header
-    /// when relayed.
-    target: Option<(SocketAddr, Vec<u8>)>,
-    /// A SOCKS5 association's control connection: its close ends the
-    /// association, so the owner watches it (see [`UdpSession::take_control`]).
-    control: Option<TcpStream>,
     /// Runs of datagrams may still leave as one segmented send (cleared
     /// when this socket's path turns out unable to segment).
     gso: AtomicBool,
@@ -52,37 +81,61 @@ impl UdpSession {
     /// connected to it), or a flow; `dual_stack` when the flow's socket
     /// reaches both families.
     pub(crate) fn direct(socket: UdpSocket, target: Option<SocketAddr>, dual_stack: bool) -> Self {
+        Self::on_socket(socket, None, target, dual_stack)
+    }
+
+    /// A session through a node's relay: `socket` is connected to it and
+    /// every datagram is wrapped by `codec`; to `target` only, or a flow.
+    pub(crate) fn through(
+        socket: UdpSocket,
+        codec: Box<dyn DatagramCodec>,
+        target: Option<SocketAddr>,
+    ) -> Self {
+        Self::on_socket(socket, Some(codec), target, false)
+    }
+
+    /// A session whose datagrams are framed in a stream to the node.
+    #[allow(dead_code, reason = "the Trojan outbound, landing next, is its user")]
+    pub(crate) fn framed(datagrams: StreamDatagrams, target: Option<SocketAddr>) -> Self {
         Self {
-            socket,
-            relayed: false,
-            dual_stack,
-            target: target.map(|target| (target, Vec::new())),
+            carrier: Carrier::Stream(datagrams),
+            target,
             control: None,
-            gso: AtomicBool::new(true),
         }
     }
 
-    /// A session through a SOCKS5 association: `socket` is connected to
-    /// the node's relay, `control` is the association's control
-    /// connection; to `target` only, or a flow.
-    pub(crate) fn relayed(
+    fn on_socket(
         socket: UdpSocket,
-        control: TcpStream,
+        codec: Option<Box<dyn DatagramCodec>>,
         target: Option<SocketAddr>,
+        dual_stack: bool,
     ) -> Self {
-        let target = target.map(|target| {
-            let mut header = Vec::with_capacity(22);
-            socks5::encapsulate(&TargetAddr::Ip(target), &[], &mut header);
-            (target, header)
-        });
         Self {
-            socket,
-            relayed: true,
-            dual_stack: false,
+            carrier: Carrier::Socket(SocketCarrier {
+                socket,
+                codec,
+                dual_stack,
+                gso: AtomicBool::new(true),
+            }),
             target,
-            control: Some(control),
-            gso: AtomicBool::new(true),
+            control: None,
         }
+    }
+
+    /// The session's own socket and whether it is dual-stack, when it has
+    /// one (not framed in a stream).
+    #[cfg(test)]
+    fn socket(&self) -> Option<(&UdpSocket, bool)> {
+        match &self.carrier {
+            Carrier::Socket(c) => Some((&c.socket, c.dual_stack)),
+            Carrier::Stream(_) => None,
+        }
+    }
+
+    /// The session with a control connection for its owner to watch.
+    pub(crate) fn with_control(mut self, control: TcpStream) -> Self {
+        self.control = Some(control);
+        self
     }
 
     /// Sends one datagram to the session's destination without waiting
@@ -91,17 +144,19 @@ impl UdpSession {
     /// reactor has seen the socket writable, which a session just opened
     /// has not.
     pub fn try_send(&self, payload: &[u8]) -> io::Result<()> {
-        let Some((_, header)) = &self.target else {
-            return Err(no_target());
-        };
-        let socket = SockRef::from(&self.socket);
-        if !self.relayed {
-            return socket.send(payload).map(drop);
+        let target = self.target.ok_or_else(no_target)?;
+        match &self.carrier {
+            Carrier::Socket(s) => {
+                let socket = SockRef::from(&s.socket);
+                let Some(codec) = &s.codec else {
+                    return socket.send(payload).map(drop);
+                };
+                let mut packet = Vec::with_capacity(payload.len() + 64);
+                codec.encode(target, payload, &mut packet);
+                socket.send(&packet).map(drop)
+            }
+            Carrier::Stream(stream) => stream.try_send(target, payload),
         }
-        let mut datagram = Vec::with_capacity(header.len() + payload.len());
-        datagram.extend_from_slice(header);
-        datagram.extend_from_slice(payload);
-        socket.send(&datagram).map(drop)
     }
 
     /// Sends `datagrams` in order now, without waiting, runs to one
@@ -113,34 +168,135 @@ impl UdpSession {
         datagrams: &[(SocketAddr, &[u8])],
         out: &mut Datagrams,
     ) -> Result<(), (usize, io::Error)> {
+        let s = match &self.carrier {
+            Carrier::Socket(s) => s,
+            Carrier::Stream(stream) => {
+                for (i, (dst, payload)) in datagrams.iter().enumerate() {
+                    stream.try_send(*dst, payload).map_err(|e| (i, e))?;
+                }
+                return Ok(());
+            }
+        };
         out.clear();
         // Through a node or to the one target, the socket is connected.
-        let unconnected = !self.relayed && self.target.is_none();
+        let unconnected = s.codec.is_none() && self.target.is_none();
         for (dst, payload) in datagrams {
-            out.push(unconnected.then(|| self.wire(*dst)), |bytes| {
-                if self.relayed {
-                    socks5::encapsulate(&TargetAddr::Ip(*dst), payload, bytes);
-                } else {
-                    bytes.extend_from_slice(payload);
-                }
+            out.push(unconnected.then(|| s.wire(*dst)), |bytes| match &s.codec {
+                Some(codec) => codec.encode(*dst, payload, bytes),
+                None => bytes.extend_from_slice(payload),
             });
         }
-        out.send(self.socket.as_raw_fd(), &self.gso)
+        out.send(s.socket.as_raw_fd(), &s.gso)
     }
 
-    /// Sends one datagram to `dst` (waiting for room in the socket buffer).
+    /// Sends one datagram to `dst` (waiting for room).
     pub async fn send_to(&self, payload: &[u8], dst: SocketAddr) -> io::Result<()> {
-        if self.relayed {
-            let mut datagram = Vec::with_capacity(payload.len() + 22);
-            socks5::encapsulate(&TargetAddr::Ip(dst), payload, &mut datagram);
-            return self.socket.send(&datagram).await.map(drop);
+        let s = match &self.carrier {
+            Carrier::Socket(s) => s,
+            Carrier::Stream(stream) => return stream.send(dst, payload).await,
+        };
+        if let Some(codec) = &s.codec {
+            let mut packet = Vec::with_capacity(payload.len() + 64);
+            codec.encode(dst, payload, &mut packet);
+            return s.socket.send(&packet).await.map(drop);
         }
         match &self.target {
-            Some(_) => self.socket.send(payload).await.map(drop),
-            None => self.socket.send_to(payload, self.wire(dst)).await.map(drop),
+            Some(_) => s.socket.send(payload).await.map(drop),
+            None => s.socket.send_to(payload, s.wire(dst)).await.map(drop),
         }
     }
 
+    /// Receives one datagram's payload into the start of `buf`. Datagrams
+    /// from the node that do not decode are dropped.
+    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv_from(buf).await.map(|(_, n)| n)
+    }
+
+    /// Receives one datagram's payload into the start of `buf`, with the
+    /// address it came from (through a node, the source the node
+    /// reports).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
+        let s = match &self.carrier {
+            Carrier::Socket(s) => s,
+            Carrier::Stream(stream) => return stream.recv(buf).await,
+        };
+        loop {
+            readable_or_error(&s.socket).await?;
+            let (n, from) = match s.socket.try_recv_from(buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            };
+            let Some(codec) = &s.codec else {
+                return Ok((self.target.unwrap_or_else(|| s.unwire(from)), n));
+            };
+            let Some((from, payload)) = codec.decode(&mut buf[..n]) else {
+                continue;
+            };
+            let len = payload.len();
+            buf.copy_within(payload, 0);
+            return Ok((from, len));
+        }
+    }
+
+    /// Takes the datagrams waiting (up to a batch, `recvmmsg`) without
+    /// waiting, decoded: `WouldBlock` when there are none. Read them with
+    /// [`Self::received`].
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+        let s = match &self.carrier {
+            Carrier::Socket(s) => s,
+            Carrier::Stream(stream) => return stream.try_fill(batch),
+        };
+        let fd = s.socket.as_raw_fd();
+        let n = s
+            .socket
+            .try_io(tokio::io::Interest::READABLE, || batch.recv(fd))?;
+        match &s.codec {
+            Some(codec) => batch.decode(|packet, _| codec.decode(packet)),
+            None => batch.decode(|packet, from| {
+                let from = self.target.unwrap_or_else(|| s.unwire(from));
+                Some((from, 0..packet.len()))
+            }),
+        }
+        Ok(n)
+    }
+
+    /// Datagram `i` of a batch taken by [`Self::try_recv_batch`]: where it
+    /// came from (through a node, the source the node reports) and its
+    /// payload. `None` for a datagram from the node that did not decode.
+    pub fn received<'b>(&self, batch: &'b RecvBatch, i: usize) -> Option<(SocketAddr, &'b [u8])> {
+        batch.view(i)
+    }
+
+    /// Waits until a datagram may be waiting (see [`Self::try_recv_batch`]),
+    /// or fails with the error an ICMP message left on a connected socket
+    /// (see [`readable_or_error`]), or with the error that ended the
+    /// stream carrying the datagrams.
+    pub async fn readable(&self) -> io::Result<()> {
+        match &self.carrier {
+            Carrier::Socket(s) => readable_or_error(&s.socket).await,
+            Carrier::Stream(stream) => stream.readable().await,
+        }
+    }
+
+    /// The control connection of a SOCKS5 association, for the owner to
+    /// watch with [`super::socks5::control_closed`] (and to keep open).
+    pub fn take_control(&mut self) -> Option<TcpStream> {
+        self.control.take()
+    }
+
+    /// True while runs of datagrams may still leave as one segmented send
+    /// (false once this session's path turned out unable to segment, and
+    /// for datagrams framed in a stream).
+    pub fn segments(&self) -> bool {
+        match &self.carrier {
+            Carrier::Socket(s) => s.gso.load(Ordering::Relaxed),
+            Carrier::Stream(_) => false,
+        }
+    }
+}
+
+impl SocketCarrier {
     /// `dst` as this socket addresses it: v4-mapped on a dual-stack one.
     fn wire(&self, dst: SocketAddr) -> SocketAddr {
         match dst {
@@ -159,85 +315,6 @@ impl UdpSession {
             }
             _ => from,
         }
-    }
-
-    /// Receives one datagram's payload into the start of `buf`. Datagrams
-    /// from the relay that do not parse are dropped.
-    pub async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv_from(buf).await.map(|(_, n)| n)
-    }
-
-    /// Receives one datagram's payload into the start of `buf`, with the
-    /// address it came from (for a relayed one, the source the relay
-    /// reports).
-    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
-        loop {
-            self.readable().await?;
-            let (n, from) = match self.socket.try_recv_from(buf) {
-                Ok(received) => received,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Err(e),
-            };
-            if !self.relayed {
-                let from = match &self.target {
-                    Some((target, _)) => *target,
-                    None => self.unwire(from),
-                };
-                return Ok((from, n));
-            }
-            let Ok((TargetAddr::Ip(from), payload)) = socks5::decapsulate(&buf[..n]) else {
-                continue;
-            };
-            let (start, len) = (n - payload.len(), payload.len());
-            buf.copy_within(start..n, 0);
-            return Ok((from, len));
-        }
-    }
-
-    /// Takes the datagrams waiting (up to a batch, `recvmmsg`) without
-    /// waiting: `WouldBlock` when there are none. Read them with
-    /// [`Self::received`].
-    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        let fd = self.socket.as_raw_fd();
-        self.socket
-            .try_io(tokio::io::Interest::READABLE, || batch.recv(fd))
-    }
-
-    /// Datagram `i` of a batch taken by [`Self::try_recv_batch`]: where it
-    /// came from (for a relayed one, the source the relay reports) and its
-    /// payload. `None` for a datagram from the relay that does not parse.
-    pub fn received<'b>(&self, batch: &'b RecvBatch, i: usize) -> Option<(SocketAddr, &'b [u8])> {
-        let (bytes, from) = batch.get(i)?;
-        if !self.relayed {
-            let from = self
-                .target
-                .as_ref()
-                .map_or_else(|| self.unwire(from), |(target, _)| *target);
-            return Some((from, bytes));
-        }
-        match socks5::decapsulate(bytes) {
-            Ok((TargetAddr::Ip(from), payload)) => Some((from, payload)),
-            _ => None,
-        }
-    }
-
-    /// Waits until a datagram may be waiting (see [`Self::try_recv_batch`]),
-    /// or fails with the error an ICMP message left on a connected socket
-    /// (see [`readable_or_error`]).
-    pub async fn readable(&self) -> io::Result<()> {
-        readable_or_error(&self.socket).await
-    }
-
-    /// The control connection of a SOCKS5 association, for the owner to
-    /// watch with [`socks5::control_closed`] (and to keep open).
-    pub fn take_control(&mut self) -> Option<TcpStream> {
-        self.control.take()
-    }
-
-    /// True while runs of datagrams may still leave as one segmented send
-    /// (false once this session's path turned out unable to segment).
-    pub fn segments(&self) -> bool {
-        self.gso.load(Ordering::Relaxed)
     }
 }
 
@@ -320,7 +397,7 @@ mod tests {
             interface: None,
         });
         let session = d.udp_flow(v4, Duration::from_secs(2)).await.unwrap();
-        assert!(session.dual_stack, "this host has IPv6");
+        assert!(session.socket().unwrap().1, "this host has IPv6");
         let mut buf = [0u8; 64];
         for dst in [v6, v4] {
             session.send_to(b"one", dst).await.unwrap();
@@ -369,10 +446,13 @@ mod tests {
             interface: None,
         });
         let stream = d.connect_tcp(peer, Duration::from_secs(2)).await.unwrap();
-        assert_eq!(socket2::SockRef::from(&stream).mark().unwrap(), 0x2a);
+        let tcp = stream.tcp().expect("a direct stream is plain TCP");
+        assert_eq!(socket2::SockRef::from(tcp).mark().unwrap(), 0x2a);
         let session = d.udp_session(peer, Duration::from_secs(2)).await.unwrap();
         assert_eq!(
-            socket2::SockRef::from(&session.socket).mark().unwrap(),
+            socket2::SockRef::from(session.socket().unwrap().0)
+                .mark()
+                .unwrap(),
             0x2a
         );
     }
