@@ -7,6 +7,8 @@
 //! - [`session::UdpSession`]: a UDP session over a path: sends, receives,
 //!   batches.
 //! - [`socks5`]: the SOCKS5 protocol, client and server side.
+//! - [`trojan`]: the Trojan protocol, client side (TLS, requests, UDP
+//!   frames).
 //! - [`group::Group`]: picks a healthy member by policy, with tolerance.
 //! - [`actor::DialerActor`]: probes a dialer and brings down tracks back up.
 //! - [`Dialers`]: every dialer and group by name, built once from config.
@@ -20,6 +22,7 @@ pub mod path;
 pub mod session;
 pub mod settings;
 pub mod socks5;
+pub mod trojan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -19,3 +19,5 @@ pub use client::{
 pub use error::Socks5Error;
 pub use server::{accept, reply, Command};
 pub use wire::{decapsulate, encapsulate, Credentials, ReplyCode, TargetAddr};
+// Trojan requests and UDP frames carry SOCKS5 addresses.
+pub(in crate::dialer) use wire::{put_addr, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6};
