@@ -16,8 +16,9 @@ cd "$(dirname "$0")/.."
 # sockets from outside, and ip for the router test's network namespaces;
 # dante-server as a real SOCKS5 node; nftables for the TPROXY rules of the
 # router test and procps for its sysctl; prlimit (util-linux) to lower
-# ward's descriptor limit; dnsperf as the load while a listener is killed.
-PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf)
+# ward's descriptor limit; dnsperf as the load while a listener is killed;
+# trojan (trojan-gfw's server) as a real Trojan node.
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf trojan)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never

@@ -1,5 +1,5 @@
-//! Replays the fuzz corpus and every input that once crashed the
-//! `query_path` fuzz target, so what fuzzing found stays fixed.
+//! Replays the fuzz corpora and every input that once crashed a fuzz
+//! target (`query_path`, `trojan`), so what fuzzing found stays fixed.
 
 use std::path::{Path, PathBuf};
 
@@ -30,5 +30,14 @@ fn the_fuzz_corpus_runs_clean() {
     assert!(files.len() > 50, "the corpus is committed");
     for file in files {
         ward_actors::dns::fuzzing::query_path(&std::fs::read(&file).unwrap());
+    }
+}
+
+#[test]
+fn the_trojan_corpus_runs_clean() {
+    let files = inputs("corpus/trojan");
+    assert!(files.len() >= 20, "the corpus is committed");
+    for file in files {
+        ward_actors::dialer::trojan::fuzzing::udp_frames(&std::fs::read(&file).unwrap());
     }
 }

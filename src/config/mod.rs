@@ -9,6 +9,7 @@
 pub mod dialers;
 pub mod dns;
 pub mod error;
+pub mod links;
 pub mod locate;
 pub mod raw;
 pub mod udp;

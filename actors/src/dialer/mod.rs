@@ -1,5 +1,5 @@
-//! Dialers: outbound paths (direct, or a SOCKS5 node) and the groups that
-//! choose among them.
+//! Dialers: outbound paths (direct, or a SOCKS5, Shadowsocks or Trojan
+//! node) and the groups that choose among them.
 //!
 //! - [`path::Dialer`]: one path's handle. Opens streams and UDP sessions
 //!   through its [`Outbound`]; their owners report successes and
@@ -7,7 +7,8 @@
 //!   is published in atomics.
 //! - [`outbound::Outbound`]: the one interface of every outbound protocol
 //!   ("a stream to X", "a UDP session"), each in its own module:
-//!   [`direct`], [`socks5`] (client and server side).
+//!   [`direct`], [`socks5`] (client and server side), [`shadowsocks`],
+//!   [`trojan`] (TLS, requests, UDP frames).
 //! - [`session::UdpSession`]: a UDP session over a path, on a socket of
 //!   its own (wrapped by a [`session::DatagramCodec`] through a node) or
 //!   framed in a stream to the node: sends, receives, batches.
@@ -26,6 +27,7 @@ pub mod path;
 pub mod session;
 pub mod settings;
 pub mod socks5;
+pub mod trojan;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

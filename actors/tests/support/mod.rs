@@ -1,10 +1,11 @@
 //! Support for the integration tests of `ward-actors`: peers on loopback
-//! (a SOCKS5 server, echo servers) and dialers to reach them with. Every
-//! test file uses a different part of it.
+//! (a SOCKS5 server, a real trojan server, echo servers) and dialers to
+//! reach them with. Every test file uses a different part of it.
 
 #![allow(dead_code)]
 
 pub mod socks5_server;
+pub mod trojan_server;
 
 /// The workspace's one way to skip a test (`tests/support/skip.rs`).
 #[path = "../../../tests/support/skip.rs"]

@@ -21,3 +21,5 @@ pub use error::Socks5Error;
 pub use node::{Socks5Datagrams, Socks5Node};
 pub use server::{accept, reply, Command};
 pub use wire::{decapsulate, encapsulate, Credentials, ReplyCode, TargetAddr};
+// Trojan requests and UDP frames carry SOCKS5 addresses.
+pub(in crate::dialer) use wire::{put_addr, ATYP_DOMAIN, ATYP_IPV4, ATYP_IPV6};

@@ -18,9 +18,9 @@ pub(super) const METHOD_NONE: u8 = 0x00;
 pub(super) const METHOD_USER_PASS: u8 = 0x02;
 pub(super) const CMD_CONNECT: u8 = 0x01;
 pub(super) const CMD_UDP_ASSOCIATE: u8 = 0x03;
-pub(super) const ATYP_IPV4: u8 = 0x01;
-pub(super) const ATYP_DOMAIN: u8 = 0x03;
-pub(super) const ATYP_IPV6: u8 = 0x04;
+pub(in crate::dialer) const ATYP_IPV4: u8 = 0x01;
+pub(in crate::dialer) const ATYP_DOMAIN: u8 = 0x03;
+pub(in crate::dialer) const ATYP_IPV6: u8 = 0x04;
 pub(super) const REPLY_SUCCEEDED: u8 = 0x00;
 /// The method selection that accepts none of the offered methods.
 pub(super) const METHOD_UNACCEPTABLE: u8 = 0xFF;
@@ -164,7 +164,10 @@ pub(super) fn field_len(what: &str, bytes: &[u8]) -> Result<u8, Socks5Error> {
 
 /// Appends ATYP, the address and the port; fails, appending nothing, on a
 /// domain name that cannot be encoded.
-pub(super) fn put_addr(target: &TargetAddr, out: &mut Vec<u8>) -> Result<(), Socks5Error> {
+pub(in crate::dialer) fn put_addr(
+    target: &TargetAddr,
+    out: &mut Vec<u8>,
+) -> Result<(), Socks5Error> {
     match target {
         TargetAddr::Ip(addr) => put_socket_addr(*addr, out),
         TargetAddr::Domain(name, port) => {
