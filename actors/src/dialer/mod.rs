@@ -7,6 +7,8 @@
 //! - [`session::UdpSession`]: a UDP session over a path: sends, receives,
 //!   batches.
 //! - [`socks5`]: the SOCKS5 protocol, client and server side.
+//! - [`shadowsocks`]: the Shadowsocks protocol (classic AEAD and 2022),
+//!   client side: TCP streams and UDP datagrams.
 //! - [`group::Group`]: picks a healthy member by policy, with tolerance.
 //! - [`actor::DialerActor`]: probes a dialer and brings down tracks back up.
 //! - [`Dialers`]: every dialer and group by name, built once from config.
@@ -19,6 +21,7 @@ pub mod metrics;
 pub mod path;
 pub mod session;
 pub mod settings;
+pub mod shadowsocks;
 pub mod socks5;
 
 use std::collections::BTreeMap;
