@@ -17,8 +17,10 @@ cd "$(dirname "$0")/.."
 # dante-server as a real SOCKS5 node; nftables for the TPROXY rules of the
 # router test and procps for its sysctl; prlimit (util-linux) to lower
 # ward's descriptor limit; dnsperf as the load while a listener is killed;
-# trojan (trojan-gfw's server) as a real Trojan node.
-PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf trojan)
+# trojan (trojan-gfw's server) as a real Trojan node; shadowsocks-libev's
+# ss-server as a real node of the classic Shadowsocks methods (the 2022
+# ones come from shadowsocks-rust, installed below).
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf trojan shadowsocks-libev)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
@@ -93,6 +95,16 @@ if ! command -v cargo >/dev/null; then
 fi
 
 install_packages
+
+# shadowsocks-rust's ssserver: the node of the 2022 Shadowsocks methods
+# (no Debian package has it); it lands in ~/.cargo/bin, on PATH above.
+install_ssserver() {
+    command -v ssserver >/dev/null && return 0
+    echo "== installing shadowsocks-rust (ssserver)"
+    cargo install --locked --version 1.25.0 shadowsocks-rust \
+        || echo "warning: could not install shadowsocks-rust; tests that need ssserver will not run"
+}
+install_ssserver
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

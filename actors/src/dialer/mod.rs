@@ -26,6 +26,7 @@ pub mod outbound;
 pub mod path;
 pub mod session;
 pub mod settings;
+pub mod shadowsocks;
 pub mod socks5;
 pub mod trojan;
 

@@ -12,7 +12,8 @@ mod client;
 mod error;
 mod node;
 mod server;
-mod wire;
+// The address encoding is Shadowsocks' too.
+pub(in crate::dialer) mod wire;
 
 pub use client::{
     connect, control_closed, negotiate, request_connect, udp_associate, UdpAssociation,

@@ -25,7 +25,7 @@ pub(super) const REPLY_SUCCEEDED: u8 = 0x00;
 /// The method selection that accepts none of the offered methods.
 pub(super) const METHOD_UNACCEPTABLE: u8 = 0xFF;
 /// The longest encoded address: ATYP, length, 255 bytes of name, port.
-pub(super) const MAX_ADDR_LEN: usize = 1 + 1 + 255 + 2;
+pub(in crate::dialer) const MAX_ADDR_LEN: usize = 1 + 1 + 255 + 2;
 
 /// Username/password (RFC 1929); None means "no authentication" only.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,7 +163,8 @@ pub(super) fn field_len(what: &str, bytes: &[u8]) -> Result<u8, Socks5Error> {
 }
 
 /// Appends ATYP, the address and the port; fails, appending nothing, on a
-/// domain name that cannot be encoded.
+/// domain name that cannot be encoded. Shadowsocks encodes its target
+/// addresses the same way.
 pub(in crate::dialer) fn put_addr(
     target: &TargetAddr,
     out: &mut Vec<u8>,
@@ -216,8 +217,9 @@ pub(super) async fn read_addr<R: AsyncRead + Unpin>(
     parse_addr(&buf[..len]).map(|(addr, _)| addr)
 }
 
-/// Parses ATYP, an address and a port; returns what follows them.
-fn parse_addr(buf: &[u8]) -> Result<(TargetAddr, &[u8]), Socks5Error> {
+/// Parses ATYP, an address and a port; returns what follows them. The
+/// Shadowsocks headers carry the same encoding.
+pub(in crate::dialer) fn parse_addr(buf: &[u8]) -> Result<(TargetAddr, &[u8]), Socks5Error> {
     let (&atyp, rest) = buf.split_first().ok_or_else(truncated)?;
     match atyp {
         ATYP_IPV4 => {
