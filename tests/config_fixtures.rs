@@ -97,6 +97,20 @@ fn invalid_fixtures_fail_with_their_expected_messages() {
 }
 
 #[test]
+fn node_passwords_and_links_never_reach_an_error() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/invalid/nodes.ron");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let errors = config::parse_at(&text, "nodes.ron", path.parent().unwrap()).unwrap_err();
+    assert_eq!(errors.0.len(), 11, "{errors}");
+    // "hunter2" is every password in the fixture; aHVudGVy its base64.
+    for secret in ["hunter2", "aHVudGVy", "YWVzLTI1Ni1nY206aHVudGVyMg"] {
+        assert!(!errors.to_string().contains(secret), "{errors}");
+        assert!(!format!("{errors:?}").contains(secret));
+    }
+}
+
+#[test]
 fn relative_file_paths_start_at_the_config_directory() {
     use ward_actors::dns::settings::Transport;
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config/valid");

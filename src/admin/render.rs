@@ -167,7 +167,7 @@ pub fn dialers(dialers: &[DialerInfo], groups: &[GroupInfo]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:16} {:7} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  last failure",
+        "{:16} {:11} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  last failure",
         "DIALER", "KIND", "TRACK", "STATE", "LAST", "AVG10", "MOVING", "FAILS", "TRAFFIC"
     );
     for d in dialers {
@@ -189,7 +189,7 @@ pub fn dialers(dialers: &[DialerInfo], groups: &[GroupInfo]) -> String {
             };
             let _ = writeln!(
                 out,
-                "{:16} {:7} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  {failure}{selected}",
+                "{:16} {:11} {:5} {:5} {:>9} {:>9} {:>9} {:>5} {:>7}  {failure}{selected}",
                 d.name,
                 d.kind,
                 label,

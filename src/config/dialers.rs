@@ -2,14 +2,18 @@
 //! their validation into [`ward_actors::dialer::settings::DialerSettings`].
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::time::Duration;
 
 use serde::Deserialize;
 use ward_actors::dialer::settings::{
-    DialerSettings, DialerSpec, GroupSpec, HealthSettings, HttpUrl, Policy, DIRECT,
+    DialerSettings, DialerSpec, GroupSpec, HealthSettings, HttpUrl, Policy, Secret, DIRECT,
 };
+use ward_actors::dialer::shadowsocks::{Key, Method};
 use ward_actors::dialer::socks5::Credentials;
+use ward_actors::dialer::trojan::{TrojanError, TrojanNode};
 
+use super::links::{parse_link, Link};
 use super::Checker;
 
 /// Longest interface name the kernel takes (IFNAMSIZ minus the NUL).
@@ -20,6 +24,46 @@ const IFNAME_MAX: usize = 15;
 pub enum RawDialer {
     Direct(RawDirect),
     Socks5(RawSocks5),
+    Shadowsocks(RawShadowsocks),
+    Trojan(RawTrojan),
+    /// A share link as providers hand them out: `ss://` or `trojan://`.
+    Link(RawSecret),
+}
+
+/// A password, key or link: never printed.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct RawSecret(pub String);
+
+impl fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "shadowsocks")]
+pub struct RawShadowsocks {
+    pub server: String,
+    pub method: String,
+    pub password: RawSecret,
+    #[serde(default)]
+    pub mark: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "trojan")]
+pub struct RawTrojan {
+    pub server: String,
+    pub password: RawSecret,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub ca: Option<String>,
+    #[serde(default)]
+    pub skip_verify: bool,
+    #[serde(default)]
+    pub mark: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -158,7 +202,7 @@ impl Checker<'_> {
                     interface: direct.interface,
                 })
             }
-            RawDialer::Socks5(_) if name == DIRECT => {
+            _ if name == DIRECT => {
                 self.error(
                     &path,
                     "\"direct\" is the direct dialer; name this node otherwise",
@@ -166,19 +210,7 @@ impl Checker<'_> {
                 None
             }
             RawDialer::Socks5(socks) => {
-                let valid_server = socks
-                    .server
-                    .rsplit_once(':')
-                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-                if !valid_server {
-                    self.error(
-                        &format!("{path}.server"),
-                        format!(
-                            "{:?} is not host:port, like \"127.0.0.1:1080\"",
-                            socks.server
-                        ),
-                    );
-                }
+                self.server(&format!("{path}.server"), &socks.server);
                 let credentials = match (socks.username, socks.password) {
                     (None, None) => None,
                     (Some(username), Some(password)) => {
@@ -203,7 +235,122 @@ impl Checker<'_> {
                     mark: socks.mark,
                 })
             }
+            RawDialer::Shadowsocks(ss) => self.shadowsocks(&path, ss),
+            RawDialer::Trojan(trojan) => self.trojan(&path, trojan),
+            RawDialer::Link(link) => match parse_link(&link.0) {
+                Ok(Link::Shadowsocks {
+                    server,
+                    method,
+                    password,
+                }) => self.shadowsocks(
+                    &path,
+                    RawShadowsocks {
+                        server,
+                        method,
+                        password: RawSecret(password),
+                        mark: None,
+                    },
+                ),
+                Ok(Link::Trojan {
+                    server,
+                    password,
+                    sni,
+                    skip_verify,
+                }) => self.trojan(
+                    &path,
+                    RawTrojan {
+                        server,
+                        password: RawSecret(password),
+                        sni,
+                        ca: None,
+                        skip_verify,
+                        mark: None,
+                    },
+                ),
+                Err(why) => {
+                    self.error(&path, why);
+                    None
+                }
+            },
         }
+    }
+
+    /// A node's `host:port`.
+    fn server(&mut self, path: &str, server: &str) -> bool {
+        let valid = server
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !valid {
+            self.error(
+                path,
+                format!("{server:?} is not host:port, like \"127.0.0.1:1080\""),
+            );
+        }
+        valid
+    }
+
+    fn shadowsocks(&mut self, path: &str, raw: RawShadowsocks) -> Option<DialerSpec> {
+        let server = self.server(&format!("{path}.server"), &raw.server);
+        let method = match raw.method.parse::<Method>() {
+            Ok(method) => method,
+            Err(_) => {
+                let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+                self.error(
+                    &format!("{path}.method"),
+                    format!("{:?} is not one of {}", raw.method, known.join(", ")),
+                );
+                return None;
+            }
+        };
+        // The key is made once here to tell a bad one now; the message
+        // never holds the password.
+        if let Err(e) = Key::new(method, &raw.password.0) {
+            self.error(&format!("{path}.password"), e.to_string());
+            return None;
+        }
+        server.then(|| DialerSpec::Shadowsocks {
+            server: raw.server,
+            method: method.name().to_string(),
+            password: Secret::new(raw.password.0),
+            mark: raw.mark,
+        })
+    }
+
+    fn trojan(&mut self, path: &str, raw: RawTrojan) -> Option<DialerSpec> {
+        if !self.server(&format!("{path}.server"), &raw.server) {
+            return None;
+        }
+        if raw.password.0.is_empty() {
+            self.error(&format!("{path}.password"), "must not be empty");
+            return None;
+        }
+        let ca = raw.ca.as_deref().map(|ca| self.file_path(ca));
+        // Built once to tell a CA file or server name that cannot work now;
+        // the dialer builds its own at start.
+        let built = TrojanNode::new(
+            &raw.server,
+            &raw.password.0,
+            raw.sni.as_deref(),
+            ca.as_deref(),
+            raw.skip_verify,
+        );
+        if let Err(e) = built {
+            let field = match e {
+                TrojanError::Ca(_) => "ca",
+                TrojanError::ServerName(_) if raw.sni.is_some() => "sni",
+                _ => "server",
+            };
+            self.error(&format!("{path}.{field}"), e.to_string());
+            return None;
+        }
+        Some(DialerSpec::Trojan {
+            server: raw.server,
+            password: Secret::new(raw.password.0),
+            sni: raw.sni,
+            ca,
+            skip_verify: raw.skip_verify,
+            mark: raw.mark,
+        })
     }
 
     fn group(

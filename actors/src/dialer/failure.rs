@@ -186,6 +186,18 @@ impl Failure {
         }
     }
 
+    /// A node's protocol went wrong (a reply that does not decrypt, a
+    /// certificate that does not verify, a node that cannot be set up):
+    /// the path's.
+    pub fn node(stage: Stage, reason: String) -> Failure {
+        Failure {
+            class: IoClass::PathFailed,
+            stage,
+            blame: Blame::Path,
+            reason,
+        }
+    }
+
     /// Something on this host failed (a name lookup): nobody's path.
     pub fn local(reason: String) -> Failure {
         Failure {

@@ -29,6 +29,12 @@ struct FailureLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    dialer: String,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GroupLabel {
     group: String,
 }
@@ -38,6 +44,7 @@ pub struct DialerMetrics {
     latency: Family<TrackLabels, Histogram>,
     failures: Family<FailureLabels, Counter>,
     switches: Family<GroupLabel, Counter>,
+    dropped: Family<DropLabels, Counter>,
 }
 
 impl Default for DialerMetrics {
@@ -49,6 +56,7 @@ impl Default for DialerMetrics {
             }),
             failures: Family::default(),
             switches: Family::default(),
+            dropped: Family::default(),
         }
     }
 }
@@ -82,7 +90,23 @@ impl DialerMetrics {
             "Times a group's choice changed",
             metrics.switches.clone(),
         );
+        sub.register(
+            "dropped_replies",
+            "Datagrams from a node dropped unread: replayed, too old, or not opened by its key",
+            metrics.dropped.clone(),
+        );
         Arc::new(metrics)
+    }
+
+    /// The counter of replies from `dialer`'s node dropped for `reason`,
+    /// for the codec that drops them to count on.
+    pub fn dropped(&self, dialer: &str, reason: &'static str) -> Counter {
+        self.dropped
+            .get_or_create(&DropLabels {
+                dialer: dialer.to_string(),
+                reason,
+            })
+            .clone()
     }
 
     fn labels(dialer: &str, track: Track) -> TrackLabels {

@@ -42,8 +42,10 @@ pub use path::Dialer;
 pub use session::UdpSession;
 use settings::{DialerSettings, DialerSpec, DIRECT};
 
-/// The outbound a dialer's spec describes.
-fn build_outbound(spec: &DialerSpec) -> Box<dyn Outbound> {
+/// The outbound a dialer's spec describes. One that cannot be built (a
+/// CA file gone since `ward check`) is [`outbound::Unusable`]: the dialer
+/// is down with why.
+fn build_outbound(name: &str, spec: &DialerSpec, metrics: &DialerMetrics) -> Box<dyn Outbound> {
     match spec.clone() {
         DialerSpec::Direct { mark, interface } => Box::new(direct::Direct { mark, interface }),
         DialerSpec::Socks5 {
@@ -55,6 +57,51 @@ fn build_outbound(spec: &DialerSpec) -> Box<dyn Outbound> {
             credentials,
             mark,
         }),
+        DialerSpec::Shadowsocks {
+            server,
+            method,
+            password,
+            mark,
+        } => {
+            let key = method
+                .parse()
+                .and_then(|method| shadowsocks::Key::new(method, password.expose()));
+            let drops = shadowsocks::Drops {
+                replayed: metrics.dropped(name, "replayed"),
+                unopened: metrics.dropped(name, "unopened"),
+            };
+            match key {
+                Ok(key) => Box::new(shadowsocks::ShadowsocksNode::new(server, key, mark, drops)),
+                Err(e) => Box::new(outbound::Unusable(e.to_string())),
+            }
+        }
+        DialerSpec::Trojan {
+            server,
+            password,
+            sni,
+            ca,
+            skip_verify,
+            mark,
+        } => {
+            if skip_verify {
+                tracing::warn!(
+                    dialer = name,
+                    "skip_verify: the node's certificate is not checked; \
+                     anyone between ward and the node can read and change this traffic"
+                );
+            }
+            let node = trojan::TrojanNode::new(
+                &server,
+                password.expose(),
+                sni.as_deref(),
+                ca.as_deref(),
+                skip_verify,
+            );
+            match node {
+                Ok(node) => Box::new(trojan::TrojanOutbound::new(server, node, mark)),
+                Err(e) => Box::new(outbound::Unusable(e.to_string())),
+            }
+        }
     }
 }
 

@@ -163,12 +163,7 @@ pub struct Unusable(pub String);
 
 impl Unusable {
     fn failure(&self) -> Failure {
-        Failure {
-            class: crate::io_class::IoClass::PathFailed,
-            stage: Stage::ProxyConnect,
-            blame: super::failure::Blame::Path,
-            reason: self.0.clone(),
-        }
+        Failure::node(Stage::ProxyConnect, self.0.clone())
     }
 }
 

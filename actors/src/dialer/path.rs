@@ -53,7 +53,7 @@ impl Dialer {
         settings: Arc<HealthSettings>,
         metrics: Arc<DialerMetrics>,
     ) -> Self {
-        let outbound = super::build_outbound(&spec);
+        let outbound = super::build_outbound(&name, &spec, &metrics);
         Self {
             name,
             spec,

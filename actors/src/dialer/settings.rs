@@ -1,7 +1,9 @@
 //! Validated dialer, group and health settings (built by ward's config).
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::socks5::Credentials;
@@ -26,6 +28,30 @@ pub enum DialerSpec {
         /// SO_MARK on the sockets that reach the node.
         mark: Option<u32>,
     },
+    /// A Shadowsocks node: AEAD (classic) or 2022, TCP and UDP.
+    Shadowsocks {
+        server: String,
+        /// A method name `ward check` accepted (see
+        /// `shadowsocks::Method`).
+        method: String,
+        /// The password (classic) or base64 key (2022).
+        password: Secret,
+        mark: Option<u32>,
+    },
+    /// A Trojan node over TLS: CONNECT, and UDP ASSOCIATE inside the TLS
+    /// connection.
+    Trojan {
+        server: String,
+        password: Secret,
+        /// The TLS server name; the server's host when `None`.
+        sni: Option<String>,
+        /// A PEM file of the CA that signed the node's certificate,
+        /// instead of the system's roots.
+        ca: Option<PathBuf>,
+        /// Accept any certificate (warned about once at start).
+        skip_verify: bool,
+        mark: Option<u32>,
+    },
 }
 
 impl DialerSpec {
@@ -33,7 +59,30 @@ impl DialerSpec {
         match self {
             DialerSpec::Direct { .. } => "direct",
             DialerSpec::Socks5 { .. } => "socks5",
+            DialerSpec::Shadowsocks { .. } => "shadowsocks",
+            DialerSpec::Trojan { .. } => "trojan",
         }
+    }
+}
+
+/// A password or key: never shown by `Debug`, so no log, error or
+/// `ward ctl` output can carry it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Self {
+        Self(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
     }
 }
 

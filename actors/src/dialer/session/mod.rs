@@ -95,7 +95,6 @@ impl UdpSession {
     }
 
     /// A session whose datagrams are framed in a stream to the node.
-    #[allow(dead_code, reason = "the Trojan outbound, landing next, is its user")]
     pub(crate) fn framed(datagrams: StreamDatagrams, target: Option<SocketAddr>) -> Self {
         Self {
             carrier: Carrier::Stream(datagrams),

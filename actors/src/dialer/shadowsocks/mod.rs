@@ -9,16 +9,18 @@
 //!   [`ShadowsocksStream`] it returns.
 //! - `udp` and `replay`: [`UdpCodec`], one UDP session's datagrams.
 //! - `error`: [`ShadowsocksError`].
+//! - `outbound`: [`ShadowsocksNode`], the dialer's [`super::Outbound`].
 //! - [`fuzzing`]: what the fuzz target runs, and a server side that
 //!   encrypts replies for the tests.
 //!
 //! Addresses are SOCKS5's (RFC 1928 section 5), shared with
-//! [`super::socks5`]. No dialing happens here: the caller connects.
+//! [`super::socks5`].
 
 mod crypto;
 mod error;
 pub mod fuzzing;
 mod method;
+mod outbound;
 mod replay;
 mod stream;
 mod tcp_read;
@@ -29,6 +31,7 @@ mod udp;
 
 pub use error::ShadowsocksError;
 pub use method::{Key, Method};
+pub use outbound::{Drops, ShadowsocksNode};
 pub use stream::{client, ShadowsocksStream};
 pub use udp::UdpCodec;
 

@@ -11,16 +11,19 @@
 //! - `udp`: the frames of a UDP association ([`encode_udp`],
 //!   [`decode_udp`]).
 //! - `error`: [`TrojanError`] and its class.
+//! - `outbound`: [`TrojanOutbound`], the dialer's [`super::Outbound`]:
+//!   streams, and UDP sessions framed in their TLS connection.
 //! - [`fuzzing`]: the frame decoder driven by arbitrary bytes.
 //!
-//! Dialing the node (TCP, marks, health) is not here: that is the dialer's.
 
 mod error;
 pub mod fuzzing;
 mod node;
+mod outbound;
 mod tls;
 mod udp;
 
 pub use error::TrojanError;
 pub use node::TrojanNode;
+pub use outbound::TrojanOutbound;
 pub use udp::{decode_udp, encode_udp, UdpFrame, MAX_UDP_PAYLOAD};
