@@ -15,6 +15,7 @@ pub mod dns;
 pub mod netns;
 pub mod skip;
 pub mod socks;
+pub mod tls;
 pub mod tproxy;
 pub mod udp;
 
