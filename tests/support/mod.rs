@@ -13,6 +13,7 @@
 
 pub mod dns;
 pub mod netns;
+pub mod nodes;
 pub mod skip;
 pub mod socks;
 pub mod tls;
