@@ -17,10 +17,16 @@ cd "$(dirname "$0")/.."
 # dante-server as a real SOCKS5 node; nftables for the TPROXY rules of the
 # router test and procps for its sysctl; prlimit (util-linux) to lower
 # ward's descriptor limit; dnsperf as the load while a listener is killed;
-# trojan (trojan-gfw's server) as a real Trojan node; shadowsocks-libev's
-# ss-server as a real node of the classic Shadowsocks methods (the 2022
-# ones come from shadowsocks-rust, installed below).
-PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf trojan shadowsocks-libev)
+# shadowsocks-libev (ss-server) as a Shadowsocks node of the classic AEAD
+# methods and trojan as a Trojan node, for the dialers of those protocols;
+# v2ray as an independent client that proves those nodes work without ward.
+PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf
+    shadowsocks-libev trojan v2ray)
+
+# shadowsocks-rust: ssserver, the Shadowsocks node of the 2022 methods
+# (ss-server has none), and sslocal, the client that proves it. Not in
+# Debian; built with cargo (about 15 minutes on two cores, once).
+SHADOWSOCKS_RUST=1.25.0
 
 export PATH="$HOME/.cargo/bin:$PATH"
 export CARGO_TERM_COLOR=never
@@ -94,17 +100,16 @@ if ! command -v cargo >/dev/null; then
     exit 1
 fi
 
-install_packages
-
-# shadowsocks-rust's ssserver: the node of the 2022 Shadowsocks methods
-# (no Debian package has it); it lands in ~/.cargo/bin, on PATH above.
-install_ssserver() {
-    command -v ssserver >/dev/null && return 0
-    echo "== installing shadowsocks-rust (ssserver)"
-    cargo install --locked --version 1.25.0 shadowsocks-rust \
-        || echo "warning: could not install shadowsocks-rust; tests that need ssserver will not run"
+install_shadowsocks_rust() {
+    command -v ssserver >/dev/null && command -v sslocal >/dev/null && return 0
+    echo "== installing shadowsocks-rust $SHADOWSOCKS_RUST (ssserver, sslocal)"
+    cargo install --locked --version "$SHADOWSOCKS_RUST" shadowsocks-rust \
+        || echo "warning: could not install shadowsocks-rust; tests that need it will not run"
 }
-install_ssserver
+
+install_packages
+install_shadowsocks_rust
+
 
 echo "== cargo fmt"
 cargo fmt --all -- --check

@@ -25,29 +25,6 @@ impl Drop for Unbound {
     }
 }
 
-/// A CA and a server certificate for `dns.test` (and 127.0.0.1).
-fn certificates(dir: &Path) {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ward test CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(vec!["dns.test".to_string(), "127.0.0.1".to_string()])
-            .unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "dns.test");
-    let key = rcgen::KeyPair::generate().unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), key.serialize_pem()).unwrap();
-}
-
 fn start_unbound(dir: &Path, knot: SocketAddr) -> Unbound {
     on_a_free_port("unbound", |dot| launch_unbound(dir, knot, dot, free_port()))
 }
@@ -102,7 +79,7 @@ fn dot_and_doh_upstreams_answer_and_a_wrong_name_is_refused() {
     }
     let knot = Knot::start("");
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
+    support::tls::certificates(certs.path(), &["dns.test", "127.0.0.1"]);
     let unbound = start_unbound(certs.path(), knot.addr());
     let ca = certs.path().join("ca.pem");
     let body = format!(

@@ -13,8 +13,10 @@
 
 pub mod dns;
 pub mod netns;
+pub mod nodes;
 pub mod skip;
 pub mod socks;
+pub mod tls;
 pub mod tproxy;
 pub mod udp;
 

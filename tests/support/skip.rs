@@ -1,22 +1,28 @@
 //! The one way a test skips: [`require`] says whether what the test needs
-//! from the machine (tools on PATH, root) is there. No test passes by
-//! skipping unnoticed: a missing need fails the test when `CI` is set or
-//! when the test runs as root (scripts/test.sh installs every tool, as
-//! root); otherwise the skip is printed and appended to the file that
-//! `WARD_SKIP_LOG` names, which scripts/test.sh counts and reports.
+//! from the machine (tools, found by [`find_tool`]; root) is there. No
+//! test passes by skipping unnoticed: a missing need fails the test when
+//! `CI` is set or when the test runs as root (scripts/test.sh installs
+//! every tool, as root); otherwise the skip is printed and appended to the
+//! file that `WARD_SKIP_LOG` names, which scripts/test.sh counts and
+//! reports.
 //! The unit tests of `ward-actors` include this file by path, so it uses
 //! nothing but std and nix.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// True when every tool in `tools` is on PATH and, with `root`, the test
-/// runs as root. Otherwise fails the test (under `CI`, or as root), or
-/// records the skip and returns false: the test then returns at once.
+/// True when every tool in `tools` is found ([`find_tool`]) and, with
+/// `root`, the test runs as root. Otherwise fails the test (under `CI`, or
+/// as root), or records the skip and returns false: the test then returns
+/// at once.
 pub fn require(tools: &[&str], root: bool) -> bool {
     let is_root = nix::unistd::geteuid().is_root();
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| find_tool(t).is_none())
+        .collect();
     let mut needs = Vec::new();
     if root && !is_root {
         needs.push("needs root".to_string());
@@ -38,9 +44,19 @@ pub fn require(tools: &[&str], root: bool) -> bool {
     false
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| executable(&dir.join(tool))))
+/// Where the executable `tool` is: on PATH, or else in cargo's bin
+/// directory (`$CARGO_HOME/bin`, `~/.cargo/bin`), where `cargo install`
+/// puts tools (ssserver) and which a test's PATH may lack.
+pub fn find_tool(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cargo")))
+        .map(|home| home.join("bin"));
+    std::env::split_paths(&path)
+        .chain(cargo_bin)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| executable(candidate))
 }
 
 fn executable(path: &Path) -> bool {

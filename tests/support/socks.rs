@@ -1,13 +1,13 @@
 //! SOCKS5 test peers: a real dante server (danted) on a free loopback
 //! port, killed and restarted on the same port; a minimal HTTP server
-//! answering 204, the dialers' TCP probe target; and a TCP hop that can
-//! reset every connection through it.
+//! answering 204, the dialers' TCP probe target (or any other status); and
+//! a TCP hop that can reset every connection through it.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,19 +158,41 @@ impl Drop for Dante {
     }
 }
 
-/// An HTTP server on 127.0.0.1 answering every request with 204.
+/// An HTTP server on 127.0.0.1 answering every request with 204: the
+/// dialers' TCP probe target.
 pub struct NoContent {
     pub addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    _server: HttpStatus,
 }
 
 impl NoContent {
     pub fn start() -> NoContent {
+        let server = HttpStatus::start("204 No Content");
+        NoContent {
+            addr: server.addr,
+            _server: server,
+        }
+    }
+}
+
+/// An HTTP server on 127.0.0.1 answering every request with one status
+/// (`"204 No Content"`, `"400 Bad Request"`) and closing the connection.
+pub struct HttpStatus {
+    pub addr: SocketAddr,
+    served: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+}
+
+impl HttpStatus {
+    pub fn start(status: &'static str) -> HttpStatus {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let served = Arc::new(AtomicUsize::new(0));
+        let counted = served.clone();
+        let answer = format!("HTTP/1.1 {status}\r\nConnection: close\r\n\r\n");
         std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -179,19 +201,24 @@ impl NoContent {
                         let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
                         let mut buf = [0u8; 1024];
                         let _ = stream.read(&mut buf);
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                        let _ = stream.write_all(answer.as_bytes());
+                        counted.fetch_add(1, Ordering::SeqCst);
                     }
                     // Non-blocking, to see `stop`: the poll interval.
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
         });
-        NoContent { addr, stop }
+        HttpStatus { addr, served, stop }
+    }
+
+    /// Connections answered so far.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
     }
 }
 
-impl Drop for NoContent {
+impl Drop for HttpStatus {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
