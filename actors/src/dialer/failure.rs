@@ -151,6 +151,20 @@ impl Failure {
         }
     }
 
+    /// A UDP session framed in a stream to the node ended. The stream is
+    /// the node's alone (no destination sits at its other end): the path's
+    /// fault when it sent what does not parse or answers were awaited,
+    /// nobody's when an idle session was closed.
+    pub fn node_stream_ended(err: &io::Error, in_flight: bool) -> Failure {
+        let mut failure = Failure::io(err, Stage::Session, Hop::Proxy, in_flight);
+        if err.kind() == io::ErrorKind::InvalidData {
+            failure.blame = Blame::Path;
+        } else if failure.blame == Blame::Target {
+            failure.blame = Blame::Nobody;
+        }
+        failure
+    }
+
     /// A SOCKS5 handshake or request that failed.
     pub fn socks5(err: &Socks5Error) -> Failure {
         let (stage, blame) = match err {
@@ -236,6 +250,20 @@ mod tests {
 
     fn os(errno: Errno) -> io::Error {
         io::Error::from_raw_os_error(errno as i32)
+    }
+
+    #[test]
+    fn a_stream_carrying_udp_is_the_nodes_alone() {
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        let garbage = io::Error::new(io::ErrorKind::InvalidData, "malformed frame");
+        let reset = os(Errno::ECONNRESET);
+        assert_eq!(Failure::node_stream_ended(&eof, true).blame, Path);
+        assert_eq!(Failure::node_stream_ended(&reset, true).blame, Path);
+        // An idle session closed: nobody's, and never the destination's.
+        assert_eq!(Failure::node_stream_ended(&eof, false).blame, Nobody);
+        assert_eq!(Failure::node_stream_ended(&reset, false).blame, Nobody);
+        // What does not parse is the node's, in flight or not.
+        assert_eq!(Failure::node_stream_ended(&garbage, false).blame, Path);
     }
 
     #[test]

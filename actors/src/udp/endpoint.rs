@@ -235,7 +235,9 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
                     Err(e) => {
                         let failure = Failure::io(&e, Stage::Session, dialer.hop(), true);
                         dialer.report_failure(Track::Udp, &failure);
-                        if failure.blames_path() {
+                        // A session over a stream that ended carries
+                        // nothing more, whoever is to blame.
+                        if failure.blames_path() || session.is_over() {
                             return Err(failed(a, dialer, &failure, recent(&sent)));
                         }
                     }

@@ -131,6 +131,17 @@ impl UdpSession {
         }
     }
 
+    /// True once the session can carry nothing more: the stream that
+    /// framed its datagrams failed or ended. A session on a socket of its
+    /// own is never over (an ICMP error fails one receive, not the next);
+    /// an owner that sees an error on a session that is over ends.
+    pub fn is_over(&self) -> bool {
+        match &self.carrier {
+            Carrier::Socket(_) => false,
+            Carrier::Stream(stream) => stream.is_over(),
+        }
+    }
+
     /// The session with a control connection for its owner to watch.
     pub(crate) fn with_control(mut self, control: TcpStream) -> Self {
         self.control = Some(control);

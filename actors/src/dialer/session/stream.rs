@@ -143,6 +143,14 @@ impl StreamDatagrams {
     /// Cancel-safe: bytes read stay buffered.
     pub async fn readable(&self) -> io::Result<()> {
         let mut reader = self.reader.lock().await;
+        self.readable_locked(&mut reader).await.inspect_err(|e| {
+            // Whatever ended it, the stream is over: it is never read
+            // again, and every later call says why at once.
+            self.broken.set(e);
+        })
+    }
+
+    async fn readable_locked(&self, reader: &mut Reader) -> io::Result<()> {
         loop {
             if let Some(error) = self.broken.error() {
                 return Err(error);
@@ -151,7 +159,7 @@ impl StreamDatagrams {
                 return Ok(());
             }
             reader.make_room();
-            let Reader { half, buf, .. } = &mut *reader;
+            let Reader { half, buf, .. } = reader;
             tokio::select! {
                 read = half.read_buf(buf) => match read? {
                     0 => return Err(io::ErrorKind::UnexpectedEof.into()),
@@ -162,6 +170,12 @@ impl StreamDatagrams {
         }
     }
 
+    /// True once the stream has failed or ended: the session is over and
+    /// its owner must end too (a socket's errors pass; a stream's do not).
+    pub fn is_over(&self) -> bool {
+        self.broken.error.get().is_some()
+    }
+
     /// Moves the whole frames buffered into `batch`: how many, or
     /// `WouldBlock` when there are none (or another task is reading).
     pub fn try_fill(&self, batch: &mut RecvBatch) -> io::Result<usize> {
@@ -170,7 +184,11 @@ impl StreamDatagrams {
             .try_lock()
             .map_err(|_| io::Error::from(io::ErrorKind::WouldBlock))?;
         batch.clear();
-        while let Some((from, payload, len)) = self.framing.decode(reader.unread())? {
+        let over = |e: io::Error| {
+            self.broken.set(&e);
+            e
+        };
+        while let Some((from, payload, len)) = self.framing.decode(reader.unread()).map_err(over)? {
             let start = reader.start;
             let payload = start + payload.start..start + payload.end;
             if !batch.push_view(from, &reader.buf[payload]) {
@@ -190,7 +208,8 @@ impl StreamDatagrams {
         loop {
             self.readable().await?;
             let mut reader = self.reader.lock().await;
-            let Some((from, payload, len)) = self.framing.decode(reader.unread())? else {
+            let decoded = self.framing.decode(reader.unread());
+            let Some((from, payload, len)) = decoded.inspect_err(|e| self.broken.set(e))? else {
                 continue;
             };
             let start = reader.start;
@@ -326,8 +345,10 @@ mod tests {
     async fn a_closed_stream_ends_the_session_once_and_for_all() {
         let (session, node) = pair();
         drop(node);
+        assert!(!session.is_over());
         let err = session.readable().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(session.is_over());
         let dst: SocketAddr = "127.0.0.1:53".parse().unwrap();
         // The pump hears of it at its first write; then every send fails.
         let _ = session.send(dst, b"x").await;
@@ -348,5 +369,9 @@ mod tests {
         node.write_all(&[10u8; 16]).await.unwrap();
         let err = session.readable().await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(session.is_over());
+        // Said again at once, never read again.
+        let again = session.readable().await.unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::InvalidData);
     }
 }

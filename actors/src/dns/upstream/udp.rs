@@ -289,6 +289,20 @@ async fn receive(
                 Ok(n) => {
                     pending.complete(&buf[..n]);
                 }
+                // A session framed in a stream to the node (Trojan) that
+                // failed or ended carries nothing more: the upstream starts
+                // again, through another dialer when the node is to blame.
+                Err(e) if session.is_over() => {
+                    let failure = Failure::node_stream_ended(&e, !pending.is_empty());
+                    dialer.report_failure(Track::Udp, &failure);
+                    let ended = if failure.blames_path() {
+                        UpstreamFailure::Path { dialer: dialer.name.clone(), failure }
+                    } else {
+                        SocketFailure::classed("UDP session to the node", failure.class, e).into()
+                    };
+                    let _ = owner.send_message(UpstreamMsg::TransportFailed(ended));
+                    return;
+                }
                 Err(e) => match classify_io_error(&e, IoSide::Session) {
                     IoClass::Transient | IoClass::Normal => {}
                     // The socket is gone: the actor starts again with new ones.
