@@ -1,5 +1,6 @@
-//! Replays the fuzz corpus and every input that once crashed the
-//! `query_path` fuzz target, so what fuzzing found stays fixed.
+//! Replays the fuzz corpora and every input that once crashed the
+//! `query_path` fuzz target, so what fuzzing found stays fixed; the
+//! `shadowsocks` target's corpus too.
 
 use std::path::{Path, PathBuf};
 
@@ -30,5 +31,14 @@ fn the_fuzz_corpus_runs_clean() {
     assert!(files.len() > 50, "the corpus is committed");
     for file in files {
         ward_actors::dns::fuzzing::query_path(&std::fs::read(&file).unwrap());
+    }
+}
+
+#[test]
+fn the_shadowsocks_fuzz_corpus_runs_clean() {
+    let files = inputs("corpus/shadowsocks");
+    assert!(files.len() >= 30, "the corpus is committed");
+    for file in files {
+        ward_actors::dialer::shadowsocks::fuzzing::shadowsocks(&std::fs::read(&file).unwrap());
     }
 }
