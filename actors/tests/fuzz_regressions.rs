@@ -1,5 +1,6 @@
 //! Replays the fuzz corpora and every input that once crashed a fuzz
-//! target (`query_path`, `trojan`), so what fuzzing found stays fixed.
+//! target (`query_path`, `trojan`, `shadowsocks`), so what fuzzing found
+//! stays fixed.
 
 use std::path::{Path, PathBuf};
 
@@ -39,5 +40,14 @@ fn the_trojan_corpus_runs_clean() {
     assert!(files.len() >= 20, "the corpus is committed");
     for file in files {
         ward_actors::dialer::trojan::fuzzing::udp_frames(&std::fs::read(&file).unwrap());
+    }
+}
+
+#[test]
+fn the_shadowsocks_fuzz_corpus_runs_clean() {
+    let files = inputs("corpus/shadowsocks");
+    assert!(files.len() >= 30, "the corpus is committed");
+    for file in files {
+        ward_actors::dialer::shadowsocks::fuzzing::shadowsocks(&std::fs::read(&file).unwrap());
     }
 }

@@ -562,3 +562,11 @@ fn the_fuzz_seeds_run_clean() {
     fuzzing::shadowsocks(&[]);
     fuzzing::shadowsocks(&[0x85, 0xFF]);
 }
+
+#[test]
+fn streams_and_codecs_can_move_between_tasks() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Key>();
+    send_sync::<UdpCodec>();
+    send_sync::<ShadowsocksStream<tokio::net::TcpStream>>();
+}
