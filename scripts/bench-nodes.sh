@@ -12,8 +12,7 @@
 # and ward's figures over v2ray's. The sender and the sink run on CPU 0,
 # the clients and nodes on the last CPU (when there are two and taskset).
 # Payloads stay at 64 B: trojan-gfw may close UDP sessions on bursts over
-# 8192 B. Until ward has Shadowsocks and Trojan dialers its config is
-# refused and only v2ray is measured.
+# 8192 B.
 #   scripts/bench-nodes.sh                 # ROUNDS=5 SECS=3 RATE=20000
 #   ROUNDS=7 RATE=50000 scripts/bench-nodes.sh
 # As root, missing packages (shadowsocks-libev trojan v2ray openssl) are

@@ -394,10 +394,11 @@ async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
         url.path,
         env!("CARGO_PKG_VERSION")
     );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| session_failure(&e, dialer))?;
+    let sent = async {
+        stream.write_all(request.as_bytes()).await?;
+        stream.flush().await
+    };
+    sent.await.map_err(|e| session_failure(&e, dialer))?;
     // The status line is all a probe needs.
     let mut head = Vec::with_capacity(128);
     let mut buf = [0u8; 128];

@@ -217,7 +217,13 @@ async fn write_queries(
             frame = queue.recv() => {
                 let Some(frame) = frame else { return Ok(()) };
                 last_used = std::time::Instant::now();
-                if let Err(e) = writer.write_all(&frame.wire).await {
+                // Flushed: a stream wrapped by a node's protocol may hold
+                // what the socket did not take at once.
+                let written = async {
+                    writer.write_all(&frame.wire).await?;
+                    writer.flush().await
+                };
+                if let Err(e) = written.await {
                     let class = classify_io_error(&e, IoSide::Session);
                     return Err(ConnError::Broken { class, reason: e.to_string() });
                 }
