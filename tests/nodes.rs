@@ -248,10 +248,13 @@ fn metric(ward: &Ward, name: &str) -> f64 {
     metric_value(&ward.http_get("/metrics"), name).unwrap_or(0.0)
 }
 
-/// Fails when any of `secrets` is in ward's log or in what `ward ctl`
-/// shows of its dialers and tree.
+/// Fails when any of `secrets` is in ward's log, its metrics, or what
+/// `ward ctl` shows of its dialers and tree.
 fn assert_secrets_kept(ward: &Ward, secrets: &[String]) {
-    let mut shown = vec![("log".to_string(), ward.log())];
+    let mut shown = vec![
+        ("log".to_string(), ward.log()),
+        ("metrics".to_string(), ward.http_get("/metrics")),
+    ];
     for args in [
         &["dialers"][..],
         &["dialers", "--json"],
