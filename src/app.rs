@@ -10,6 +10,7 @@
 //! └── udp (rest_for_one): inbounds, endpoints (one_for_one each)
 //! ```
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,12 +21,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use ward_actors::dialer::actor::{DialerActor, DialerArgs};
 use ward_actors::dialer::settings::DialerSpec;
-use ward_actors::dialer::Dialers;
+use ward_actors::dialer::{Dialer, Dialers};
 use ward_actors::dns::listener_tcp;
 use ward_actors::dns::listener_udp::{self, UdpListenerHeld};
 use ward_actors::dns::resolver::Resolver;
 use ward_actors::dns::tcp_clients::TcpClients;
-use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs};
+use ward_actors::dns::upstream::{UpstreamActor, UpstreamArgs, UpstreamSlot};
 use ward_actors::net::socket::{bind_tcp, bind_udp};
 use ward_actors::net::{Held, Release};
 use ward_actors::udp::inbound::{self, InboundHeld};
@@ -40,6 +41,7 @@ use crate::admin::{AdminArgs, AdminSocket};
 use crate::config::Config;
 use crate::context::ServiceContext;
 use crate::local_dns::ResolverDns;
+use crate::reload::Reloader;
 use crate::telemetry::process::{self, NofileLimit};
 use crate::telemetry::{Metrics, MetricsObserver};
 
@@ -73,31 +75,52 @@ pub struct Service {
     pub root: ActorRef<SupervisorMsg>,
     pub ctx: Arc<ServiceContext>,
     join: JoinHandle<()>,
-    held: Holds,
+    held: Arc<Holds>,
 }
 
 /// The sockets held across their children's restarts (the admin socket
 /// and its file, metrics, DNS listeners, UDP inbounds), released when ward
 /// stops.
 #[derive(Default)]
-struct Holds {
+pub(crate) struct Holds {
     admin: Held<AdminSocket>,
     metrics: Held<TcpListener>,
-    others: std::sync::Mutex<Vec<Box<dyn Release>>>,
+    /// The sockets of DNS listeners and UDP inbounds by what names them in
+    /// the tree (`udp:<addr>`, `forward:<addr>`): a reload that removes one
+    /// releases its socket.
+    others: std::sync::Mutex<HashMap<String, Box<dyn Release>>>,
 }
 
 impl Holds {
-    /// Keeps `held` to release when ward stops.
-    fn keep<S: Send + 'static>(&self, held: &Held<S>) -> Held<S> {
+    /// Keeps `held`, named `name`, to release when ward stops or a reload
+    /// removes it.
+    fn keep<S: Send + 'static>(&self, name: &str, held: &Held<S>) -> Held<S> {
         let mut others = self.others.lock().unwrap_or_else(|e| e.into_inner());
-        others.push(Box::new(held.clone()));
+        others.insert(name.to_string(), Box::new(held.clone()));
         held.clone()
+    }
+
+    /// Releases and forgets what `name` held.
+    pub(crate) fn release_one(&self, name: &str) {
+        let held = self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        if let Some(held) = held {
+            held.release();
+        }
     }
 
     fn release(&self) {
         self.admin.release();
         self.metrics.release();
-        for held in self.others.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for held in self
+            .others
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             held.release();
         }
     }
@@ -142,9 +165,10 @@ impl Service {
         sup.intensity = config.supervision.intensity;
         sup.backoff = config.supervision.backoff;
         sup.observer = Arc::new(MetricsObserver(metrics));
-        let held = Holds::default();
+        let held = Arc::new(Holds::default());
         let children = root_children(config, &ctx, &sup, &held);
         let (root, join) = Supervisor::spawn_root(sup, children, view).await?;
+        ctx.set_reloader(Arc::new(Reloader::new(config.clone(), held.clone())));
         tracing::info!(version = crate::admin::protocol::VERSION, config = %config.source, "ward started");
         Ok(Service {
             root,
@@ -177,14 +201,42 @@ impl Service {
 /// Runs ward until `shutdown` completes; an error when the tree dies first.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
     let mut service = Service::start(&config).await?;
-    tokio::select! {
-        () = shutdown => {
-            tracing::info!("shutting down");
-            service.stop().await;
-            Ok(())
+    let mut hangups = hangups();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("shutting down");
+                service.stop().await;
+                return Ok(());
+            }
+            _ = &mut service.join => return Err(RunError::RootExited),
+            Some(()) = hangups.recv() => {
+                // An invalid file changes nothing; its errors are logged
+                // once, here.
+                if let Err(e) = service.ctx.reload().await {
+                    tracing::error!("reload on SIGHUP refused, the running configuration stays:\n{e}");
+                }
+            }
         }
-        _ = &mut service.join => Err(RunError::RootExited),
     }
+}
+
+/// SIGHUP, one message each (none where it cannot be caught).
+fn hangups() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut signal) => {
+            tokio::spawn(async move {
+                while signal.recv().await.is_some() {
+                    // One waiting is enough: a reload reads the latest file.
+                    let _ = tx.try_send(());
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot catch SIGHUP: reload with `ward ctl reload`"),
+    }
+    rx
 }
 
 fn raise_nofile() -> NofileLimit {
@@ -293,23 +345,29 @@ fn root_children(
 fn dialer_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
     ctx.dialers
         .dialers()
+        .into_iter()
         .map(|dialer| {
-            let dialer = dialer.clone();
             let periodic = ctx.dialers.in_a_group(&dialer.name);
-            ChildSpec::worker(
-                dialer.name.clone(),
-                "dialer",
-                Restart::Permanent,
-                move |_| {
-                    let args = DialerArgs {
-                        dialer: dialer.clone(),
-                        periodic,
-                    };
-                    (DialerActor, args)
-                },
-            )
+            dialer_spec(dialer, periodic)
         })
         .collect()
+}
+
+/// The child spec of one dialer's actor; `periodic` when a group has it
+/// (it is probed every interval).
+pub(crate) fn dialer_spec(dialer: Arc<Dialer>, periodic: bool) -> ChildSpec {
+    ChildSpec::worker(
+        dialer.name.clone(),
+        "dialer",
+        Restart::Permanent,
+        move |_| {
+            let args = DialerArgs {
+                dialer: dialer.clone(),
+                periodic,
+            };
+            (DialerActor, args)
+        },
+    )
 }
 
 fn inbound_specs(ctx: &Arc<ServiceContext>, holds: &Holds) -> Vec<ChildSpec> {
@@ -317,16 +375,19 @@ fn inbound_specs(ctx: &Arc<ServiceContext>, holds: &Holds) -> Vec<ChildSpec> {
         return Vec::new();
     };
     relay
-        .settings
+        .settings()
         .inbounds
         .iter()
-        .map(|spec| {
-            let name = spec.name();
-            let (spec, held) = inbound_hold(spec, relay);
-            let held = holds.keep(&held);
-            inbound::child_spec(name, spec, relay.clone(), held).with_backoff(QUICK_RESTART)
-        })
+        .map(|spec| inbound_spec(spec, relay, holds))
         .collect()
+}
+
+/// The child spec of one inbound, its socket held in `holds`.
+pub(crate) fn inbound_spec(spec: &InboundSpec, relay: &Arc<Relay>, holds: &Holds) -> ChildSpec {
+    let name = spec.name();
+    let (spec, held) = inbound_hold(spec, relay);
+    let held = holds.keep(&name, &held);
+    inbound::child_spec(name, spec, relay.clone(), held).with_backoff(QUICK_RESTART)
 }
 
 /// An inbound on port 0 is bound at start, so its port stays the one the
@@ -356,49 +417,62 @@ fn upstream_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {
         .settings()
         .upstreams
         .keys()
-        .filter_map(|name| resolver.upstreams.get(name).cloned())
-        .map(|slot| {
-            let name = slot.name.clone();
-            ChildSpec::worker_with_children(
-                name,
-                "dns-upstream",
-                Restart::Permanent,
-                move |start, children| {
-                    let args = UpstreamArgs {
-                        slot: slot.clone(),
-                        children,
-                        tasks: start.tasks.clone(),
-                    };
-                    (UpstreamActor, args)
-                },
-            )
-        })
+        .filter_map(|name| resolver.upstream(name))
+        .map(upstream_spec)
         .collect()
+}
+
+/// The child spec of one upstream's actor, on its slot.
+pub(crate) fn upstream_spec(slot: Arc<UpstreamSlot>) -> ChildSpec {
+    let name = slot.name.clone();
+    ChildSpec::worker_with_children(
+        name,
+        "dns-upstream",
+        Restart::Permanent,
+        move |start, children| {
+            let args = UpstreamArgs {
+                slot: slot.clone(),
+                children,
+                tasks: start.tasks.clone(),
+            };
+            (UpstreamActor, args)
+        },
+    )
 }
 
 fn listener_specs(ctx: &Arc<ServiceContext>, holds: &Holds) -> Vec<ChildSpec> {
     let Some(resolver) = &ctx.dns else {
         return Vec::new();
     };
+    resolver
+        .settings()
+        .listen
+        .iter()
+        .flat_map(|addr| listener_pair(*addr, resolver, holds))
+        .collect()
+}
+
+/// The UDP and TCP listeners of one DNS listen address, their sockets
+/// held in `holds` (named `udp:<addr>` and `tcp:<addr>`, as in the tree).
+pub(crate) fn listener_pair(
+    addr: SocketAddr,
+    resolver: &Arc<Resolver>,
+    holds: &Holds,
+) -> [ChildSpec; 2] {
     let limits = resolver.settings().limits;
-    let mut specs = Vec::new();
-    for addr in resolver.settings().listen.clone() {
-        let (bind, udp, tcp) = listen_holds(addr, resolver);
-        let (udp, tcp) = (holds.keep(&udp), holds.keep(&tcp));
-        let clients = TcpClients::new(
-            limits.tcp_clients_per_ip,
-            limits.tcp_clients,
-            resolver.metrics.clone(),
-        );
-        specs.push(
-            listener_udp::child_spec(addr, bind, resolver.clone(), udp).with_backoff(QUICK_RESTART),
-        );
-        specs.push(
-            listener_tcp::child_spec(addr, bind, resolver.clone(), tcp, clients)
-                .with_backoff(QUICK_RESTART),
-        );
-    }
-    specs
+    let (bind, udp, tcp) = listen_holds(addr, resolver);
+    let udp = holds.keep(&format!("udp:{addr}"), &udp);
+    let tcp = holds.keep(&format!("tcp:{addr}"), &tcp);
+    let clients = TcpClients::new(
+        limits.tcp_clients_per_ip,
+        limits.tcp_clients,
+        resolver.metrics.clone(),
+    );
+    [
+        listener_udp::child_spec(addr, bind, resolver.clone(), udp).with_backoff(QUICK_RESTART),
+        listener_tcp::child_spec(addr, bind, resolver.clone(), tcp, clients)
+            .with_backoff(QUICK_RESTART),
+    ]
 }
 
 /// Binds of one DNS listen address made at start: with port 0, one port the

@@ -83,6 +83,12 @@ pub enum CtlCommand {
     },
     /// Probe a dialer, or every member of a group, now.
     Probe { name: String },
+    /// Read the configuration file again and apply what changed; when it
+    /// is invalid, print why and change nothing (exit 1).
+    Reload {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +190,7 @@ fn ctl(args: CtlArgs) -> ExitCode {
         CtlCommand::Cache(CacheCommand::Flush) => ctl_cache_flush(&socket),
         CtlCommand::Dialers { json } => ctl_dialers(&socket, json),
         CtlCommand::Probe { name } => ctl_probe(&socket, name),
+        CtlCommand::Reload { json } => ctl_reload(&socket, json),
     };
     match result {
         Ok(text) => {
@@ -249,6 +256,15 @@ fn ctl_dialers(socket: &std::path::Path, json: bool) -> Result<String, ClientErr
 fn ctl_probe(socket: &std::path::Path, name: String) -> Result<String, ClientError> {
     let probed: Vec<String> = field(client::request(socket, &Request::Probe { name })?, "probed")?;
     Ok(format!("probing {}\n", probed.join(", ")))
+}
+
+fn ctl_reload(socket: &std::path::Path, json: bool) -> Result<String, ClientError> {
+    let mut reply = client::request_within(socket, &Request::Reload, client::RELOAD_TIMEOUT)?;
+    let report = reply["reload"].take();
+    if json {
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&report)?));
+    }
+    Ok(render::reload(&report))
 }
 
 fn ctl_version(socket: &std::path::Path) -> Result<String, ClientError> {

@@ -3,7 +3,7 @@
 //! the tree starts; read-mostly.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use ward_actors::dialer::Dialers;
@@ -11,6 +11,7 @@ use ward_actors::dns::resolver::Resolver;
 use ward_actors::udp::Relay;
 use ward_supervision::{SupervisorView, TreeNode};
 
+use crate::reload::{ReloadError, ReloadReport, Reloader};
 use crate::telemetry::process::NofileLimit;
 use crate::telemetry::Metrics;
 
@@ -32,6 +33,8 @@ pub struct ServiceContext {
     pub udp: Option<Arc<Relay>>,
     /// The address `/metrics` is served on, once bound.
     metrics_addr: Mutex<Option<SocketAddr>>,
+    /// Applies reloads; set once the tree has started.
+    reloader: OnceLock<Arc<Reloader>>,
 }
 
 impl ServiceContext {
@@ -54,12 +57,33 @@ impl ServiceContext {
             dns,
             udp,
             metrics_addr: Mutex::new(None),
+            reloader: OnceLock::new(),
         })
     }
 
-    /// The whole tree as it is now.
+    /// The whole tree as it is now; the root says which configuration
+    /// generation runs.
     pub fn tree(&self) -> TreeNode {
-        self.root.snapshot("", "supervisor")
+        let mut tree = self.root.snapshot("", "supervisor");
+        tree.detail = Some(format!("config generation {}", self.generation()));
+        tree
+    }
+
+    pub(crate) fn set_reloader(&self, reloader: Arc<Reloader>) {
+        let _ = self.reloader.set(reloader);
+    }
+
+    /// The configuration generation running (1 until a reload).
+    pub fn generation(&self) -> u64 {
+        self.reloader.get().map_or(1, |r| r.generation())
+    }
+
+    /// Reads the configuration file again and applies what changed.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadError> {
+        match self.reloader.get() {
+            Some(reloader) => reloader.reload(self).await,
+            None => Ok(ReloadReport::default()),
+        }
     }
 
     pub fn set_metrics_addr(&self, addr: Option<SocketAddr>) {

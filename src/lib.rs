@@ -9,6 +9,7 @@
 //! - [`config`]: RON configuration, parsed then validated into a ready [`config::Config`].
 //! - [`app`]: builds the actor tree from the config and runs it until shutdown.
 //! - [`context`]: what the service-level actors share (tree root, metrics, run facts).
+//! - [`reload`]: hot reload: the new file validated, the difference applied to the live tree.
 //! - [`local_dns`]: the resolver as the UDP relay's `LocalDns` (the relay does not know DNS).
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
@@ -22,4 +23,5 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod local_dns;
+pub mod reload;
 pub mod telemetry;

@@ -25,6 +25,7 @@ pub mod dns;
 pub mod io_class;
 pub mod lru;
 pub mod net;
+pub mod reload;
 pub mod throttle;
 pub mod udp;
 

@@ -30,13 +30,25 @@ pub enum ClientError {
     Refused(String),
 }
 
+/// How long `ward ctl reload` waits: a reload starts and stops children.
+pub const RELOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Sends one request and returns the reply's fields (`ok` was true).
 pub fn request(socket: &Path, request: &Request) -> Result<Value, ClientError> {
+    request_within(socket, request, TIMEOUT)
+}
+
+/// [`request`], waiting up to `timeout` for the reply.
+pub fn request_within(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<Value, ClientError> {
     let stream = UnixStream::connect(socket).map_err(|source| ClientError::Connect {
         path: socket.to_path_buf(),
         source,
     })?;
-    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut line = serde_json::to_string(request)?;
     line.push('\n');

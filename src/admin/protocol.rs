@@ -32,6 +32,8 @@ pub enum Request {
     Dialers,
     /// Probe a dialer (or every member of a group) now.
     Probe { name: String },
+    /// Read the configuration file again and apply what changed.
+    Reload,
 }
 
 /// One dialer in `dialers`.

@@ -224,6 +224,35 @@ fn ago(at_unix_ms: u64) -> String {
     format!("{} ago", human_duration(now.saturating_sub(at_unix_ms)))
 }
 
+/// What a reload did, a line per part that changed (kept ones counted).
+pub fn reload(report: &serde_json::Value) -> String {
+    let list = |key: &str| -> Vec<String> {
+        report[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = format!(
+        "reloaded: configuration generation {}\n",
+        report["generation"].as_u64().unwrap_or(0)
+    );
+    for key in ["added", "replaced", "removed"] {
+        for part in list(key) {
+            let _ = writeln!(out, "  {key:8} {part}");
+        }
+    }
+    let kept = list("kept");
+    let _ = writeln!(out, "  kept     {} unchanged", kept.len());
+    for setting in list("needs_restart") {
+        let _ = writeln!(out, "  not applied until restart: {setting}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -114,7 +114,11 @@ async fn serve_client(stream: UnixStream, ctx: &ServiceContext) {
         if text.is_empty() {
             continue;
         }
-        let (reply, to_kill) = handle_request(text, ctx);
+        let (reply, to_kill) = if is_reload(text) {
+            (reload(ctx).await, None)
+        } else {
+            handle_request(text, ctx)
+        };
         // A client that does not read its replies gives its slot back.
         let sent = tokio::time::timeout(
             WRITE_TIMEOUT,
@@ -127,6 +131,19 @@ async fn serve_client(stream: UnixStream, ctx: &ServiceContext) {
         if let Some(cell) = to_kill {
             cell.kill();
         }
+    }
+}
+
+/// A reload waits for children to start and stop: it is served here, not
+/// in [`handle_request`].
+fn is_reload(line: &str) -> bool {
+    matches!(serde_json::from_str(line), Ok(Request::Reload))
+}
+
+async fn reload(ctx: &ServiceContext) -> Value {
+    match ctx.reload().await {
+        Ok(report) => json!({"ok": true, "reload": report}),
+        Err(e) => json!({"ok": false, "error": e.to_string(), "invalid": true}),
     }
 }
 
@@ -161,6 +178,7 @@ pub fn handle_request(line: &str, ctx: &ServiceContext) -> (Value, Option<ActorC
             )
         }
         Request::Probe { name } => probe(&name, ctx),
+        Request::Reload => (error_reply("reload is served by the connection loop"), None),
     }
 }
 
@@ -189,6 +207,7 @@ fn dialers(ctx: &ServiceContext) -> (Vec<DialerInfo>, Vec<GroupInfo>) {
     let dialers = ctx
         .dialers
         .dialers()
+        .iter()
         .map(|d| DialerInfo {
             name: d.name.clone(),
             kind: d.spec.kind().to_string(),
@@ -199,6 +218,7 @@ fn dialers(ctx: &ServiceContext) -> (Vec<DialerInfo>, Vec<GroupInfo>) {
     let groups = ctx
         .dialers
         .groups()
+        .iter()
         .map(|g| GroupInfo {
             name: g.name.clone(),
             policy: format!("{:?}", g.policy),
@@ -282,7 +302,7 @@ fn udp_stats(relay: &Relay) -> UdpStats {
     let m = &relay.metrics;
     UdpStats {
         endpoints: relay.live() as u64,
-        max_endpoints: relay.settings.max_endpoints as u64,
+        max_endpoints: relay.settings().max_endpoints as u64,
         created: m.created.get(),
         failovers: m.failovers.get(),
         refused: Refused::ALL
@@ -296,7 +316,7 @@ fn dns_stats(resolver: &Resolver) -> DnsStats {
     use std::sync::atomic::Ordering::Relaxed;
     let counters = &resolver.cache.counters;
     let upstreams = resolver
-        .upstreams
+        .upstream_slots()
         .iter()
         .map(|slot| {
             let (answers, failures) = slot.health.totals();

@@ -235,6 +235,10 @@ pub fn kdig(server: SocketAddr, name: &str, qtype: &str, extra: &[&str]) -> Opti
         .args([name, qtype])
         .output()
         .expect("kdig runs");
+    // kdig prints `{}` when it got nothing: its status says so.
+    if !out.status.success() {
+        return None;
+    }
     serde_json::from_slice(&out.stdout).ok()
 }
 

@@ -39,6 +39,15 @@ pub enum Via {
 }
 
 impl Via {
+    /// The very same dialer or group (not one configured alike).
+    pub fn same(&self, other: &Via) -> bool {
+        match (self, other) {
+            (Via::Dialer(a), Via::Dialer(b)) => Arc::ptr_eq(a, b),
+            (Via::Group(a), Via::Group(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Via::Dialer(d) => &d.name,
@@ -85,6 +94,19 @@ impl Group {
             current: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
             next: AtomicUsize::new(0),
             metrics,
+        }
+    }
+
+    /// Takes `old`'s choice on each track where that dialer is still a
+    /// member (a group rebuilt by a reload keeps what it was using).
+    pub fn adopt_choice(&self, old: &Group) {
+        for track in [Track::Tcp, Track::Udp] {
+            let Some(chosen) = old.current(track) else {
+                continue;
+            };
+            if let Some(i) = self.members.iter().position(|m| Arc::ptr_eq(m, chosen)) {
+                self.current[track as usize].store(i, Ordering::Relaxed);
+            }
         }
     }
 

@@ -17,6 +17,7 @@
 //! - [`Dialers`]: every dialer and group by name, built once from config.
 
 pub mod actor;
+pub mod dialers;
 pub mod direct;
 pub mod failure;
 pub mod group;
@@ -30,9 +31,7 @@ pub mod shadowsocks;
 pub mod socks5;
 pub mod trojan;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-
+pub use dialers::Dialers;
 pub use failure::{Blame, Failure, Hop, Stage};
 pub use group::{Group, Via};
 pub use health::Track;
@@ -40,7 +39,7 @@ use metrics::DialerMetrics;
 pub use outbound::{Outbound, ProxyStream};
 pub use path::Dialer;
 pub use session::UdpSession;
-use settings::{DialerSettings, DialerSpec, DIRECT};
+use settings::DialerSpec;
 
 /// The outbound a dialer's spec describes. One that cannot be built (a
 /// CA file gone since `ward check`) is [`outbound::Unusable`]: the dialer
@@ -102,99 +101,5 @@ fn build_outbound(name: &str, spec: &DialerSpec, metrics: &DialerMetrics) -> Box
                 Err(e) => Box::new(outbound::Unusable(e.to_string())),
             }
         }
-    }
-}
-
-/// Every dialer and group, by name. The set is fixed by the config; the
-/// dialers' actors come and go.
-pub struct Dialers {
-    dialers: BTreeMap<String, Arc<Dialer>>,
-    groups: BTreeMap<String, Arc<Group>>,
-    pub settings: DialerSettings,
-}
-
-impl Dialers {
-    /// Builds every dialer and group; `direct` is added when missing.
-    pub fn new(mut settings: DialerSettings, metrics: Arc<DialerMetrics>) -> Arc<Dialers> {
-        if !settings.dialers.contains_key(DIRECT) {
-            let direct = DialerSettings::direct_only().dialers;
-            settings.dialers.extend(direct);
-        }
-        let health = Arc::new(settings.health.clone());
-        let dialers: BTreeMap<String, Arc<Dialer>> = settings
-            .dialers
-            .iter()
-            .map(|(name, spec)| {
-                let dialer =
-                    Dialer::new(name.clone(), spec.clone(), health.clone(), metrics.clone());
-                (name.clone(), Arc::new(dialer))
-            })
-            .collect();
-        let groups = settings
-            .groups
-            .iter()
-            .map(|(name, spec)| {
-                let members = spec
-                    .dialers
-                    .iter()
-                    .filter_map(|m| dialers.get(m).cloned())
-                    .collect();
-                let group = Group::new(
-                    name.clone(),
-                    members,
-                    spec.policy,
-                    spec.tolerance,
-                    metrics.clone(),
-                );
-                (name.clone(), Arc::new(group))
-            })
-            .collect();
-        Arc::new(Dialers {
-            dialers,
-            groups,
-            settings,
-        })
-    }
-
-    /// A dialer or a group by name.
-    pub fn via(&self, name: &str) -> Option<Via> {
-        if let Some(dialer) = self.dialers.get(name) {
-            return Some(Via::Dialer(dialer.clone()));
-        }
-        self.groups.get(name).map(|g| Via::Group(g.clone()))
-    }
-
-    /// The `direct` dialer (always there).
-    pub fn direct(&self) -> Via {
-        Via::Dialer(self.dialers[DIRECT].clone())
-    }
-
-    pub fn dialer(&self, name: &str) -> Option<&Arc<Dialer>> {
-        self.dialers.get(name)
-    }
-
-    pub fn dialers(&self) -> impl Iterator<Item = &Arc<Dialer>> {
-        self.dialers.values()
-    }
-
-    pub fn groups(&self) -> impl Iterator<Item = &Arc<Group>> {
-        self.groups.values()
-    }
-
-    /// True when some group has `name` as a member (it is probed
-    /// periodically).
-    pub fn in_a_group(&self, name: &str) -> bool {
-        self.groups
-            .values()
-            .any(|g| g.members.iter().any(|d| d.name == name))
-    }
-
-    /// The groups whose current choice on `track` is `name`.
-    pub fn selected_by(&self, name: &str, track: Track) -> Vec<String> {
-        self.groups
-            .values()
-            .filter(|g| g.current(track).is_some_and(|d| d.name == name))
-            .map(|g| g.name.clone())
-            .collect()
     }
 }

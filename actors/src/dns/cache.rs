@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use foldhash::fast::RandomState;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -157,7 +157,7 @@ pub struct Cache {
     /// Picks the shard; seeded apart from the shards' own maps, so keys of
     /// one shard still spread over its whole table.
     hasher: RandomState,
-    serve_stale_s: u32,
+    serve_stale_s: AtomicU32,
     pub counters: CacheCounters,
 }
 
@@ -181,7 +181,7 @@ impl Cache {
                 })
                 .collect(),
             hasher: Default::default(),
-            serve_stale_s,
+            serve_stale_s: AtomicU32::new(serve_stale_s),
             counters: CacheCounters::default(),
         }
     }
@@ -201,7 +201,7 @@ impl Cache {
             Some(answer) if answer.is_fresh(now) => Lookup::Fresh(answer),
             Some(answer)
                 if answer.kind() != AnswerKind::ServFail
-                    && answer.expired_for(now) < self.serve_stale_s =>
+                    && answer.expired_for(now) < self.serve_stale_s.load(Ordering::Relaxed) =>
             {
                 Lookup::Stale(answer)
             }
@@ -227,7 +227,7 @@ impl Cache {
         if answer.kind() == AnswerKind::ServFail {
             if let Some(existing) = shard.get(key) {
                 if existing.kind() != AnswerKind::ServFail
-                    && existing.expired_for(now) < self.serve_stale_s
+                    && existing.expired_for(now) < self.serve_stale_s.load(Ordering::Relaxed)
                 {
                     return;
                 }
@@ -266,6 +266,26 @@ impl Cache {
             .iter()
             .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).capacity)
             .sum()
+    }
+
+    /// Holds at most `capacity` answers from now on (a reload), dropping
+    /// what a smaller size has no room for; keeps stale answers for
+    /// `serve_stale_s` past their TTL.
+    pub fn resize(&self, capacity: usize, serve_stale_s: u32) {
+        self.serve_stale_s.store(serve_stale_s, Ordering::Relaxed);
+        let per_shard = capacity.div_ceil(SHARDS).max(1);
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            shard.capacity = per_shard;
+            while shard.slots.len() > per_shard {
+                if let Some(slot) = shard.slots.pop() {
+                    shard.index.remove(&slot.key);
+                }
+            }
+            if shard.hand >= shard.slots.len() {
+                shard.hand = 0;
+            }
+        }
     }
 
     /// Forgets every answer (`ward ctl cache flush`); returns how many.

@@ -70,7 +70,7 @@ impl InboundHeld {
             }
             InboundSpec::Tproxy { listen } => {
                 let socket = tproxy::bind_listener(*listen)?;
-                let pool = ReplyPool::new(relay.settings.reply_sockets, relay.metrics.clone());
+                let pool = ReplyPool::new(relay.settings().reply_sockets, relay.metrics.clone());
                 let reply = Arc::new(tproxy::TproxyReply {
                     pool: Arc::new(pool),
                     inbound: Arc::downgrade(&socket),

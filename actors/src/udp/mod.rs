@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwapOption;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use ractor::{ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use ward_supervision::{Backoff, BackoffPolicy, ChildSpec, SupervisorMsg, SupervisorView};
@@ -97,7 +97,8 @@ pub trait LocalDns: Send + Sync {
 
 /// What every inbound shares.
 pub struct Relay {
-    pub settings: UdpSettings,
+    /// This generation's settings, swapped by a reload.
+    settings: ArcSwap<UdpSettings>,
     pub metrics: Arc<UdpMetrics>,
     /// ward's DNS, which answers what is captured for its own listeners.
     local_dns: Option<Arc<dyn LocalDns>>,
@@ -129,7 +130,7 @@ impl Relay {
     ) -> Arc<Relay> {
         let settings_queue_bytes = settings.queue_bytes;
         Arc::new(Relay {
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             metrics,
             local_dns,
             dialers,
@@ -143,6 +144,18 @@ impl Relay {
             fd_backing_off: AtomicBool::new(false),
             budget: Arc::new(Budget::new(settings_queue_bytes)),
         })
+    }
+
+    /// The settings of this generation.
+    pub fn settings(&self) -> Arc<UdpSettings> {
+        self.settings.load_full()
+    }
+
+    /// Swaps in `settings` (a reload): new flows take the new routes,
+    /// caps and timeouts; live flows keep their path. The total queue
+    /// budget (`queue_bytes`) is fixed at start.
+    pub fn reconfigure(&self, settings: UdpSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// Live endpoints.
@@ -195,7 +208,8 @@ impl Relay {
         let Some(first) = flow.datagrams.first().map(|d| d.dst) else {
             return refuse(Refused::NoPath, flow);
         };
-        let route = self.settings.route(flow.key.client, first);
+        let settings = self.settings.load();
+        let route = settings.route(flow.key.client, first);
         let Some(via) = self.dialers.via(route) else {
             return refuse(Refused::NoPath, flow);
         };
@@ -209,12 +223,12 @@ impl Relay {
         };
         // Count the endpoint now: the cap holds even while children start.
         let live = self.live.fetch_add(1, Ordering::AcqRel);
-        if live >= self.settings.max_endpoints {
+        if live >= settings.max_endpoints {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return refuse(Refused::MaxEndpoints, flow);
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let queue = Arc::new(Queue::new(self.settings.queue, self.budget.clone()));
+        let queue = Arc::new(Queue::new(settings.queue, self.budget.clone()));
         let owned = Arc::new(AtomicBool::new(false));
         for datagram in flow.datagrams {
             match queue.push(datagram) {
@@ -233,7 +247,7 @@ impl Relay {
             queue: queue.clone(),
             reply: flow.reply,
             events: flow.events,
-            idle: flow.kind.idle(&self.settings.idle),
+            idle: flow.kind.idle(&settings.idle),
             live: self.live.clone(),
             metrics: self.metrics.clone(),
             owned: owned.clone(),

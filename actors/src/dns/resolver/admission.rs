@@ -53,11 +53,12 @@ impl Resolver {
             Ok(query) => query,
             Err(error) => return self.bad_query(packet, error, transport, out),
         };
-        if !self.acl.allows(client) {
+        let conf = self.conf.load();
+        if !conf.acl.allows(client) {
             return self.refuse(&query, Refused::Acl, transport, out);
         }
         let now = Instant::now();
-        if self
+        if conf
             .rate
             .as_ref()
             .is_some_and(|rate| !rate.allow(client, now))
@@ -69,7 +70,7 @@ impl Resolver {
             return self.refuse(&query, Refused::Unsupported, transport, out);
         }
         let limit = limit(&query, transport);
-        if let Some(answer) = self.statics.lookup(&query) {
+        if let Some(answer) = conf.statics.lookup(&query) {
             answer.write(&query, now, false, limit, out);
             self.metrics.answered(transport, answer.rcode());
             return Decision::Reply;
@@ -83,7 +84,7 @@ impl Resolver {
             Lookup::Stale(answer) => Some(answer),
             Lookup::Miss => None,
         };
-        match self.in_flight.clone().try_acquire_owned() {
+        match conf.in_flight.clone().try_acquire_owned() {
             Ok(permit) => Decision::Resolve(Pending { permit, stale }),
             Err(_) => self.refuse(&query, Refused::Overload, transport, out),
         }

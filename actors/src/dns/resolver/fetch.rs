@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Resolver;
+use super::{Conf, Resolver};
 use crate::dns::answer::{Accepted, AnswerError, CachedAnswer};
 use crate::dns::coalesce::{FetchError, Outcome};
 use crate::dns::settings::{Chain, Strategy, Transport as UpstreamTransport};
@@ -57,42 +57,23 @@ impl AttemptError {
 }
 
 impl Resolver {
-    /// The chain for a query: the first matching route's, else the default.
-    fn chain(&self, qname: &str, qtype: u16, client: IpAddr) -> &Chain {
-        self.settings
-            .routes
-            .iter()
-            .find(|route| route.matches(qname, qtype, client))
-            .map_or(&self.settings.default, |route| &route.chain)
-    }
-
     /// Asks the chain; what it brought is remembered (see `stale`).
     pub(super) async fn fetch(&self, query: &Query<'_>, client: IpAddr) -> Outcome {
-        let chain = self.chain(&query.qname_text(), query.qtype, client);
-        let slots = self.order(chain);
+        // One generation's configuration for the whole fetch.
+        let conf = self.conf.load_full();
+        let chain = conf.chain(&query.qname_text(), query.qtype, client);
+        let slots = order(&conf, chain);
         let ask = Ask {
             question: Arc::from(wire::lowercase_question(query)),
             checking_disabled: query.checking_disabled(),
             dnssec_ok: query.dnssec_ok(),
-            deadline: Instant::now() + self.settings.timeout,
+            deadline: Instant::now() + conf.settings.timeout,
         };
         let result = match chain.strategy {
             Strategy::Race if slots.len() >= 2 => self.race(&slots, &ask).await,
             _ => self.sequential(&slots, &ask).await,
         };
         self.remember(query, result)
-    }
-
-    /// The chain's upstreams, those up first (in order), then those down.
-    fn order(&self, chain: &Chain) -> Vec<Arc<UpstreamSlot>> {
-        let slots: Vec<Arc<UpstreamSlot>> = chain
-            .upstreams
-            .iter()
-            .filter_map(|name| self.upstreams.get(name).cloned())
-            .collect();
-        let (mut up, down): (Vec<_>, Vec<_>) = slots.into_iter().partition(|s| s.health.is_up());
-        up.extend(down);
-        up
     }
 
     async fn sequential(
@@ -211,13 +192,12 @@ impl Resolver {
     /// An upstream's answer made canonical, or why it is no use.
     fn accept(&self, bytes: &[u8], ask: &Ask) -> Result<Accepted, AttemptError> {
         let now = std::time::Instant::now();
-        CachedAnswer::from_upstream(bytes, &ask.question, &self.settings.cache.ttl, now).map_err(
-            |e| match e {
-                AnswerError::Truncated => AttemptError::Truncated,
-                AnswerError::Rcode(code) => AttemptError::Rcode(code),
-                AnswerError::Malformed => AttemptError::Upstream(UpstreamError::Malformed),
-            },
-        )
+        let ttl = self.conf.load().settings.cache.ttl;
+        CachedAnswer::from_upstream(bytes, &ask.question, &ttl, now).map_err(|e| match e {
+            AnswerError::Truncated => AttemptError::Truncated,
+            AnswerError::Rcode(code) => AttemptError::Rcode(code),
+            AnswerError::Malformed => AttemptError::Upstream(UpstreamError::Malformed),
+        })
     }
 
     async fn ask_once(
@@ -296,4 +276,16 @@ struct Ask {
     checking_disabled: bool,
     dnssec_ok: bool,
     deadline: Instant,
+}
+
+/// The chain's upstreams, those up first (in order), then those down.
+fn order(conf: &Conf, chain: &Chain) -> Vec<Arc<UpstreamSlot>> {
+    let slots: Vec<Arc<UpstreamSlot>> = chain
+        .upstreams
+        .iter()
+        .filter_map(|name| conf.upstreams.get(name).cloned())
+        .collect();
+    let (mut up, down): (Vec<_>, Vec<_>) = slots.into_iter().partition(|s| s.health.is_up());
+    up.extend(down);
+    up
 }

@@ -22,6 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
 use super::answer::CachedAnswer;
@@ -29,26 +30,74 @@ use super::cache::{Cache, KeyBuf};
 use super::coalesce::{Coalescer, FetchError, Role};
 use super::limits::{Acl, RateLimiter};
 use super::metrics::{DnsMetrics, Transport};
-use super::settings::DnsSettings;
+use super::settings::{Chain, DnsSettings};
 use super::statics::Statics;
-use super::upstream::Upstreams;
+use super::upstream::{UpstreamSlot, Upstreams};
 use super::wire::{self, rcode};
 use crate::dialer::Dialers;
+use crate::reload::Changes;
 pub use admission::{Decision, Pending};
 
-/// The shared query path of every DNS listener.
+/// The shared query path of every DNS listener. What the configuration
+/// says ([`Conf`]) is swapped whole by a reload; the cache, the fetches in
+/// flight and the metrics stay.
 pub struct Resolver {
-    settings: DnsSettings,
+    conf: ArcSwap<Conf>,
     pub cache: Arc<Cache>,
     coalescer: Coalescer,
-    pub upstreams: Upstreams,
-    statics: Statics,
-    acl: Acl,
-    rate: Option<RateLimiter>,
-    in_flight: Arc<Semaphore>,
     pub metrics: Arc<DnsMetrics>,
     /// The UDP listeners' sockets by configured address, held weakly.
     own_udp: std::sync::Mutex<HashMap<SocketAddr, Weak<std::net::UdpSocket>>>,
+}
+
+/// One generation's DNS configuration and what is built from it.
+struct Conf {
+    settings: Arc<DnsSettings>,
+    upstreams: Upstreams,
+    statics: Statics,
+    acl: Acl,
+    rate: Option<Arc<RateLimiter>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Conf {
+    /// The configuration of `settings`, keeping from `old` what did not
+    /// change: upstream slots (and so their actors and health), the rate
+    /// limiter's per-client state, the in-flight bound and its permits.
+    fn build(
+        settings: DnsSettings,
+        metrics: &DnsMetrics,
+        dialers: &Dialers,
+        old: Option<&Conf>,
+    ) -> Conf {
+        let limits = settings.limits;
+        let same_limits = old.filter(|old| old.settings.limits == limits);
+        Conf {
+            upstreams: Upstreams::build(&settings, metrics, dialers, old.map(|o| &o.upstreams)),
+            statics: Statics::new(&settings.statics),
+            acl: Acl::new(settings.allow.clone()),
+            rate: match same_limits {
+                Some(old) => old.rate.clone(),
+                None => limits
+                    .per_client_qps
+                    .map(|qps| Arc::new(RateLimiter::new(qps))),
+            },
+            in_flight: match same_limits {
+                Some(old) => old.in_flight.clone(),
+                None => Arc::new(Semaphore::new(limits.in_flight)),
+            },
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// The chain for a query: the first matching route's, else the default.
+    fn chain(&self, qname: &str, qtype: u16, client: IpAddr) -> &Chain {
+        self.settings
+            .routes
+            .iter()
+            .find(|route| route.matches(qname, qtype, client))
+            .map_or(&self.settings.default, |route| &route.chain)
+    }
 }
 
 impl Resolver {
@@ -63,26 +112,69 @@ impl Resolver {
         ));
         metrics.watch_cache(&cache);
         Arc::new(Resolver {
+            conf: ArcSwap::from_pointee(Conf::build(settings, &metrics, dialers, None)),
             cache,
             coalescer: Coalescer::default(),
-            upstreams: Upstreams::new(&settings, &metrics, dialers),
-            statics: Statics::new(&settings.statics),
-            acl: Acl::new(settings.allow.clone()),
-            rate: settings.limits.per_client_qps.map(RateLimiter::new),
-            in_flight: Arc::new(Semaphore::new(settings.limits.in_flight)),
             metrics,
             own_udp: Default::default(),
-            settings,
         })
     }
 
-    pub fn settings(&self) -> &DnsSettings {
-        &self.settings
+    /// Swaps in `settings` (a reload): upstreams whose spec and path did
+    /// not change keep their slots, the cache keeps its answers (resized
+    /// to the new size; flushed when upstreams, routes or records changed,
+    /// as an answer may now be wrong). What happened to each upstream, as
+    /// `dns/upstreams/<name>`.
+    pub fn reconfigure(&self, settings: DnsSettings, dialers: &Dialers) -> Changes {
+        let old = self.conf.load_full();
+        let new = Conf::build(settings, &self.metrics, dialers, Some(&old));
+        let mut changes = Changes::default();
+        changes.compare(
+            "dns/upstreams",
+            &old.upstreams.by_name(),
+            &new.upstreams.by_name(),
+            Arc::ptr_eq,
+        );
+        let (was, now) = (&old.settings, &new.settings);
+        let answers_may_differ = !changes.is_empty()
+            || was.routes != now.routes
+            || was.default != now.default
+            || was.statics != now.statics
+            || was.cache.ttl != now.cache.ttl;
+        self.cache.resize(now.cache.size, now.cache.serve_stale_s);
+        self.conf.store(Arc::new(new));
+        if answers_may_differ {
+            let flushed = self.cache.flush();
+            tracing::info!(
+                flushed,
+                "DNS cache flushed: upstreams, routes or records changed"
+            );
+        }
+        changes
+    }
+
+    /// The settings of this generation.
+    pub fn settings(&self) -> Arc<DnsSettings> {
+        self.conf.load().settings.clone()
+    }
+
+    /// The upstream named `name`'s slot.
+    pub fn upstream(&self, name: &str) -> Option<Arc<UpstreamSlot>> {
+        self.conf.load().upstreams.get(name).cloned()
+    }
+
+    /// Every upstream's slot.
+    pub fn upstream_slots(&self) -> Vec<Arc<UpstreamSlot>> {
+        self.conf.load().upstreams.iter().cloned().collect()
     }
 
     /// Queries being resolved now.
     pub fn in_flight(&self) -> usize {
-        self.settings.limits.in_flight - self.in_flight.available_permits()
+        let conf = self.conf.load();
+        conf.settings
+            .limits
+            .in_flight
+            .saturating_sub(conf.in_flight.available_permits())
     }
 
     /// Resolves a query `decide` sent upstream in a task of its own and

@@ -40,7 +40,8 @@ impl Resolver {
             // it does not fit UDP (TCP will do): nothing to remember.
             Err(error @ (FetchError::Unavailable | FetchError::Truncated)) => Err(error),
             Err(error) => {
-                let servfail = CachedAnswer::servfail(query, &self.settings.cache.ttl, now);
+                let ttl = self.conf.load().settings.cache.ttl;
+                let servfail = CachedAnswer::servfail(query, &ttl, now);
                 self.cache.insert(key.as_bytes(), Arc::new(servfail), now);
                 Err(error)
             }
@@ -64,7 +65,8 @@ impl Resolver {
 
     /// After serving stale, tries the upstreams again in the background.
     fn refresh_later(self: &Arc<Self>, packet: Vec<u8>, client: IpAddr) {
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let in_flight = self.conf.load().in_flight.clone();
+        let Ok(permit) = in_flight.try_acquire_owned() else {
             return;
         };
         let resolver = self.clone();

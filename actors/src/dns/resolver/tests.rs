@@ -85,7 +85,7 @@ fn tcp_udp() -> Arc<Resolver> {
 }
 
 async fn fake(resolver: &Resolver, name: &str, after: Duration, reply: Reply) -> FakeUpstream {
-    FakeUpstream::always(resolver.upstreams.get(name).unwrap(), after, reply).await
+    FakeUpstream::always(&resolver.upstream(name).unwrap(), after, reply).await
 }
 
 /// Asks `www.test. A` over UDP as a listener would: the answer and how
@@ -186,8 +186,8 @@ async fn later_upstreams_still_answer_after_slow_ones() {
 #[tokio::test(start_paused = true)]
 async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
     let r = tcp_udp();
-    let slot = r.upstreams.get("a").unwrap();
-    let a = FakeUpstream::by_transport(slot, 5 * MS, Reply::Truncated, Reply::Answer(ONE)).await;
+    let slot = r.upstream("a").unwrap();
+    let a = FakeUpstream::by_transport(&slot, 5 * MS, Reply::Truncated, Reply::Answer(ONE)).await;
     let (msg, took) = ask(&r).await;
     assert!(!msg.metadata.truncation);
     assert_eq!(addresses(&msg), vec![ONE]);
@@ -198,9 +198,9 @@ async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
 #[tokio::test(start_paused = true)]
 async fn a_udp_failure_on_tcp_udp_falls_back_to_tcp() {
     let r = tcp_udp();
-    let slot = r.upstreams.get("a").unwrap();
+    let slot = r.upstream("a").unwrap();
     let failed = Reply::Fail(UpstreamError::Io(IoClass::PathFailed));
-    let a = FakeUpstream::by_transport(slot, MS, failed, Reply::Answer(ONE)).await;
+    let a = FakeUpstream::by_transport(&slot, MS, failed, Reply::Answer(ONE)).await;
     let (msg, _) = ask(&r).await;
     assert_eq!(addresses(&msg), vec![ONE]);
     assert_eq!(a.over_tcp(), vec![false, true]);

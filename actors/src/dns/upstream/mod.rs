@@ -219,18 +219,44 @@ impl Upstreams {
     /// One slot per configured upstream; `via` names resolve in `dialers`
     /// (validated by the config; an unknown name falls back to `direct`).
     pub fn new(settings: &DnsSettings, metrics: &DnsMetrics, dialers: &Dialers) -> Self {
+        Self::build(settings, metrics, dialers, None)
+    }
+
+    /// [`Upstreams::new`], taking from `old` every slot whose spec and path
+    /// (the same dialer or group) did not change: its actor, connections
+    /// and health go on.
+    pub fn build(
+        settings: &DnsSettings,
+        metrics: &DnsMetrics,
+        dialers: &Dialers,
+        old: Option<&Upstreams>,
+    ) -> Self {
         Self {
             by_name: settings
                 .upstreams
                 .iter()
                 .map(|(name, spec)| {
-                    let latency = metrics.upstream_latency(name);
                     let via = dialers.via(&spec.via).unwrap_or_else(|| dialers.direct());
-                    let slot = UpstreamSlot::new(name.clone(), spec.clone(), via, latency);
-                    (name.clone(), Arc::new(slot))
+                    let kept = old
+                        .and_then(|old| old.by_name.get(name))
+                        .filter(|slot| slot.spec == *spec && slot.via.same(&via))
+                        .cloned();
+                    let slot = kept.unwrap_or_else(|| {
+                        let latency = metrics.upstream_latency(name);
+                        Arc::new(UpstreamSlot::new(name.clone(), spec.clone(), via, latency))
+                    });
+                    (name.clone(), slot)
                 })
                 .collect(),
         }
+    }
+
+    /// Every slot by name, in order.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, Arc<UpstreamSlot>> {
+        self.by_name
+            .iter()
+            .map(|(name, slot)| (name.clone(), slot.clone()))
+            .collect()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<UpstreamSlot>> {
