@@ -10,6 +10,7 @@
 //! - [`app`]: builds the actor tree from the config and runs it until shutdown.
 //! - [`context`]: what the service-level actors share (tree root, metrics, run facts).
 //! - [`local_dns`]: the resolver as the UDP relay's `LocalDns` (the relay does not know DNS).
+//! - [`privileges`]: the user ward runs as and the capabilities it keeps.
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
 //!
@@ -22,4 +23,5 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod local_dns;
+pub mod privileges;
 pub mod telemetry;
