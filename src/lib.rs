@@ -25,3 +25,9 @@ pub mod context;
 pub mod local_dns;
 pub mod privileges;
 pub mod telemetry;
+
+/// The integration tests' one way to skip (`tests/support/skip.rs`), for
+/// unit tests that need root.
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+pub(crate) mod skip;

@@ -1,25 +1,34 @@
-//! What ward runs as. Started as nobody (setpriv) without the
-//! capabilities its config needs, it refuses to start and names each;
-//! given more ambient capabilities than it needs (systemd's
-//! AmbientCapabilities=), every thread of it holds exactly those it needs
-//! (permitted, effective, inheritable and ambient alike) and it serves
-//! port 53. Needs root (for setpriv).
+//! What ward runs as. Started as root with `user: "nobody"`, every thread
+//! of it is nobody's and holds exactly the capabilities its config needs
+//! (permitted, effective, inheritable and ambient alike), and what its
+//! supervisors rebuild binds as the first did: a DNS listener on port 53,
+//! a TPROXY inbound (in network namespaces this test builds) whose
+//! answers leave from port 443. Its admin socket is nobody's, and
+//! `ward ctl` as nobody drives it. Started as nobody (setpriv) without
+//! those capabilities, it refuses to start and names each; given more
+//! ambient capabilities than it needs (systemd's AmbientCapabilities=),
+//! it keeps only those. Needs root.
 
 mod support;
 
-use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::dns::{query, udp_exchange};
+use support::netns::{link, Netns};
+use support::tproxy::route_to_tproxy;
 use support::{eventually, Ward, WARD};
 
 const NOBODY: u32 = 65534;
 const NET_BIND_SERVICE: u64 = 1 << 10;
+const NET_ADMIN: u64 = 1 << 12;
 /// setpriv as nobody: uid and gid 65534, no supplementary groups, and
 /// (leaving uid 0 without keep-caps) no capabilities.
 const AS_NOBODY: [&str; 4] = [
@@ -28,6 +37,11 @@ const AS_NOBODY: [&str; 4] = [
     "--regid=65534",
     "--clear-groups",
 ];
+const TPROXY_PORT: u16 = 12345;
+/// Where the echo server of the TPROXY test answers: below 1024, so an
+/// answer must leave from a port only CAP_NET_BIND_SERVICE may bind.
+const ECHO: &str = "10.77.2.2:443";
+
 /// One thread's credentials, from /proc/<pid>/task/<tid>/status.
 #[derive(Debug, PartialEq, Eq)]
 struct Creds {
@@ -121,6 +135,26 @@ fn ctl_as_nobody(ward: &Ward, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Kills `path` with `ward ctl` as nobody and waits for its replacement.
+fn kill_as_nobody(ward: &Ward, path: &str) {
+    let before = ward.node(path).expect("the node exists");
+    let out = ctl_as_nobody(ward, &["kill", path]);
+    assert!(out.status.success(), "ward ctl kill as nobody: {out:?}");
+    eventually("the replacement", Duration::from_secs(5), || {
+        ward.node(path)
+            .filter(|n| n["status"] == "running" && n["id"] != before["id"])
+    });
+}
+
+/// Waits until `path` was rebuilt after its socket was destroyed.
+fn rebuilt_after_socket_death(ward: &Ward, path: &str, before: &serde_json::Value) {
+    let node = eventually("the rebuilt node", Duration::from_secs(5), || {
+        ward.node(path)
+            .filter(|n| n["status"] == "running" && n["id"] != before["id"])
+    });
+    assert_eq!(node["last_exit_class"], "socket_dead", "{node}");
+}
+
 /// A DNS config answering `router.lan` from an inline record on `listen`.
 fn dns_section(listen: &str) -> String {
     format!(
@@ -133,6 +167,138 @@ fn answers(dns: SocketAddr, timeout: Duration) -> bool {
     udp_exchange(dns, &query("router.lan.", RecordType::A), timeout)
         .and_then(|reply| Message::from_vec(&reply).ok())
         .is_some_and(|reply| reply.answers.len() == 1)
+}
+
+#[test]
+fn as_nobody_ward_keeps_net_bind_service_alone_and_binds_port_53_again() {
+    if !support::require(&["setpriv", "ss"], true) {
+        return;
+    }
+    nobody_can_run_ward();
+    const DNS: &str = "127.0.0.77:53";
+    let (dir, socket) = dir_for_nobody();
+    let config = format!(
+        "(\n user: \"nobody\",\n admin: (socket: \"{}\"),\n metrics: (listen: \"127.0.0.1:0\"),\n\
+         log: (level: \"debug\"),\n {}\n)\n",
+        socket.display(),
+        dns_section(DNS)
+    );
+    let ward = Ward::launch(dir, socket.clone(), &config, &[]);
+    // initgroups: nobody's groups, none of root's.
+    assert_nobody_with(&ward, &[NOBODY], NET_BIND_SERVICE);
+    for file in [&socket, socket.parent().unwrap()] {
+        let meta = std::fs::symlink_metadata(file).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY), "{file:?}");
+    }
+    let dns: SocketAddr = DNS.parse().unwrap();
+    assert!(answers(dns, Duration::from_secs(2)), "{}", ward.log());
+
+    // Killed: the replacement adopts the socket.
+    let path = format!("dns/listeners/udp:{DNS}");
+    kill_as_nobody(&ward, &path);
+    assert!(answers(dns, Duration::from_secs(2)), "{}", ward.log());
+
+    // Destroyed: the replacement binds port 53 again, as nobody.
+    let before = ward.node(&path).unwrap();
+    let killed = Command::new("ss")
+        .args(["-K", "-u", "-a", "src", DNS])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    eventually("answered on port 53 again", Duration::from_secs(5), || {
+        answers(dns, Duration::from_millis(100)).then_some(())
+    });
+    rebuilt_after_socket_death(&ward, &path, &before);
+    assert_nobody_with(&ward, &[NOBODY], NET_BIND_SERVICE);
+}
+
+/// Echoes every datagram to `at` in `ns` until `stop`.
+fn echo_server(ns: &Netns, at: &'static str, stop: Arc<AtomicBool>) {
+    let socket = ns.enter(move || UdpSocket::bind(at).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        }
+    });
+}
+
+/// Sends `i` to [`ECHO`] and waits for it to come back from there.
+fn echo(client: &UdpSocket, i: u32) -> bool {
+    let to: SocketAddr = ECHO.parse().unwrap();
+    let sent = format!("datagram {i}");
+    client.send_to(sent.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match client.recv_from(&mut buf) {
+            Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn a_tproxy_inbound_run_by_nobody_answers_from_port_443_and_is_rebuilt() {
+    if !support::require(&["setpriv", "nft", "ip", "ss", "sysctl"], true) {
+        return;
+    }
+    nobody_can_run_ward();
+    let (client_ns, router, upstream) = (Netns::new("pc"), Netns::new("pr"), Netns::new("pu"));
+    link(&client_ns, "10.77.1.2/24", &router, "10.77.1.1/24", "p");
+    link(&router, "10.77.2.1/24", &upstream, "10.77.2.2/24", "q");
+    client_ns.exec(&["ip", "route", "add", "default", "via", "10.77.1.1"]);
+    upstream.exec(&["ip", "route", "add", "default", "via", "10.77.2.1"]);
+    route_to_tproxy(&router, TPROXY_PORT);
+    let stop = Arc::new(AtomicBool::new(false));
+    echo_server(&upstream, ECHO, stop.clone());
+
+    let (dir, socket) = dir_for_nobody();
+    // The mark: SO_MARK on each flow's socket, opened as nobody.
+    let config = format!(
+        "(\n user: \"nobody\",\n admin: (socket: \"{}\"),\n log: (level: \"debug\"),\n\
+         dialers: {{ \"direct\": Direct((mark: Some(255))) }},\n\
+         udp: (inbounds: [ Tproxy((listen: \"0.0.0.0:{TPROXY_PORT}\")) ]),\n)\n",
+        socket.display()
+    );
+    let ward = Ward::launch(dir, socket, &config, &["ip", "netns", "exec", &router.name]);
+    assert_nobody_with(&ward, &[NOBODY], NET_BIND_SERVICE | NET_ADMIN);
+
+    let client = client_ns.enter(|| UdpSocket::bind("10.77.1.2:0").unwrap());
+    client
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(echo(&client, 1), "answered from {ECHO}\n{}", ward.log());
+
+    let path = format!("udp/inbounds/tproxy:0.0.0.0:{TPROXY_PORT}");
+    kill_as_nobody(&ward, &path);
+    assert!(echo(&client, 2), "after a kill\n{}", ward.log());
+
+    // Destroyed: rebuilt, a transparent socket bound again by nobody.
+    let before = ward.node(&path).unwrap();
+    let port = format!(":{TPROXY_PORT}");
+    router.exec(&["ss", "-K", "-u", "-a", "sport", "=", &port]);
+    let mut i = 2;
+    eventually("relayed again", Duration::from_secs(5), || {
+        i += 1;
+        echo(&client, i).then_some(())
+    });
+    rebuilt_after_socket_death(&ward, &path, &before);
+    // A new flow after the rebuild: a new socket with the mark, a reply
+    // socket on port 443.
+    let other = client_ns.enter(|| UdpSocket::bind("10.77.1.2:0").unwrap());
+    other
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(echo(&other, 100), "a new flow\n{}", ward.log());
+    stop.store(true, Ordering::Relaxed);
 }
 
 /// Runs `ward run` on `config` as nobody, with no capabilities, until it
@@ -175,6 +341,16 @@ fn without_root_or_capabilities_ward_refuses_to_start_naming_what_is_missing() {
     ] {
         assert!(stderr.contains(needs), "{needs:?} in {stderr}");
     }
+    assert!(!socket.exists(), "nothing started: {stderr}");
+
+    // Only root can become another user.
+    let config = format!("(\n user: \"daemon\",\n{body})\n");
+    let (status, stderr) = run_as_nobody_to_exit(dir.path(), &config);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("user: \"daemon\" is set, but ward runs as uid 65534, not as root"),
+        "{stderr}"
+    );
     assert!(!socket.exists(), "nothing started: {stderr}");
 }
 

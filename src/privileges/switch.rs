@@ -1,14 +1,23 @@
-//! The system calls of a privilege drop: narrowing the capability sets to
-//! exactly those kept. Capabilities belong to a thread, not a process, so
-//! this must run while ward has one thread: every thread started
-//! afterwards inherits what it left. Deciding what to keep is
-//! [`super`]'s.
+//! The system calls of a privilege drop: becoming another user while
+//! keeping some capabilities, and narrowing the capability sets to
+//! exactly those. Capabilities (and the keep-caps flag) belong to a
+//! thread, not a process, so both must run while ward has one thread:
+//! every thread started afterwards inherits what they left. Deciding what
+//! to keep is [`super`]'s.
+
+use std::ffi::CString;
 
 use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid};
 
 /// A step of the drop that the kernel refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SwitchError {
+    #[error("{step}: {source}")]
+    Sys {
+        step: &'static str,
+        source: nix::errno::Errno,
+    },
     #[error("{step}: {source}")]
     Caps {
         step: &'static str,
@@ -19,10 +28,33 @@ pub enum SwitchError {
         keep: Vec<Capability>,
         found: Vec<Capability>,
     },
+    #[error("the user name {0:?} holds a NUL byte")]
+    Name(String),
+}
+
+fn sys(step: &'static str) -> impl FnOnce(nix::errno::Errno) -> SwitchError {
+    move |source| SwitchError::Sys { step, source }
 }
 
 fn caps_err(step: &'static str) -> impl FnOnce(caps::errors::CapsError) -> SwitchError {
     move |source| SwitchError::Caps { step, source }
+}
+
+/// Becomes `user` (`uid`, primary group `gid`, and the user's
+/// supplementary groups from the group database), keeping `keep` of the
+/// capabilities root had: real, effective and saved ids all change, so
+/// there is no way back.
+pub fn become_user(user: &str, uid: u32, gid: u32, keep: &CapsHashSet) -> Result<(), SwitchError> {
+    let name = CString::new(user).map_err(|_| SwitchError::Name(user.to_string()))?;
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    nix::unistd::initgroups(&name, gid).map_err(sys("initgroups"))?;
+    nix::unistd::setresgid(gid, gid, gid).map_err(sys("setresgid"))?;
+    // Without it, leaving uid 0 empties the permitted set too.
+    caps::securebits::set_keepcaps(true).map_err(caps_err("PR_SET_KEEPCAPS"))?;
+    nix::unistd::setresuid(uid, uid, uid).map_err(sys("setresuid"))?;
+    let narrowed = narrow_to(keep);
+    let cleared = caps::securebits::set_keepcaps(false).map_err(caps_err("PR_SET_KEEPCAPS"));
+    narrowed.and(cleared)
 }
 
 /// Sets the permitted, effective, inheritable and ambient sets to exactly
