@@ -119,13 +119,28 @@ fn run(path: Option<PathBuf>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let _log = match logging::init(&config.log) {
-        Ok(guard) => guard,
+    // Before the log's writer thread and the runtime's: capabilities
+    // belong to a thread, and those inherit what this one kept.
+    let privileges = match crate::privileges::apply(&config) {
+        Ok(outcome) => outcome,
         Err(e) => {
-            eprintln!("cannot open log file: {e}");
+            eprintln!("ward: {e}");
             return ExitCode::from(1);
         }
     };
+    let _log = match logging::init(&config.log) {
+        Ok(guard) => guard,
+        Err(e) => {
+            let file = config
+                .log
+                .file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""));
+            eprintln!("cannot open log file {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    privileges.log();
     ward_actors::Throttle::init_global(config.log.throttle_window);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

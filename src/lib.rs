@@ -11,6 +11,7 @@
 //! - [`context`]: what the service-level actors share (tree root, metrics, run facts).
 //! - [`reload`]: hot reload: the new file validated, the difference applied to the live tree.
 //! - [`local_dns`]: the resolver as the UDP relay's `LocalDns` (the relay does not know DNS).
+//! - [`privileges`]: the user ward runs as and the capabilities it keeps.
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
 //!
@@ -23,5 +24,12 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod local_dns;
+pub mod privileges;
 pub mod reload;
 pub mod telemetry;
+
+/// The integration tests' one way to skip (`tests/support/skip.rs`), for
+/// unit tests that need root.
+#[cfg(test)]
+#[path = "../tests/support/skip.rs"]
+pub(crate) mod skip;

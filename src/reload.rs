@@ -14,8 +14,8 @@
 //!   a dialer that was replaced or removed end, and their next datagram
 //!   takes the new path;
 //! - what cannot change without a restart (the admin socket, metrics
-//!   address, logging, supervision settings, a whole DNS or UDP section
-//!   added or removed) is named, not applied.
+//!   address, logging, supervision settings, the user ward runs as, a
+//!   whole DNS or UDP section added or removed) is named, not applied.
 //!
 //! Every reload that applies counts a new configuration generation, shown
 //! at the root of the tree.
@@ -283,6 +283,9 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<String> {
     }
     if differs(&old.supervision, &new.supervision) {
         fixed.push("supervision".to_string());
+    }
+    if differs(&old.run_as, &new.run_as) {
+        fixed.push("user/group".to_string());
     }
     if let (Some(old), Some(new)) = (&old.dns, &new.dns) {
         let tcp = |d: &ward_actors::dns::settings::DnsSettings| {

@@ -53,6 +53,16 @@ fn the_full_fixture_sets_every_key() {
         Path::new("/tmp/ward-fixture/admin.sock")
     );
     assert_eq!(config.admin.group.as_ref().map(|g| g.gid), Some(0));
+    let run_as = config.run_as.as_ref().expect("user set");
+    assert_eq!(
+        (
+            run_as.user.as_str(),
+            run_as.uid,
+            run_as.group.as_str(),
+            run_as.gid
+        ),
+        ("nobody", 65534, "nogroup", 65534)
+    );
     assert_eq!(config.admin.max_clients, 4);
     assert_eq!(config.log.level, "ward=debug,info");
     assert_eq!(config.log.format, config::LogFormat::Json);

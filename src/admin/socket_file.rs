@@ -25,6 +25,12 @@ pub enum SocketFileError {
     UnsafeDir { path: PathBuf, why: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("{path}: user {user} cannot create the admin socket in this directory ({source}); give it a directory of its own (ward creates a missing one for it)")]
+    NotUsable {
+        path: PathBuf,
+        user: String,
+        source: nix::errno::Errno,
+    },
 }
 
 impl ward_supervision::Classify for SocketFileError {
@@ -128,6 +134,71 @@ fn create_dir(dir: &Path, gid: Option<u32>) -> Result<(), SocketFileError> {
             .map_err(|e| io_err(dir)(io::Error::from(e)))?;
     }
     Ok(())
+}
+
+/// Who ward becomes after start, and the group of the socket's directory
+/// (`admin.group`, or the user's).
+#[derive(Clone, Copy, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// `admin.group` is set: the directory is 0750, not 0700.
+    pub shared: bool,
+}
+
+/// Run as root before ward becomes `owner`: the socket's directory is
+/// handed to that user when it is ward's own. Missing directories are
+/// created (0700, or 0750 when shared) and given to it; an existing one
+/// owned by root and holding nothing but the socket (an earlier run as
+/// root left it) is given to it too. Any other directory is left as it is:
+/// [`check_usable`] then says whether the user can bind there.
+pub fn hand_dir_to(path: &Path, owner: Owner) -> Result<(), SocketFileError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let missing: Vec<&Path> = dir.ancestors().take_while(|d| !d.exists()).collect();
+    let mode = if owner.shared { 0o750 } else { 0o700 };
+    for dir in missing.into_iter().rev() {
+        DirBuilder::new()
+            .mode(mode)
+            .create(dir)
+            .map_err(io_err(dir))?;
+        chown_to(dir, owner)?;
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if meta.is_dir() && meta.uid() == 0 && holds_only(dir, path)? {
+        chown_to(dir, owner)?;
+    }
+    Ok(())
+}
+
+fn chown_to(dir: &Path, owner: Owner) -> Result<(), SocketFileError> {
+    let (uid, gid) = (
+        nix::unistd::Uid::from_raw(owner.uid),
+        nix::unistd::Gid::from_raw(owner.gid),
+    );
+    nix::unistd::chown(dir, Some(uid), Some(gid)).map_err(|e| io_err(dir)(io::Error::from(e)))
+}
+
+/// True when `dir` is empty or holds only `socket`.
+fn holds_only(dir: &Path, socket: &Path) -> Result<bool, SocketFileError> {
+    let mut entries = std::fs::read_dir(dir).map_err(io_err(dir))?;
+    Ok(entries.all(|e| e.is_ok_and(|e| Some(e.file_name().as_os_str()) == socket.file_name())))
+}
+
+/// Run after ward became `user`: whether it can create the socket in its
+/// directory (and so `ward ctl` as that user can reach it).
+pub fn check_usable(path: &Path, user: &str) -> Result<(), SocketFileError> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let access = nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK;
+    nix::unistd::access(dir, access).map_err(|source| SocketFileError::NotUsable {
+        path: dir.to_path_buf(),
+        user: user.to_string(),
+        source,
+    })?;
+    check_dir(dir)
 }
 
 /// An existing directory is used only when nobody but this user (or root)
@@ -267,5 +338,41 @@ mod tests {
         let (_listener, _new) = bind(&path, None).unwrap();
         drop(old);
         assert!(path.exists(), "the successor's file survives");
+    }
+
+    /// As root: a missing directory is made for the user; one an earlier
+    /// run as root left (holding only the socket) is given to it; one
+    /// holding anything else stays root's.
+    #[test]
+    fn the_sockets_own_directory_is_handed_to_the_user_and_no_other() {
+        if !crate::skip::require(&[], true) {
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let nobody = Owner {
+            uid: 65534,
+            gid: 65534,
+            shared: false,
+        };
+        let owner = |p: &Path| {
+            let meta = std::fs::metadata(p).unwrap();
+            (meta.uid(), meta.gid(), meta.mode() & 0o777)
+        };
+        let made = tmp.path().join("a/b/admin.sock");
+        hand_dir_to(&made, nobody).unwrap();
+        assert_eq!(owner(&tmp.path().join("a")), (65534, 65534, 0o700));
+        assert_eq!(owner(&tmp.path().join("a/b")), (65534, 65534, 0o700));
+
+        let left = tmp.path().join("left/admin.sock");
+        std::fs::create_dir(left.parent().unwrap()).unwrap();
+        drop(std::os::unix::net::UnixListener::bind(&left).unwrap());
+        hand_dir_to(&left, nobody).unwrap();
+        assert_eq!(owner(left.parent().unwrap()).0, 65534);
+
+        let shared = tmp.path().join("shared/admin.sock");
+        std::fs::create_dir(shared.parent().unwrap()).unwrap();
+        std::fs::write(tmp.path().join("shared/other"), b"not ward's").unwrap();
+        hand_dir_to(&shared, nobody).unwrap();
+        assert_eq!(owner(shared.parent().unwrap()).0, 0);
     }
 }

@@ -39,6 +39,8 @@ pub const MAX_ADMIN_CLIENTS: usize = 4096;
 pub struct Config {
     /// Where it came from (a path, or [`DEFAULT_NAME`]).
     pub source: String,
+    /// The user (and group) ward switches to when started as root.
+    pub run_as: Option<RunAs>,
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
@@ -49,6 +51,17 @@ pub struct Config {
     pub dns: Option<ward_actors::dns::settings::DnsSettings>,
     /// The UDP relay; off when the section is absent.
     pub udp: Option<ward_actors::udp::settings::UdpSettings>,
+}
+
+/// The unprivileged user and group of `user` and `group`, looked up when
+/// the config was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunAs {
+    pub user: String,
+    pub uid: u32,
+    /// `group`'s, or the user's primary group.
+    pub group: String,
+    pub gid: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -237,9 +250,11 @@ impl Checker<'_> {
     fn config(&mut self, raw: RawConfig, source: &str) -> Config {
         let dialers = self.dialer_settings(raw.dialers, raw.groups, raw.health);
         let raw_udp = raw.udp;
+        let run_as = self.run_as(raw.user, raw.group);
         let mut config = Config {
             source: source.to_string(),
-            admin: self.admin(raw.admin),
+            admin: self.admin(raw.admin, run_as.is_some()),
+            run_as,
             log: self.log(raw.log),
             metrics: self.metrics(raw.metrics),
             supervision: self.supervision(raw.supervision),
@@ -252,13 +267,67 @@ impl Checker<'_> {
         config
     }
 
-    fn admin(&mut self, raw: raw::RawAdmin) -> AdminConfig {
+    /// `user` and `group`: names that exist here, and not root's.
+    fn run_as(&mut self, user: Option<String>, group: Option<String>) -> Option<RunAs> {
+        let group = group.map(|name| {
+            let gid = match nix::unistd::Group::from_name(&name) {
+                Ok(Some(found)) => Some(found.gid.as_raw()),
+                _ => {
+                    self.error("group", format!("no group named {name:?}"));
+                    None
+                }
+            };
+            (name, gid)
+        });
+        let Some(user) = user else {
+            if group.is_some() {
+                self.error("group", "is set without user: set user too");
+            }
+            return None;
+        };
+        let found = match nix::unistd::User::from_name(&user) {
+            Ok(Some(found)) if found.uid.is_root() => {
+                self.error(
+                    "user",
+                    format!("{user:?} is root: leave user unset to run as root"),
+                );
+                return None;
+            }
+            Ok(Some(found)) => found,
+            _ => {
+                self.error("user", format!("no user named {user:?}"));
+                return None;
+            }
+        };
+        let (group, gid) = match group {
+            Some((name, gid)) => (name, gid?),
+            None => {
+                let gid = found.gid.as_raw();
+                let name = nix::unistd::Group::from_gid(found.gid)
+                    .ok()
+                    .flatten()
+                    .map_or_else(|| gid.to_string(), |g| g.name);
+                (name, gid)
+            }
+        };
+        Some(RunAs {
+            user,
+            uid: found.uid.as_raw(),
+            group,
+            gid,
+        })
+    }
+
+    /// `switching`: ward starts as root and switches to `user`, so its
+    /// default socket is root's, wherever `ward ctl` runs.
+    fn admin(&mut self, raw: raw::RawAdmin, switching: bool) -> AdminConfig {
         let socket = match raw.socket {
             Some(path) if !Path::new(&path).is_absolute() => {
                 self.error("admin.socket", format!("{path:?} is not an absolute path"));
                 PathBuf::from(path)
             }
             Some(path) => PathBuf::from(path),
+            None if switching => PathBuf::from(ROOT_ADMIN_SOCKET),
             None => default_admin_socket(),
         };
         let group = raw
@@ -366,11 +435,15 @@ impl Checker<'_> {
     }
 }
 
-/// `/run/ward/admin.sock` as root; otherwise under `$XDG_RUNTIME_DIR`, or
-/// `/tmp/ward-<uid>/` when that is unset.
+/// The default admin socket of a ward started as root.
+pub const ROOT_ADMIN_SOCKET: &str = "/run/ward/admin.sock";
+
+/// [`ROOT_ADMIN_SOCKET`] as root; otherwise under `$XDG_RUNTIME_DIR`, or
+/// `/tmp/ward-<uid>/` when that is unset. (A config with `user` always
+/// defaults to [`ROOT_ADMIN_SOCKET`], so `ward ctl` as that user finds it.)
 pub fn default_admin_socket() -> PathBuf {
     if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/ward/admin.sock");
+        return PathBuf::from(ROOT_ADMIN_SOCKET);
     }
     match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
         Some(dir) => PathBuf::from(dir).join("ward").join("admin.sock"),

@@ -8,6 +8,10 @@ use serde::Deserialize;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default, rename = "config")]
 pub struct RawConfig {
+    /// Switch to this user after start (as root).
+    pub user: Option<String>,
+    /// ...and this group; the user's primary group when unset.
+    pub group: Option<String>,
     pub admin: RawAdmin,
     pub log: RawLog,
     pub metrics: RawMetrics,

@@ -181,8 +181,9 @@ impl Ward {
         Self::launch(dir, socket, &text, &["ip", "netns", "exec", netns])
     }
 
-    /// Runs ward's binary under the command `wrap` names (none: directly).
-    fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, wrap: &[&str]) -> Ward {
+    /// Runs ward with `config` (whose admin socket is `socket`) under the
+    /// command `wrap` names (none: directly): `ip netns exec`, `setpriv`, ...
+    pub fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, wrap: &[&str]) -> Ward {
         let config_path = dir.path().join("ward.ron");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("ward.log")).unwrap();
