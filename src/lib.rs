@@ -12,6 +12,8 @@
 //! - [`local_dns`]: the resolver as the UDP relay's `LocalDns` (the relay does not know DNS).
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
+//! - [`readiness`]: when the tree serves (every front door bound), awaited through its observer.
+//! - [`systemd`]: READY, RELOADING, STOPPING, STATUS and the watchdog, through `sd_notify`.
 //!
 //! The supervision machinery lives in `ward-supervision`; the domain actors
 //! (DNS, dialers, UDP relay) and socket error classification in `ward-actors`.
@@ -22,4 +24,6 @@ pub mod cli;
 pub mod config;
 pub mod context;
 pub mod local_dns;
+pub mod readiness;
+pub mod systemd;
 pub mod telemetry;

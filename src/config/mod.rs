@@ -366,9 +366,19 @@ impl Checker<'_> {
     }
 }
 
-/// `/run/ward/admin.sock` as root; otherwise under `$XDG_RUNTIME_DIR`, or
-/// `/tmp/ward-<uid>/` when that is unset.
+/// `admin.sock` in `$RUNTIME_DIRECTORY` when systemd set one up
+/// (`RuntimeDirectory=ward`: `/run/ward`, whoever ward runs as, and its
+/// `ExecReload=ward ctl ...` gets the same); otherwise
+/// `/run/ward/admin.sock` as root, `$XDG_RUNTIME_DIR/ward/admin.sock`, or
+/// `/tmp/ward-<uid>/admin.sock` when that is unset.
 pub fn default_admin_socket() -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let runtime = std::env::var_os("RUNTIME_DIRECTORY").unwrap_or_default();
+    // Several directories are separated by colons; the first is ward's.
+    let first = runtime.as_bytes().split(|b| *b == b':').next();
+    if let Some(dir) = first.filter(|dir| dir.starts_with(b"/")) {
+        return Path::new(std::ffi::OsStr::from_bytes(dir)).join("admin.sock");
+    }
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from("/run/ward/admin.sock");
     }
