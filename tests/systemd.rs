@@ -3,13 +3,14 @@
 //! bound (and not while one waits for its port), WATCHDOG=1 every half
 //! interval (and not for a watchdog meant for another process), STOPPING=1
 //! on SIGTERM; nothing changes without `NOTIFY_SOCKET`; `ward run` and
-//! `ward ctl` meet in `$RUNTIME_DIRECTORY`.
+//! `ward ctl` meet in `$RUNTIME_DIRECTORY`. The shipped unit file passes
+//! `systemd-analyze verify`, and its user file `systemd-sysusers`.
 
 mod support;
 
 use std::ffi::OsStr;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -236,4 +237,88 @@ fn run_and_ctl_meet_in_the_runtime_directory() {
         String::from_utf8_lossy(&ctl.stderr)
     );
     assert!(String::from_utf8_lossy(&ctl.stdout).contains("ward 0.1.0"));
+}
+
+/// A file under the repository's `scripts/package/`.
+fn package_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts/package")
+        .join(name)
+}
+
+/// `systemd-analyze verify` on `unit`: whether it passed, and every line
+/// it printed about the unit.
+fn verify(unit: &Path) -> (bool, Vec<String>) {
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let name = unit.file_name().unwrap().to_string_lossy().into_owned();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let about = said
+        .lines()
+        .filter(|l| l.contains(&name))
+        .map(str::to_string)
+        .collect();
+    (out.status.success(), about)
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    if !support::require(&["systemd-analyze"], false) {
+        return;
+    }
+    let shipped = std::fs::read_to_string(package_file("ward.service")).unwrap();
+    for line in [
+        "Type=notify",
+        "ExecStart=/usr/bin/ward run --config /etc/ward/ward.ron",
+        "ExecReload=/usr/bin/ward ctl reload",
+        "WatchdogSec=30s",
+        "RuntimeDirectory=ward",
+    ] {
+        assert!(shipped.lines().any(|l| l == line), "no {line}");
+    }
+    // verify wants the commands to exist: the binary just built stands in
+    // for /usr/bin/ward.
+    let dir = tempfile::tempdir().unwrap();
+    let unit = dir.path().join("ward.service");
+    std::fs::write(&unit, shipped.replace("/usr/bin/ward", WARD)).unwrap();
+    let (passed, about) = verify(&unit);
+    assert!(passed && about.is_empty(), "{about:#?}");
+    // The check sees a mistake: an unknown key is only a warning.
+    std::fs::write(
+        &unit,
+        shipped.replace("/usr/bin/ward", WARD) + "[Service]\nProtectEverything=yes\n",
+    )
+    .unwrap();
+    let (_, about) = verify(&unit);
+    assert!(
+        about.iter().any(|l| l.contains("ProtectEverything")),
+        "{about:#?}"
+    );
+}
+
+#[test]
+fn the_sysusers_file_creates_the_ward_user_and_group() {
+    if !support::require(&["systemd-sysusers"], false) {
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    let out = Command::new("systemd-sysusers")
+        .arg(format!("--root={}", root.path().display()))
+        .arg(package_file("ward.sysusers"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let passwd = std::fs::read_to_string(root.path().join("etc/passwd")).unwrap();
+    let group = std::fs::read_to_string(root.path().join("etc/group")).unwrap();
+    assert!(passwd.lines().any(|l| l.starts_with("ward:")), "{passwd}");
+    assert!(group.lines().any(|l| l.starts_with("ward:")), "{group}");
 }
