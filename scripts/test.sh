@@ -19,9 +19,11 @@ cd "$(dirname "$0")/.."
 # ward's descriptor limit; dnsperf as the load while a listener is killed;
 # shadowsocks-libev (ss-server) as a Shadowsocks node of the classic AEAD
 # methods and trojan as a Trojan node, for the dialers of those protocols;
-# v2ray as an independent client that proves those nodes work without ward.
+# v2ray as an independent client that proves those nodes work without ward;
+# systemd for systemd-analyze and systemd-sysusers, which check the unit and
+# user files of scripts/package/.
 PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf
-    shadowsocks-libev trojan v2ray)
+    shadowsocks-libev trojan v2ray systemd)
 
 # shadowsocks-rust: ssserver, the Shadowsocks node of the 2022 methods
 # (ss-server has none), and sslocal, the client that proves it. Not in

@@ -41,7 +41,9 @@ use crate::admin::{AdminArgs, AdminSocket};
 use crate::config::Config;
 use crate::context::ServiceContext;
 use crate::local_dns::ResolverDns;
+use crate::readiness::{self, Serving, Starts};
 use crate::reload::Reloader;
+use crate::systemd;
 use crate::telemetry::process::{self, NofileLimit};
 use crate::telemetry::{Metrics, MetricsObserver};
 
@@ -76,6 +78,8 @@ pub struct Service {
     pub ctx: Arc<ServiceContext>,
     join: JoinHandle<()>,
     held: Arc<Holds>,
+    /// The tree's observer, which hears each child start.
+    starts: Arc<Starts>,
 }
 
 /// The sockets held across their children's restarts (the admin socket
@@ -164,7 +168,8 @@ impl Service {
         let mut sup = SupervisorConfig::new(Strategy::OneForOne);
         sup.intensity = config.supervision.intensity;
         sup.backoff = config.supervision.backoff;
-        sup.observer = Arc::new(MetricsObserver(metrics));
+        let starts = Starts::around(Arc::new(MetricsObserver(metrics)));
+        sup.observer = starts.clone();
         let held = Arc::new(Holds::default());
         let children = root_children(config, &ctx, &sup, &held);
         let (root, join) = Supervisor::spawn_root(sup, children, view).await?;
@@ -175,7 +180,16 @@ impl Service {
             ctx,
             join,
             held,
+            starts,
         })
+    }
+
+    /// Completes once every front door (DNS listeners, UDP inbounds, the
+    /// admin socket, metrics) is bound: at once, unless one failed its
+    /// first start and waits for its retry.
+    pub fn serving(&self) -> impl Future<Output = Serving> + 'static {
+        let (root, starts) = (self.ctx.root.clone(), self.starts.clone());
+        async move { readiness::serving(&root, &starts).await }
     }
 
     /// Stops the tree gracefully (children in reverse start order), killing
@@ -199,13 +213,27 @@ impl Service {
 }
 
 /// Runs ward until `shutdown` completes; an error when the tree dies first.
+/// Under systemd it says READY=1 (and what it serves) once every front
+/// door is bound, STOPPING=1 when shutdown begins, and keeps the watchdog
+/// fed while the root supervisor answers.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
-    let mut service = Service::start(&config).await?;
+    // Caught before the tree starts: SIGHUP's default ends the process.
     let mut hangups = hangups();
-    tokio::pin!(shutdown);
+    let mut service = Service::start(&config).await?;
+    let _watchdog = systemd::watchdog(service.root.clone());
+    let serving = service.serving();
+    tokio::pin!(serving, shutdown);
+    let mut announced = false;
     loop {
         tokio::select! {
+            serving = &mut serving, if !announced => {
+                announced = true;
+                tracing::info!("{serving}");
+                systemd::ready();
+                systemd::status(&serving.to_string());
+            }
             () = &mut shutdown => {
+                systemd::stopping();
                 tracing::info!("shutting down");
                 service.stop().await;
                 return Ok(());

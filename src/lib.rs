@@ -14,6 +14,8 @@
 //! - [`privileges`]: the user ward runs as and the capabilities it keeps.
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
+//! - [`readiness`]: when the tree serves (every front door bound), awaited through its observer.
+//! - [`systemd`]: READY, RELOADING, STOPPING, STATUS and the watchdog, through `sd_notify`.
 //!
 //! The supervision machinery lives in `ward-supervision`; the domain actors
 //! (DNS, dialers, UDP relay) and socket error classification in `ward-actors`.
@@ -25,7 +27,9 @@ pub mod config;
 pub mod context;
 pub mod local_dns;
 pub mod privileges;
+pub mod readiness;
 pub mod reload;
+pub mod systemd;
 pub mod telemetry;
 
 /// The integration tests' one way to skip (`tests/support/skip.rs`), for

@@ -80,8 +80,24 @@ impl Reloader {
 
     /// Reads the configuration again from where it came from and applies
     /// the difference (see the module's documentation).
+    /// Under systemd, RELOADING=1 comes first and READY=1 once the reload
+    /// is applied or refused (before the `ward ctl` client hears back).
     pub async fn reload(&self, ctx: &ServiceContext) -> Result<ReloadReport, ReloadError> {
         let mut current = self.config.lock().await;
+        crate::systemd::reloading();
+        let result = self.apply(ctx, &mut current).await;
+        if let Err(e) = &result {
+            crate::systemd::status(&format!("reload refused: {e}"));
+        }
+        crate::systemd::ready();
+        result
+    }
+
+    async fn apply(
+        &self,
+        ctx: &ServiceContext,
+        current: &mut Config,
+    ) -> Result<ReloadReport, ReloadError> {
         let new = if current.source == DEFAULT_NAME {
             Config::default_config()
         } else {
@@ -89,13 +105,13 @@ impl Reloader {
         }
         .map_err(ReloadError::Invalid)?;
         let mut report = ReloadReport {
-            needs_restart: fixed_at_start(&current, &new),
+            needs_restart: fixed_at_start(current, &new),
             ..ReloadReport::default()
         };
         let changes = &mut report.changes;
         let gone_dialers = self.dialers(ctx, &new, changes).await;
         match (&ctx.dns, &new.dns) {
-            (Some(_), Some(_)) => self.dns(ctx, &current, &new, changes).await,
+            (Some(_), Some(_)) => self.dns(ctx, current, &new, changes).await,
             (None, None) => {}
             _ => report.needs_restart.push("dns".to_string()),
         }

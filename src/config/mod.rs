@@ -438,10 +438,21 @@ impl Checker<'_> {
 /// The default admin socket of a ward started as root.
 pub const ROOT_ADMIN_SOCKET: &str = "/run/ward/admin.sock";
 
-/// [`ROOT_ADMIN_SOCKET`] as root; otherwise under `$XDG_RUNTIME_DIR`, or
-/// `/tmp/ward-<uid>/` when that is unset. (A config with `user` always
-/// defaults to [`ROOT_ADMIN_SOCKET`], so `ward ctl` as that user finds it.)
+/// `admin.sock` in `$RUNTIME_DIRECTORY` when systemd set one up
+/// (`RuntimeDirectory=ward`: `/run/ward`, whoever ward runs as, and its
+/// `ExecReload=ward ctl ...` gets the same); otherwise
+/// [`ROOT_ADMIN_SOCKET`] as root, `$XDG_RUNTIME_DIR/ward/admin.sock`, or
+/// `/tmp/ward-<uid>/admin.sock` when that is unset. (A config with `user`
+/// always defaults to [`ROOT_ADMIN_SOCKET`], so `ward ctl` as that user
+/// finds it.)
 pub fn default_admin_socket() -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let runtime = std::env::var_os("RUNTIME_DIRECTORY").unwrap_or_default();
+    // Several directories are separated by colons; the first is ward's.
+    let first = runtime.as_bytes().split(|b| *b == b':').next();
+    if let Some(dir) = first.filter(|dir| dir.starts_with(b"/")) {
+        return Path::new(std::ffi::OsStr::from_bytes(dir)).join("admin.sock");
+    }
     if nix::unistd::geteuid().is_root() {
         return PathBuf::from(ROOT_ADMIN_SOCKET);
     }

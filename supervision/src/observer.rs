@@ -10,6 +10,10 @@ use crate::exit::ExitReason;
 
 /// Receives supervision events of every supervisor it is given to.
 pub trait SupervisionObserver: Send + Sync + 'static {
+    /// A child started (its start function succeeded, the first time or
+    /// again); `path` is the child's path. Tells a waiter that the tree
+    /// changed, so it need not poll.
+    fn child_started(&self, _path: &str, _kind: &str) {}
     /// A child ended; `path` is the child's path.
     fn child_exited(&self, _path: &str, _kind: &str, _reason: &ExitReason) {}
     /// A child will be started again after `delay`.

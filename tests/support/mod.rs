@@ -16,6 +16,7 @@ pub mod netns;
 pub mod nodes;
 pub mod skip;
 pub mod socks;
+pub mod systemd;
 pub mod tls;
 pub mod tproxy;
 pub mod udp;
@@ -24,6 +25,7 @@ pub mod udp;
 #[allow(unused_imports)]
 pub use skip::require;
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::net::UnixStream;
@@ -181,9 +183,39 @@ impl Ward {
         Self::launch(dir, socket, &text, &["ip", "netns", "exec", netns])
     }
 
+    /// Starts ward with a config written by `config(dir)`, whose admin
+    /// socket is `socket(dir)`, and these environment variables set (the
+    /// service manager's: `NOTIFY_SOCKET`, `WATCHDOG_USEC`, ...). Does not
+    /// wait for it: the caller waits for what it tests (READY=1).
+    pub fn spawn_with_env(
+        config: impl FnOnce(&Path) -> String,
+        socket: impl FnOnce(&Path) -> PathBuf,
+        env: &[(&str, &OsStr)],
+    ) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = socket(dir.path());
+        let text = config(dir.path());
+        Self::spawn(dir, socket, &text, &[], env)
+    }
+
     /// Runs ward with `config` (whose admin socket is `socket`) under the
-    /// command `wrap` names (none: directly): `ip netns exec`, `setpriv`, ...
+    /// command `wrap` names (none: directly): `ip netns exec`, `setpriv`,
+    /// ...; and waits until it is ready.
     pub fn launch(dir: tempfile::TempDir, socket: PathBuf, config: &str, wrap: &[&str]) -> Ward {
+        let ward = Self::spawn(dir, socket, config, wrap, &[]);
+        ward.wait_ready();
+        ward
+    }
+
+    /// Runs ward's binary under the command `wrap` names, with `env` set
+    /// and no service manager's variables of the test's own.
+    fn spawn(
+        dir: tempfile::TempDir,
+        socket: PathBuf,
+        config: &str,
+        wrap: &[&str],
+        env: &[(&str, &OsStr)],
+    ) -> Ward {
         let config_path = dir.path().join("ward.ron");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("ward.log")).unwrap();
@@ -196,22 +228,26 @@ impl Ward {
             None => Command::new(WARD),
         };
         // The config's log level holds: the harness reads the log.
-        let child = command
+        command
             .args(["run", "--config"])
             .arg(&config_path)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
-            .stderr(log)
+            .stderr(log);
+        // Tests run under a service manager must not talk to it.
+        for name in systemd::VARIABLES {
+            command.env_remove(name);
+        }
+        let child = command
+            .envs(env.iter().copied())
             .spawn()
             .expect("ward starts");
-        let ward = Ward {
+        Ward {
             child: Some(child),
             socket,
             config: config_path,
             dir,
-        };
-        ward.wait_ready();
-        ward
+        }
     }
 
     /// Waits until the admin socket answers and every node runs.

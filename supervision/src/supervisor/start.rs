@@ -193,15 +193,19 @@ impl SupervisorState {
             slot.now.cell = Some(started.cell);
             slot.now.join = Some(started.join);
             slot.now.view = started.view;
-            Some((slot.on_added.take(), slot.removing))
+            let named = (slot.spec.name.clone(), slot.spec.kind.clone());
+            Some((slot.on_added.take(), slot.removing, named))
         });
-        let Some(Some((added, removing))) = taken else {
+        let Some(Some((added, removing, (name, kind)))) = taken else {
             drop(table);
             cell.stop(None);
             return None;
         };
         table.bind_id(id, seq);
         drop(table);
+        self.config
+            .observer
+            .child_started(&self.child_path(&name), &kind);
         if let Some(reply) = added {
             let _ = reply.send(Ok(cell));
         }
