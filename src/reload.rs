@@ -54,6 +54,10 @@ pub enum ReloadError {
     /// The new file is invalid: nothing changed.
     #[error("{0}")]
     Invalid(ConfigErrors),
+    /// The new file needs a capability ward gave up at start: nothing
+    /// changed (a restart as root, or with the capability, applies it).
+    #[error("{0}")]
+    Capability(String),
 }
 
 /// Applies reloads, one at a time, to the service it was made for.
@@ -104,6 +108,7 @@ impl Reloader {
             Config::load(std::path::Path::new(&current.source))
         }
         .map_err(ReloadError::Invalid)?;
+        missing_capabilities(&new)?;
         let mut report = ReloadReport {
             needs_restart: fixed_at_start(current, &new),
             ..ReloadReport::default()
@@ -281,6 +286,25 @@ impl Reloader {
             remove(&endpoints, &name).await;
         }
     }
+}
+
+/// Refuses a configuration that needs a capability this process does not
+/// hold (dropped at start, when the configuration then needed less).
+fn missing_capabilities(config: &Config) -> Result<(), ReloadError> {
+    use crate::privileges::needs;
+    let missing: Vec<String> = needs::needs(config, needs::unprivileged_port_start())
+        .into_iter()
+        .filter(|need| !caps::has_cap(None, caps::CapSet::Effective, need.cap).unwrap_or(false))
+        .map(|need| format!("{} needs {}", need.reasons.join(", "), need.cap))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ReloadError::Capability(format!(
+        "the new configuration needs what ward gave up at start, so nothing changed \
+         (restart ward to apply it): {}",
+        missing.join("; ")
+    )))
 }
 
 /// The settings read only at start that differ between `old` and `new`.

@@ -383,3 +383,45 @@ fn given_more_ambient_capabilities_than_it_needs_unprivileged_ward_keeps_only_th
     let out = ctl_as_nobody(&ward, &["version"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_reload_needing_a_capability_given_up_at_start_changes_nothing() {
+    if !support::require(&["setpriv"], true) {
+        return;
+    }
+    nobody_can_run_ward();
+    const HIGH: &str = "127.0.0.78:5353";
+    let (dir, socket) = dir_for_nobody();
+    let config = |dns: &str| {
+        format!(
+            "(\n user: \"nobody\",\n admin: (socket: \"{}\"),\n log: (level: \"debug\"),\n {}\n)\n",
+            socket.display(),
+            dns_section(dns)
+        )
+    };
+    let ward = Ward::launch(dir, socket.clone(), &config(HIGH), &[]);
+    // Nothing needed a capability: none was kept.
+    assert_nobody_with(&ward, &[NOBODY], 0);
+    let before = ward.tree();
+    let low = config(HIGH).replace(
+        &format!("[\"{HIGH}\"]"),
+        &format!("[\"{HIGH}\", \"127.0.0.78:53\"]"),
+    );
+    std::fs::write(&ward.config, low).unwrap();
+    let out = ward.ctl(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused: {out:?}");
+    assert!(
+        stderr.contains("binding 127.0.0.78:53 (dns.listen) needs CAP_NET_BIND_SERVICE"),
+        "{stderr}"
+    );
+    let after = ward.tree();
+    let ids = |tree: &serde_json::Value| {
+        support::walk(tree)
+            .iter()
+            .map(|n| (n["path"].clone(), n["id"].clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&before), ids(&after), "nothing changed");
+    assert!(answers(HIGH.parse().unwrap(), Duration::from_secs(2)));
+}
