@@ -148,9 +148,36 @@ fn a_changed_file_adds_replaces_and_removes_only_what_changed() {
         dialers: &dialers(nodes[1].addr()),
         inbounds: &format!("{}, {}", inbound("127.0.0.2"), inbound("127.0.0.3")),
     };
-    let ward = Ward::start_with(|dir| config(dir, probe.addr, knot.addr(), &before));
+    // Flows go through n2, which the new file changes.
+    // (but for the client at 127.0.0.9, which goes direct).
+    let through_n2 = |text: String| {
+        text.replace(
+            "default: \"direct\"",
+            "default: \"n2\", routes: [ (src: [\"127.0.0.9/32\"], to: \"direct\") ]",
+        )
+    };
+    let ward = Ward::start_with(|dir| through_n2(config(dir, probe.addr, knot.addr(), &before)));
     let old_dns = ward.dns_bound("127.0.0.1:0");
     let kept_inbound = ward.bound("UDP inbound listening", "127.0.0.2:0");
+    // A flow through the inbound the new file removes.
+    let doomed = ward.bound("UDP inbound listening", "127.0.0.3:0");
+    let client = Client(std::net::UdpSocket::bind("127.0.0.9:0").unwrap());
+    client
+        .0
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(client.echo(doomed, 0));
+    let source = client.0.local_addr().unwrap().to_string();
+    let flows_of = |ward: &Ward| {
+        walk(&ward.tree())
+            .iter()
+            .filter(|n| n["kind"] == "udp-endpoint")
+            .filter(|n| n["path"].as_str().is_some_and(|p| p.contains(&source)))
+            .map(|n| n["detail"].clone())
+            .collect::<Vec<_>>()
+    };
+    // Direct: only the inbound's removal can end it.
+    assert_eq!(flows_of(&ward), ["via direct"]);
     let was = ids(&ward);
 
     let two = format!("{a}, \"b\": (url: \"tcp://{}\")", knot.addr());
@@ -160,11 +187,20 @@ fn a_changed_file_adds_replaces_and_removes_only_what_changed() {
         dialers: &dialers(nodes[2].addr()),
         inbounds: &inbound("127.0.0.2"),
     };
-    std::fs::write(
-        &ward.config,
-        config(ward.dir.path(), probe.addr, knot.addr(), &after),
-    )
-    .unwrap();
+    // A flow through n2 from the inbound that stays.
+    let moving = Client::new();
+    assert!(moving.echo(kept_inbound, 0));
+    let mover = moving.0.local_addr().unwrap().to_string();
+    let flow_of = |ward: &Ward| {
+        walk(&ward.tree())
+            .into_iter()
+            .find(|n| n["path"].as_str().is_some_and(|p| p.contains(&mover)))
+            .map(|n| (n["id"].clone(), n["detail"].clone()))
+    };
+    let first = flow_of(&ward).expect("the flow's endpoint");
+    assert_eq!(first.1, "via n2");
+    let text = config(ward.dir.path(), probe.addr, knot.addr(), &after);
+    std::fs::write(&ward.config, through_n2(text)).unwrap();
     let report = reload(&ward).expect("the new file reloads");
     let (added, replaced, removed) = (
         listed(&report, "added"),
@@ -203,13 +239,26 @@ fn a_changed_file_adds_replaces_and_removes_only_what_changed() {
     assert_ne!(id(&ward, "dialers/n2"), was.get("dialers/n2").cloned());
     assert!(ward.node("dns/upstreams/b").is_some());
     assert!(ward.node("udp/inbounds/forward:127.0.0.3:0").is_none());
+    eventually(
+        "the removed inbound's flow ended",
+        Duration::from_secs(2),
+        || flows_of(&ward).is_empty().then_some(()),
+    );
     assert!(ward.node("dns/listeners/udp:127.0.0.1:0").is_none());
     // The new listener answers; the old address does not any more.
     let new_dns = ward.bound("DNS listening on UDP", "127.0.0.4:0");
     assert!(kdig(new_dns, "www.test", "A", &[]).is_some());
     assert!(kdig(old_dns, "www.test", "A", &["+timeout=1", "+retry=0"]).is_none());
-    // The kept inbound relays as before.
+    // The kept inbound relays as before; the flow through the old n2
+    // ended, and its next datagram went through the new one.
     assert!(Client::new().echo(kept_inbound, 1));
+    assert!(
+        moving.echo(kept_inbound, 1),
+        "the flow goes on through the new n2"
+    );
+    let second = flow_of(&ward).expect("the flow's new endpoint");
+    assert_ne!(first.0, second.0, "a new endpoint");
+    assert_eq!(second.1, "via n2");
     // The changed dialer is the new node's.
     let reply = ward.request(r#"{"cmd":"dialers"}"#);
     assert_eq!(dialer(&reply, "n2")["kind"], "socks5");
