@@ -195,3 +195,88 @@ fn same_group(old: &Group, spec: &GroupSpec, members: &[Arc<Dialer>]) -> bool {
             .zip(members)
             .all(|(a, b)| Arc::ptr_eq(a, b))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::dialer::settings::{DialerSpec, Policy};
+
+    fn node(port: u16) -> DialerSpec {
+        DialerSpec::Socks5 {
+            server: format!("127.0.0.1:{port}"),
+            credentials: None,
+            mark: None,
+        }
+    }
+
+    fn settings(nodes: &[(&str, u16)], group: &[&str], policy: Policy) -> DialerSettings {
+        let mut settings = DialerSettings::direct_only();
+        for (name, port) in nodes {
+            settings.dialers.insert(name.to_string(), node(*port));
+        }
+        settings.groups.insert(
+            "g".to_string(),
+            GroupSpec {
+                dialers: group.iter().map(|s| s.to_string()).collect(),
+                policy,
+                tolerance: Duration::from_millis(50),
+            },
+        );
+        settings
+    }
+
+    #[test]
+    fn a_reload_keeps_what_did_not_change_and_a_rebuilt_group_keeps_its_choice() {
+        let first = settings(&[("a", 1), ("b", 2)], &["a", "b"], Policy::Fixed(1));
+        let dialers = Dialers::new(first.clone(), Default::default());
+        let (a, b) = (dialers.dialer("a").unwrap(), dialers.dialer("b").unwrap());
+        let Some(Via::Group(g)) = dialers.via("g") else {
+            panic!("g is a group")
+        };
+        assert!(Arc::ptr_eq(&g.select(Track::Udp, &[]).unwrap(), &b));
+
+        // The same settings: the same objects.
+        let same = dialers.reconfigure(first);
+        assert!(same.is_empty(), "{same:?}");
+        assert!(Arc::ptr_eq(&dialers.dialer("a").unwrap(), &a));
+        let Some(Via::Group(kept)) = dialers.via("g") else {
+            panic!("g is a group")
+        };
+        assert!(Arc::ptr_eq(&kept, &g));
+
+        // c joins and the members reorder: a and b are kept, the group is
+        // rebuilt, and it goes on with b, its choice, while b stays a
+        // member (though Fixed(1) names a now).
+        let second = settings(
+            &[("a", 1), ("b", 2), ("c", 3)],
+            &["b", "a", "c"],
+            Policy::Fixed(1),
+        );
+        let changes = dialers.reconfigure(second);
+        assert_eq!(changes.added, ["dialers/c"]);
+        assert_eq!(changes.replaced, ["groups/g"]);
+        assert!(changes.kept.contains(&"dialers/b".to_string()));
+        let Some(Via::Group(rebuilt)) = dialers.via("g") else {
+            panic!("g is a group")
+        };
+        assert!(!Arc::ptr_eq(&rebuilt, &g));
+        let current = rebuilt.current(Track::Udp).expect("a choice kept");
+        assert!(Arc::ptr_eq(current, &b));
+        assert!(
+            rebuilt.current(Track::Tcp).is_none(),
+            "no choice made on TCP"
+        );
+
+        // A changed spec: a new dialer, whatever its name.
+        let third = settings(
+            &[("a", 9), ("b", 2), ("c", 3)],
+            &["b", "a", "c"],
+            Policy::Fixed(1),
+        );
+        let changes = dialers.reconfigure(third);
+        assert_eq!(changes.replaced, ["dialers/a", "groups/g"]);
+        assert!(!Arc::ptr_eq(&dialers.dialer("a").unwrap(), &a));
+    }
+}
