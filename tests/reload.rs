@@ -417,4 +417,18 @@ fn a_flow_on_an_unchanged_path_keeps_its_endpoint() {
         assert!(client.echo(inbound, i), "datagram {i} answered");
     }
     assert_eq!(endpoint(), before, "the flow kept its endpoint");
+
+    // Under load: four steady flows while ten reloads come and go lose
+    // no datagram.
+    let flows = support::udp::paced(4, inbound, 150, Duration::from_millis(10), |flowing| {
+        flowing.wait_answered(4);
+        for i in 0..10 {
+            let upstreams = if i % 2 == 0 { &a } else { &more };
+            std::fs::write(&ward.config, write(ward.dir.path(), upstreams)).unwrap();
+            reload(&ward).expect("reloads");
+        }
+    });
+    for flow in flows {
+        assert!(flow.lost.is_empty(), "{flow:?}");
+    }
 }
