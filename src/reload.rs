@@ -102,7 +102,7 @@ impl Reloader {
         ctx: &ServiceContext,
         current: &mut Config,
     ) -> Result<ReloadReport, ReloadError> {
-        let new = if current.source == DEFAULT_NAME {
+        let mut new = if current.source == DEFAULT_NAME {
             Config::default_config()
         } else {
             Config::load(std::path::Path::new(&current.source))
@@ -113,17 +113,28 @@ impl Reloader {
             needs_restart: fixed_at_start(current, &new),
             ..ReloadReport::default()
         };
+        // What is not applied stays as it runs, so the next reload is
+        // measured against what really runs (and says so again).
+        new.admin = current.admin.clone();
+        new.log = current.log.clone();
+        new.metrics = current.metrics.clone();
+        new.supervision = current.supervision;
+        new.run_as = current.run_as.clone();
+        if new.dns.is_some() != current.dns.is_some() {
+            new.dns = current.dns.clone();
+            report.needs_restart.push("dns".to_string());
+        }
+        if new.udp.is_some() != current.udp.is_some() {
+            new.udp = current.udp.clone();
+            report.needs_restart.push("udp".to_string());
+        }
         let changes = &mut report.changes;
         let gone_dialers = self.dialers(ctx, &new, changes).await;
-        match (&ctx.dns, &new.dns) {
-            (Some(_), Some(_)) => self.dns(ctx, current, &new, changes).await,
-            (None, None) => {}
-            _ => report.needs_restart.push("dns".to_string()),
+        if new.dns.is_some() {
+            self.dns(ctx, current, &new, changes).await;
         }
-        match (&ctx.udp, &new.udp) {
-            (Some(_), Some(_)) => self.udp(ctx, &new, &gone_dialers, changes).await,
-            (None, None) => {}
-            _ => report.needs_restart.push("udp".to_string()),
+        if new.udp.is_some() {
+            self.udp(ctx, &new, &gone_dialers, changes).await;
         }
         *current = new;
         report.generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;

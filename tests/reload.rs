@@ -432,3 +432,38 @@ fn a_flow_on_an_unchanged_path_keeps_its_endpoint() {
         assert!(flow.lost.is_empty(), "{flow:?}");
     }
 }
+
+#[test]
+fn what_needs_a_restart_is_named_not_applied_and_named_again() {
+    if !require(&["knotd"], false) {
+        return;
+    }
+    let knot = Knot::start("");
+    let probe = NoContent::start();
+    let echo = Peer::echo();
+    let inbounds = format!("Forward((listen: \"127.0.0.2:0\", to: \"{}\"))", echo.addr);
+    let parts = Parts {
+        listen: &["127.0.0.1:0"],
+        upstreams: &format!("\"a\": (url: \"udp://{}\")", knot.addr()),
+        dialers: "",
+        inbounds: &inbounds,
+    };
+    let ward = Ward::start_with(|dir| config(dir, probe.addr, knot.addr(), &parts));
+    let inbound = ward.bound("UDP inbound listening", "127.0.0.2:0");
+    let was = ids(&ward);
+    // No udp section, and another log level: neither is applied.
+    let text = std::fs::read_to_string(&ward.config).unwrap();
+    let start = text.find("    udp: (").unwrap();
+    let end = start + text[start..].find("),\n").unwrap() + 3;
+    let changed = format!("{}{}", &text[..start], &text[end..]).replace("\"debug\"", "\"info\"");
+    assert!(!changed.contains("udp: ("), "{changed}");
+    std::fs::write(&ward.config, &changed).unwrap();
+    for generation in [2, 3] {
+        let report = reload(&ward).expect("reloads");
+        assert_eq!(report["generation"], generation);
+        assert_eq!(listed(&report, "needs_restart"), ["log", "udp"], "{report}");
+        assert!(listed(&report, "removed").is_empty(), "{report}");
+    }
+    assert_eq!(ids(&ward), was, "nothing stopped");
+    assert!(Client::new().echo(inbound, 0), "the relay runs on");
+}
