@@ -19,14 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ward_supervision::{Attachment, Backoff, BackoffPolicy, TaskGuard};
 
 use super::failure::{Blame, Failure, Stage};
 use super::health::{Source, Track};
+use super::http_probe;
 use super::path::Dialer;
-use super::settings::HttpUrl;
-use super::socks5::TargetAddr;
 use crate::dns::wire;
 use crate::io_class::IoClass;
 
@@ -355,7 +353,8 @@ async fn probe(dialer: &Dialer, track: Track) -> Result<(), Failure> {
     match track {
         Track::Tcp => {
             let url = settings.tcp_url.as_ref().ok_or_else(no_target)?;
-            http_probe(dialer, url).await
+            let deadline = tokio::time::Instant::now() + settings.timeout;
+            http_probe::get(dialer, url, deadline).await.map(|_| ())
         }
         Track::Udp => {
             let server = settings.udp_dns.ok_or_else(no_target)?;
@@ -375,61 +374,6 @@ fn no_target() -> Failure {
 
 fn session_failure(e: &std::io::Error, dialer: &Dialer) -> Failure {
     Failure::io(e, Stage::Session, dialer.hop(), true)
-}
-
-async fn http_probe(dialer: &Dialer, url: &HttpUrl) -> Result<(), Failure> {
-    let host = if url.host.contains(':') {
-        format!("[{}]", url.host)
-    } else {
-        url.host.clone()
-    };
-    let target = match url.host.parse() {
-        Ok(ip) => TargetAddr::Ip(std::net::SocketAddr::new(ip, url.port)),
-        Err(_) => TargetAddr::Domain(url.host.clone(), url.port),
-    };
-    let deadline = tokio::time::Instant::now() + dialer.settings.timeout;
-    let mut stream = dialer.dial_tcp(&target, deadline).await?;
-    let request = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: ward/{}\r\nConnection: close\r\n\r\n",
-        url.path,
-        env!("CARGO_PKG_VERSION")
-    );
-    let sent = async {
-        stream.write_all(request.as_bytes()).await?;
-        stream.flush().await
-    };
-    sent.await.map_err(|e| session_failure(&e, dialer))?;
-    // The status line is all a probe needs.
-    let mut head = Vec::with_capacity(128);
-    let mut buf = [0u8; 128];
-    while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-        let n = stream
-            .read(&mut buf)
-            .await
-            .map_err(|e| session_failure(&e, dialer))?;
-        if n == 0 {
-            let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
-            return Err(session_failure(&eof, dialer));
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
-    let status = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse::<u16>().ok());
-    match status {
-        Some(code) if (200..300).contains(&code) => Ok(()),
-        _ => Err(Failure {
-            class: IoClass::PathFailed,
-            stage: Stage::Session,
-            blame: Blame::Path,
-            reason: format!(
-                "probe answered {:?}",
-                line.lines().next().unwrap_or_default()
-            ),
-        }),
-    }
 }
 
 async fn dns_probe(dialer: &Dialer, server: std::net::SocketAddr) -> Result<(), Failure> {
@@ -457,11 +401,12 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicU16, Ordering};
 
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
     use crate::dialer::metrics::DialerMetrics;
-    use crate::dialer::settings::{DialerSpec, HealthSettings};
+    use crate::dialer::settings::{DialerSpec, HealthSettings, HttpUrl};
 
     /// An HTTP server on loopback answering every request with `status`.
     async fn http(status: Arc<AtomicU16>) -> SocketAddr {

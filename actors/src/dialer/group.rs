@@ -6,6 +6,9 @@
 //! selection can exclude dialers that already failed this request. With no
 //! healthy member left, the least recently failed one is used, the group's
 //! members are probed at once, and a warning goes through the throttle.
+//! A user's pick (the API's `PUT /proxies/<group>`) overrides the policy
+//! while the picked member is up and not excluded; the policy takes over
+//! while it is not, and the pick holds again once it is back up.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -27,6 +30,8 @@ pub struct Group {
     pub tolerance: Duration,
     /// The current choice per track (an index into `members`).
     current: [AtomicUsize; 2],
+    /// The member a user picked (an index into `members`), `NONE` for none.
+    pick: AtomicUsize,
     next: AtomicUsize,
     metrics: Arc<DialerMetrics>,
 }
@@ -92,14 +97,21 @@ impl Group {
             policy,
             tolerance,
             current: [AtomicUsize::new(NONE), AtomicUsize::new(NONE)],
+            pick: AtomicUsize::new(NONE),
             next: AtomicUsize::new(0),
             metrics,
         }
     }
 
-    /// Takes `old`'s choice on each track where that dialer is still a
-    /// member (a group rebuilt by a reload keeps what it was using).
+    /// Takes `old`'s choice on each track, and its pick, where that dialer
+    /// is still a member (a group rebuilt by a reload keeps what it was
+    /// using and what the user picked).
     pub fn adopt_choice(&self, old: &Group) {
+        if let Some(picked) = old.picked() {
+            if let Some(i) = self.members.iter().position(|m| Arc::ptr_eq(m, picked)) {
+                self.pick.store(i, Ordering::Relaxed);
+            }
+        }
         for track in [Track::Tcp, Track::Udp] {
             let Some(chosen) = old.current(track) else {
                 continue;
@@ -108,6 +120,27 @@ impl Group {
                 self.current[track as usize].store(i, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Picks the member named `name` for every use while it is up; it
+    /// becomes the current choice at once on each track where it is up.
+    /// False when no member has that name.
+    pub fn set_pick(&self, name: &str) -> bool {
+        let Some(i) = self.members.iter().position(|m| m.name == name) else {
+            return false;
+        };
+        self.pick.store(i, Ordering::Relaxed);
+        for track in Track::ALL {
+            if self.members[i].health(track).is_up() {
+                self.current[track as usize].store(i, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// The member a user picked, if any.
+    pub fn picked(&self) -> Option<&Arc<Dialer>> {
+        self.members.get(self.pick.load(Ordering::Relaxed))
     }
 
     /// The member currently chosen on `track`, if any choice was made.
@@ -133,7 +166,12 @@ impl Group {
                 "no member of the group is up; using the least recently failed one");
             i
         } else {
-            self.pick(track, &up)
+            let pick = self.pick.load(Ordering::Relaxed);
+            if up.contains(&pick) {
+                pick
+            } else {
+                self.by_policy(track, &up)
+            }
         };
         let previous = self.current[track as usize].swap(chosen, Ordering::Relaxed);
         // Random and RoundRobin change with every pick by design; the other
@@ -150,7 +188,7 @@ impl Group {
 
     /// Picks among the healthy candidates (indices into `members`, in
     /// member order, not empty).
-    fn pick(&self, track: Track, up: &[usize]) -> usize {
+    fn by_policy(&self, track: Track, up: &[usize]) -> usize {
         let latency = |i: usize| {
             let health = self.members[i].health(track);
             match self.policy {
@@ -318,6 +356,31 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen, ["a", "c"]);
+    }
+
+    #[test]
+    fn a_pick_overrides_the_policy_while_its_member_is_up_and_survives_a_rebuild() {
+        let (a, b, c) = (dialer("a"), dialer("b"), dialer("c"));
+        let g = group(Policy::Fixed(0), 0, &[a.clone(), b.clone(), c.clone()]);
+        assert_eq!(pick(&g, &[]), "a");
+        assert!(!g.set_pick("nobody"));
+        assert!(g.set_pick("b"));
+        assert_eq!(g.current(Track::Udp).unwrap().name, "b", "current at once");
+        assert_eq!(pick(&g, &[]), "b");
+        assert_eq!(pick(&g, &["b"]), "a", "an excluded pick is skipped");
+        fail(&b, Track::Tcp);
+        assert_eq!(pick(&g, &[]), "a", "the policy while the pick is down");
+        b.health(Track::Tcp).mark_up();
+        assert_eq!(pick(&g, &[]), "b", "the pick again once it is up");
+        // Rebuilt with the members reordered: the pick follows the dialer.
+        let rebuilt = group(Policy::Fixed(0), 0, &[c.clone(), b.clone(), a.clone()]);
+        rebuilt.adopt_choice(&g);
+        assert_eq!(rebuilt.picked().unwrap().name, "b");
+        assert_eq!(pick(&rebuilt, &[]), "b");
+        // Rebuilt without it: no pick.
+        let without = group(Policy::Fixed(0), 0, &[c.clone(), a.clone()]);
+        without.adopt_choice(&g);
+        assert!(without.picked().is_none());
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub struct LastFailure {
 #[derive(Default)]
 struct Detail {
     history: [u32; HISTORY],
+    /// When each of `history` was measured, ms since the Unix epoch.
+    history_at: [u64; HISTORY],
     len: usize,
     next: usize,
     last_failure: Option<LastFailure>,
@@ -119,6 +121,12 @@ fn micros(d: Duration) -> u32 {
     d.as_micros().min(u128::from(NONE - 1)) as u32
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 fn duration(us: u32) -> Option<Duration> {
     (us != NONE).then(|| Duration::from_micros(u64::from(us)))
 }
@@ -173,6 +181,7 @@ impl TrackHealth {
         let mut detail = self.detail.lock().unwrap_or_else(|e| e.into_inner());
         let slot = detail.next;
         detail.history[slot] = us;
+        detail.history_at[slot] = unix_ms();
         detail.next = (slot + 1) % HISTORY;
         detail.len = (detail.len + 1).min(HISTORY);
         let sum: u64 = detail.history[..detail.len]
@@ -195,9 +204,7 @@ impl TrackHealth {
             Source::Probe => &self.probe_failures,
         }
         .fetch_add(1, Ordering::Relaxed);
-        let at_unix_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let at_unix_ms = unix_ms();
         self.detail
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -213,6 +220,20 @@ impl TrackHealth {
     pub fn mark_up(&self) -> bool {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         !self.up.swap(true, Ordering::Relaxed)
+    }
+
+    /// The last [`HISTORY`] latencies, oldest first, each with when it was
+    /// measured (ms since the Unix epoch).
+    pub fn history(&self) -> Vec<(u64, Duration)> {
+        let detail = self.detail.lock().unwrap_or_else(|e| e.into_inner());
+        let first = (detail.next + HISTORY - detail.len) % HISTORY;
+        (0..detail.len)
+            .map(|k| (first + k) % HISTORY)
+            .map(|i| {
+                let latency = Duration::from_micros(u64::from(detail.history[i]));
+                (detail.history_at[i], latency)
+            })
+            .collect()
     }
 
     pub fn view(&self) -> TrackView {
@@ -253,6 +274,13 @@ mod tests {
             h.record_success(Duration::from_millis(ms));
         }
         assert_eq!(h.last_latency(), Some(Duration::from_millis(12)));
+        let history: Vec<u64> = h
+            .history()
+            .iter()
+            .map(|(_, d)| d.as_millis() as u64)
+            .collect();
+        assert_eq!(history, (3..=12).collect::<Vec<u64>>(), "oldest first");
+        assert!(h.history().iter().all(|(at, _)| *at > 0));
         // The last ten: 3..=12, average 7.5 ms.
         assert_eq!(h.avg10(), Some(Duration::from_micros(7500)));
         let ewma = h.moving_avg().unwrap();

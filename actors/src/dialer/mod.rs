@@ -22,6 +22,7 @@ pub mod direct;
 pub mod failure;
 pub mod group;
 pub mod health;
+pub mod http_probe;
 pub mod metrics;
 pub mod outbound;
 pub mod path;

@@ -56,6 +56,8 @@ pub trait Reply: Send + Sync {
 }
 
 pub struct EndpointArgs {
+    /// Its entry in the relay's live flows (bytes, start).
+    pub flow: Arc<super::live_flows::FlowInfo>,
     pub key: FlowKey,
     pub id: u64,
     /// The first datagram's destination (its family picks the socket's
@@ -124,6 +126,9 @@ impl EndpointArgs {
     /// waited there, for whoever ends the flow to count.
     pub(super) fn uncount(&self) -> Vec<Datagram> {
         self.live.fetch_sub(1, Ordering::AcqRel);
+        if let Some(relay) = self.relay.upgrade() {
+            relay.live_flows.remove(self.id);
+        }
         self.metrics.endpoints.dec();
         self.queue.close()
     }
@@ -209,6 +214,7 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
                 match sent_now {
                     Ok(()) => {
                         a.metrics.upstream.inc();
+                        a.flow.sent(datagram.bytes.len());
                         last = Instant::now();
                         sent = Some((last, datagram));
                     }
@@ -303,6 +309,8 @@ fn relay_answers(a: &EndpointArgs, session: &UdpSession) -> io::Result<Answers> 
                 match a.reply.send_many(a.key.client, &answers[start..], out) {
                     Ok(()) => {
                         a.metrics.downstream.inc_by((answers.len() - start) as u64);
+                        a.flow
+                            .received(answers[start..].iter().map(|(_, b)| b.len()).sum());
                         break;
                     }
                     Err((_, e)) if e.kind() == io::ErrorKind::NotConnected => {
@@ -311,6 +319,8 @@ fn relay_answers(a: &EndpointArgs, session: &UdpSession) -> io::Result<Answers> 
                     // The one that failed is dropped; the rest go on.
                     Err((sent, _)) => {
                         a.metrics.downstream.inc_by(sent as u64);
+                        let bytes = answers[start..start + sent].iter().map(|(_, b)| b.len());
+                        a.flow.received(bytes.sum());
                         a.metrics.dropped(Dropped::ReplyFailed);
                         start += sent + 1;
                     }

@@ -49,6 +49,7 @@ struct Outgoing {
     key: FlowKey,
     session: Arc<UdpSession>,
     queue: Arc<super::queue::Queue>,
+    flow: Arc<super::live_flows::FlowInfo>,
     datagrams: Vec<(SocketAddr, std::ops::Range<usize>)>,
 }
 
@@ -66,6 +67,7 @@ impl Outbox {
                     key,
                     session,
                     queue: handle.queue.clone(),
+                    flow: handle.flow.clone(),
                     datagrams: Vec::new(),
                 });
                 self.flows.len() - 1
@@ -169,6 +171,8 @@ impl Flows {
                 }
             };
             if sent > 0 {
+                let bytes = datagrams[..sent].iter().map(|(_, b)| b.len());
+                flow.flow.sent(bytes.sum());
                 flow.queue.touch();
                 self.relay.metrics.upstream.inc_by(sent as u64);
             }

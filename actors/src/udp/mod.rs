@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod flow;
 pub mod flows;
 pub mod inbound;
+pub mod live_flows;
 pub mod metrics;
 pub mod queue;
 pub mod reply_pool;
@@ -34,6 +35,7 @@ use ward_supervision::{Backoff, BackoffPolicy, ChildSpec, SupervisorMsg, Supervi
 use crate::dialer::{Dialers, Track};
 use endpoint::{EndpointArgs, Reply};
 use flow::{FlowKey, FlowKind};
+use live_flows::{FlowInfo, LiveFlows};
 use metrics::{Dropped, Refused, UdpMetrics};
 use queue::{Budget, Datagram, Pushed, Queue};
 use settings::UdpSettings;
@@ -68,6 +70,8 @@ pub enum Event {
 pub struct Handle {
     pub id: u64,
     pub queue: Arc<Queue>,
+    /// Its entry in the live flows, for the bytes sent straight through.
+    pub flow: Arc<FlowInfo>,
 }
 
 /// A flow to start.
@@ -100,6 +104,8 @@ pub struct Relay {
     /// This generation's settings, swapped by a reload.
     settings: ArcSwap<UdpSettings>,
     pub metrics: Arc<UdpMetrics>,
+    /// Every live flow, for the API to list.
+    pub live_flows: LiveFlows,
     /// ward's DNS, which answers what is captured for its own listeners.
     local_dns: Option<Arc<dyn LocalDns>>,
     dialers: Arc<Dialers>,
@@ -132,6 +138,7 @@ impl Relay {
         Arc::new(Relay {
             settings: ArcSwap::from_pointee(settings),
             metrics,
+            live_flows: LiveFlows::default(),
             local_dns,
             dialers,
             root,
@@ -237,7 +244,10 @@ impl Relay {
                 Pushed::OverBudget => self.metrics.dropped(Dropped::OverBudget),
             }
         }
+        let info = Arc::new(FlowInfo::new(id, flow.key, first, route, &dialer.name));
+        self.live_flows.add(info.clone());
         let args = Arc::new(EndpointArgs {
+            flow: info.clone(),
             key: flow.key,
             id,
             first,
@@ -262,7 +272,11 @@ impl Relay {
             return Err((Refused::Restarting, unstarted.refuse()));
         }
         self.metrics.created.inc();
-        Ok(Handle { id, queue })
+        Ok(Handle {
+            id,
+            queue,
+            flow: info,
+        })
     }
 
     /// Asks the endpoints supervisor to start `spec`, without waiting for
