@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! root (one_for_one)
-//! ├── admin          ├── telemetry     ├── dialers (one_for_one)
+//! ├── admin          ├── telemetry     ├── api (when configured)
+//! ├── dialers (one_for_one)
 //! ├── dns (rest_for_one)
 //! │   ├── upstreams (one_for_one): one dns-upstream per upstream
 //! │   └── listeners (one_for_one): udp:<addr> and tcp:<addr> per listen address
@@ -89,6 +90,7 @@ pub struct Service {
 pub(crate) struct Holds {
     admin: Held<AdminSocket>,
     metrics: Held<TcpListener>,
+    api: Held<TcpListener>,
     /// The sockets of DNS listeners and UDP inbounds by what names them in
     /// the tree (`udp:<addr>`, `forward:<addr>`): a reload that removes one
     /// releases its socket.
@@ -119,6 +121,7 @@ impl Holds {
     fn release(&self) {
         self.admin.release();
         self.metrics.release();
+        self.api.release();
         for held in self
             .others
             .lock()
@@ -347,9 +350,19 @@ fn root_children(
         )
         .with_backoff(QUICK_RESTART)
     };
-    vec![
+    let mut children = vec![
         admin_spec(config, ctx, held),
         telemetry_spec(config, ctx, held),
+    ];
+    if let Some(api) = &config.api {
+        let args = crate::api::ApiArgs {
+            listen: api.listen,
+            secret: api.secret.clone(),
+            ctx: ctx.clone(),
+        };
+        children.push(crate::api::child_spec(args, held.api.clone()));
+    }
+    children.extend([
         group("dialers", Strategy::OneForOne, dialer_specs(ctx)),
         group(
             "dns",
@@ -367,7 +380,8 @@ fn root_children(
                 group("endpoints", Strategy::OneForOne, vec![]),
             ],
         ),
-    ]
+    ]);
+    children
 }
 
 fn dialer_specs(ctx: &Arc<ServiceContext>) -> Vec<ChildSpec> {

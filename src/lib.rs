@@ -13,6 +13,7 @@
 //! - [`local_dns`]: the resolver as the UDP relay's `LocalDns` (the relay does not know DNS).
 //! - [`privileges`]: the user ward runs as and the capabilities it keeps.
 //! - [`admin`]: the admin socket server actor, its protocol, and the `ctl` client.
+//! - [`api`]: the HTTP API actor: the Clash/mihomo REST subset and ward's own routes.
 //! - [`telemetry`]: logging, Prometheus metrics, process figures, the telemetry actor.
 //! - [`readiness`]: when the tree serves (every front door bound), awaited through its observer.
 //! - [`systemd`]: READY, RELOADING, STOPPING, STATUS and the watchdog, through `sd_notify`.
@@ -21,6 +22,7 @@
 //! (DNS, dialers, UDP relay) and socket error classification in `ward-actors`.
 
 pub mod admin;
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;

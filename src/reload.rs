@@ -118,6 +118,7 @@ impl Reloader {
         new.admin = current.admin.clone();
         new.log = current.log.clone();
         new.metrics = current.metrics.clone();
+        new.api = current.api.clone();
         new.supervision = current.supervision;
         new.run_as = current.run_as.clone();
         if new.dns.is_some() != current.dns.is_some() {
@@ -331,6 +332,9 @@ fn fixed_at_start(old: &Config, new: &Config) -> Vec<String> {
     }
     if differs(&old.metrics, &new.metrics) {
         fixed.push("metrics".to_string());
+    }
+    if old.api != new.api {
+        fixed.push("api".to_string());
     }
     if differs(&old.supervision, &new.supervision) {
         fixed.push("supervision".to_string());

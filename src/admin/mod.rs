@@ -2,6 +2,7 @@
 //! each way, served by a supervised actor, and the `ward ctl` client for it.
 
 pub mod client;
+pub mod operations;
 pub mod protocol;
 pub mod render;
 pub mod server;

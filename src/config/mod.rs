@@ -44,6 +44,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    /// The HTTP API; off when the section is absent.
+    pub api: Option<ApiConfig>,
     pub supervision: SupervisionSettings,
     /// Outbound paths, groups and their health; `direct` always exists.
     pub dialers: ward_actors::dialer::settings::DialerSettings,
@@ -95,6 +97,14 @@ pub struct LogConfig {
 pub struct MetricsConfig {
     /// Where `/metrics` is served; off when `None`.
     pub listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Where the API is served.
+    pub listen: SocketAddr,
+    /// The bearer token every request must carry; none: open.
+    pub secret: Option<ward_actors::dialer::settings::Secret>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -257,6 +267,7 @@ impl Checker<'_> {
             run_as,
             log: self.log(raw.log),
             metrics: self.metrics(raw.metrics),
+            api: raw.api.and_then(|api| self.api(api)),
             supervision: self.supervision(raw.supervision),
             dns: raw.dns.map(|dns| self.dns(dns, &dialers)),
             udp: None,
@@ -389,6 +400,23 @@ impl Checker<'_> {
             .listen
             .and_then(|text| self.socket_addr("metrics.listen", &text));
         MetricsConfig { listen }
+    }
+
+    /// `api`: an address that parses; one others can reach only with a
+    /// secret (the API can switch paths, kill actors and reload).
+    fn api(&mut self, raw: raw::RawApi) -> Option<ApiConfig> {
+        let listen = self.socket_addr("api.listen", &raw.listen)?;
+        let secret = raw.secret.map(|s| s.0).filter(|s| !s.is_empty());
+        if !listen.ip().is_loopback() && secret.is_none() {
+            self.error(
+                "api.listen",
+                format!("{listen} is not a loopback address: set api.secret, or listen on 127.0.0.1 or [::1]"),
+            );
+        }
+        Some(ApiConfig {
+            listen,
+            secret: secret.map(ward_actors::dialer::settings::Secret::new),
+        })
     }
 
     pub(crate) fn socket_addr(&mut self, path: &str, text: &str) -> Option<SocketAddr> {

@@ -15,6 +15,8 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     pub log: RawLog,
     pub metrics: RawMetrics,
+    /// The HTTP API; off when absent.
+    pub api: Option<RawApi>,
     pub supervision: RawSupervision,
     pub dialers: std::collections::BTreeMap<String, super::dialers::RawDialer>,
     pub groups: std::collections::BTreeMap<String, super::dialers::RawGroup>,
@@ -73,6 +75,14 @@ impl Default for RawLog {
 #[serde(deny_unknown_fields, default, rename = "metrics")]
 pub struct RawMetrics {
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "api")]
+pub struct RawApi {
+    pub listen: String,
+    #[serde(default)]
+    pub secret: Option<super::dialers::RawSecret>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,9 @@
 //! The tracing subscriber: text or JSON lines, to stderr or to a file rotated
 //! daily through tracing-appender's non-blocking writer. `RUST_LOG`, when
-//! set, overrides the configured level.
+//! set, overrides the configured level. The filter can be replaced while
+//! ward runs ([`set_level`], for the API's `PATCH /configs`).
+
+use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
@@ -14,11 +17,40 @@ const KEEP_DAYS: usize = 7;
 /// Keeps the file writer flushing (held only for its drop); drop it last, at exit.
 pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
 
+/// Replaces the installed subscriber's filter.
+type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// How to replace the filter, once [`init`] installed the subscriber.
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+/// The filter in force, as written.
+static LEVEL: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// The filter in force, as written (`info`, `ward=debug,info`).
+pub fn level() -> String {
+    LEVEL.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Replaces the log filter while ward runs. An error when `filter` does
+/// not parse or when this process installed no subscriber of its own.
+pub fn set_level(filter: &str) -> Result<(), String> {
+    let parsed = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let set = SET_FILTER
+        .get()
+        .ok_or_else(|| "the log filter cannot be changed here".to_string())?;
+    set(parsed)?;
+    *LEVEL.lock().unwrap_or_else(|e| e.into_inner()) = filter.to_string();
+    Ok(())
+}
+
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, level) = match EnvFilter::try_from_default_env() {
+        Ok(filter) => (filter, std::env::var("RUST_LOG").unwrap_or_default()),
+        Err(_) => match EnvFilter::try_new(&config.level) {
+            Ok(filter) => (filter, config.level.clone()),
+            Err(_) => (EnvFilter::new("info"), "info".to_string()),
+        },
+    };
     let (writer, guard) = match &config.file {
         Some(path) => {
             let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -41,10 +73,32 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
         .with_writer(writer)
         .with_ansi(false);
     let result = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map(|()| keep_setter(move |f| handle.reload(f)))
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            builder
+                .try_init()
+                .map(|()| keep_setter(move |f| handle.reload(f)))
+        }
     };
     // A subscriber installed earlier (tests) stays; that is not an error.
-    drop(result);
+    if result.is_ok() {
+        *LEVEL.lock().unwrap_or_else(|e| e.into_inner()) = level;
+    }
     Ok(LogGuard(guard))
+}
+
+fn keep_setter<E: std::fmt::Display>(
+    reload: impl Fn(EnvFilter) -> Result<(), E> + Send + Sync + 'static,
+) {
+    let _ = SET_FILTER.set(Box::new(move |filter| {
+        reload(filter).map_err(|e| e.to_string())
+    }));
 }

@@ -1,0 +1,91 @@
+//! ward's own routes, for what Clash has no word for: the same operations
+//! and JSON as the admin socket (`admin::operations`), so `ward ctl` and
+//! the API answer alike. A reply with `"ok": false` comes with 404 when it
+//! names something that does not exist, 400 otherwise.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::admin::operations as ops;
+use crate::context::ServiceContext;
+
+type Ctx = State<Arc<ServiceContext>>;
+
+pub fn routes() -> Router<Arc<ServiceContext>> {
+    Router::new()
+        .route(
+            "/tree",
+            get(|State(ctx): Ctx| async move { reply(ops::tree(&ctx)) }),
+        )
+        .route("/tree/kill", post(kill))
+        .route(
+            "/stats",
+            get(|State(ctx): Ctx| async move { reply(ops::stats(&ctx)) }),
+        )
+        .route(
+            "/dialers",
+            get(|State(ctx): Ctx| async move { reply(ops::dialers(&ctx)) }),
+        )
+        .route("/dialers/{name}/probe", post(probe))
+        .route("/dns/stats", get(dns_stats))
+        .route(
+            "/dns/cache/flush",
+            post(|State(ctx): Ctx| async move { reply(ops::cache_flush(&ctx)) }),
+        )
+        .route(
+            "/reload",
+            post(|State(ctx): Ctx| async move { reply(ops::reload(&ctx).await) }),
+        )
+}
+
+/// An admin reply as an HTTP response.
+fn reply(value: Value) -> Response {
+    if value["ok"] == json!(false) {
+        let error = value["error"].as_str().unwrap_or_default();
+        let status = if error.starts_with("no ") {
+            StatusCode::NOT_FOUND
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        return (status, Json(value)).into_response();
+    }
+    Json(value).into_response()
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    path: String,
+}
+
+/// Kills the actor at `?path=` once the reply is on its way (the API's
+/// own actor may be the one killed: its socket is held, its connections go).
+async fn kill(State(ctx): Ctx, Query(query): Query<KillQuery>) -> Response {
+    let (value, cell) = ops::kill(&query.path, &ctx);
+    if let Some(cell) = cell {
+        tokio::spawn(async move {
+            tokio::task::yield_now().await;
+            cell.kill();
+        });
+    }
+    reply(value)
+}
+
+async fn probe(State(ctx): Ctx, Path(name): Path<String>) -> Response {
+    reply(ops::probe(&name, &ctx))
+}
+
+/// The DNS part of `stats`.
+async fn dns_stats(State(ctx): Ctx) -> Response {
+    let stats = ops::stats(&ctx);
+    match stats["stats"].get("dns") {
+        Some(dns) if !dns.is_null() => reply(json!({"ok": true, "dns": dns})),
+        _ => reply(ops::error_reply("DNS is not configured")),
+    }
+}
