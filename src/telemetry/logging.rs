@@ -1,14 +1,19 @@
 //! The tracing subscriber: text or JSON lines, to stderr or to a file rotated
 //! daily through tracing-appender's non-blocking writer. `RUST_LOG`, when
 //! set, overrides the configured level. The filter can be replaced while
-//! ward runs ([`set_level`], for the API's `PATCH /configs`).
+//! ward runs ([`set_level`], for the API's `PATCH /configs`). What the
+//! filter lets through also goes to live subscribers (`log_stream`).
 
 use std::sync::OnceLock;
 
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
+use super::log_stream::LogFanOut;
 use crate::config::{LogConfig, LogFormat};
 
 /// Rotated log files kept: a week.
@@ -68,26 +73,26 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
         }
         None => (BoxMakeWriter::new(std::io::stderr), None),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false);
-    let result = match config.format {
-        LogFormat::Text => {
-            let builder = builder.with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| keep_setter(move |f| handle.reload(f)))
-        }
+    // The filter is global: it decides what the log and the live
+    // subscribers (log_stream) both get.
+    let (filter, reload) = tracing_subscriber::reload::Layer::new(filter);
+    let (text, json) = match config.format {
+        LogFormat::Text => (
+            Some(fmt::layer().with_ansi(false).with_writer(writer)),
+            None,
+        ),
         LogFormat::Json => {
-            let builder = builder.json().flatten_event(true).with_filter_reloading();
-            let handle = builder.reload_handle();
-            builder
-                .try_init()
-                .map(|()| keep_setter(move |f| handle.reload(f)))
+            let json = fmt::layer().json().flatten_event(true).with_ansi(false);
+            (None, Some(json.with_writer(writer)))
         }
     };
+    let result = tracing_subscriber::registry()
+        .with(filter)
+        .with(text)
+        .with(json)
+        .with(LogFanOut)
+        .try_init()
+        .map(|()| keep_setter(move |f| reload.reload(f)));
     // A subscriber installed earlier (tests) stays; that is not an error.
     if result.is_ok() {
         *LEVEL.lock().unwrap_or_else(|e| e.into_inner()) = level;

@@ -1,6 +1,7 @@
-//! Telemetry: logging setup, Prometheus metrics, process figures, and the
+//! Telemetry: logging setup and live log lines, Prometheus metrics, process figures, and the
 //! telemetry child that serves `/metrics` and flushes the log throttle.
 
+pub mod log_stream;
 pub mod logging;
 pub mod metrics;
 pub mod process;
