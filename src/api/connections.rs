@@ -1,21 +1,25 @@
 //! `/connections`: one mihomo connection per live UDP flow (its endpoint
 //! under `udp/endpoints`), with its bytes, its start, the dialer it goes
 //! through and the route that sent it there. Deleting one kills its
-//! endpoint, which ends the flow as an idle timeout would.
+//! endpoint, which ends the flow as an idle timeout would. Over a
+//! WebSocket, the snapshot comes every `?interval=` ms (1000 by default).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{json, Value};
 use ward_actors::udp::live_flows::FlowInfo;
 use ward_actors::udp::settings::{UdpRoute, UdpSettings};
 use ward_actors::udp::ENDPOINTS_PATH;
 
+use super::live::every;
 use super::rfc3339;
+use super::stream::{StreamHub, Upgrade};
 use crate::context::ServiceContext;
 use crate::telemetry::process;
 
@@ -95,7 +99,8 @@ fn flow_json(flow: &FlowInfo, settings: Option<&UdpSettings>) -> Value {
     })
 }
 
-async fn list(State(ctx): Ctx) -> Json<Value> {
+/// Every live flow and the totals, as mihomo's snapshot.
+fn snapshot(ctx: &ServiceContext) -> Value {
     let (flows, (upload, download)) = match &ctx.udp {
         Some(relay) => {
             let settings = relay.settings();
@@ -109,12 +114,40 @@ async fn list(State(ctx): Ctx) -> Json<Value> {
         }
         None => (Vec::new(), (0, 0)),
     };
-    Json(json!({
+    json!({
         "downloadTotal": download,
         "uploadTotal": upload,
         "connections": flows,
         "memory": process::rss_bytes(),
-    }))
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct IntervalQuery {
+    interval: Option<String>,
+}
+
+/// The shortest and longest `?interval=` honoured, in ms.
+const INTERVAL_MS: (u64, u64) = (100, 60_000);
+
+async fn list(
+    State(ctx): Ctx,
+    Extension(hub): Extension<StreamHub>,
+    Query(query): Query<IntervalQuery>,
+    Upgrade(upgrade): Upgrade,
+) -> Response {
+    if upgrade.is_none() {
+        return Json(snapshot(&ctx)).into_response();
+    }
+    let interval = match query.interval.as_deref().map(str::parse::<u64>) {
+        None => 1000,
+        Some(Ok(ms)) => ms.clamp(INTERVAL_MS.0, INTERVAL_MS.1),
+        Some(Err(_)) => return super::error(StatusCode::BAD_REQUEST, "Body invalid"),
+    };
+    let feed = every(Duration::from_millis(interval), move || {
+        snapshot(&ctx).to_string()
+    });
+    hub.deliver(upgrade, feed)
 }
 
 /// Kills the endpoint of `flow`, if it still runs.

@@ -7,14 +7,18 @@
 //! - [`clash`]: `/version`, `/configs`, `/proxies`, `/group`, `/rules`, providers.
 //! - [`connections`]: `/connections`, one per live UDP flow.
 //! - [`own`]: `/tree`, `/dialers`, `/dns`, `/reload`.
-//!
-//! Streaming routes (`/traffic`, `/memory`, `/logs`, WebSocket) are not
-//! served.
+//! - [`live`]: the streams `/traffic`, `/memory`, `/logs`; `/connections`
+//!   and `/tree` stream too when asked for a WebSocket.
+//! - [`stream`]: how a stream goes out (chunked or WebSocket), its cap.
+//! - [`write_deadline`]: a connection whose blocked writes time out.
 
 pub mod clash;
 pub mod connections;
+pub mod live;
 pub mod own;
 pub mod server;
+pub mod stream;
+pub mod write_deadline;
 
 pub use server::{child_spec, ApiArgs};
 

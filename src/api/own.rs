@@ -1,18 +1,22 @@
 //! ward's own routes, for what Clash has no word for: the same operations
 //! and JSON as the admin socket (`admin::operations`), so `ward ctl` and
 //! the API answer alike. A reply with `"ok": false` comes with 404 when it
-//! names something that does not exist, 400 otherwise.
+//! names something that does not exist, 400 otherwise. `/tree` over a
+//! WebSocket pushes the tree each time it changes.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::live::{changes, every};
+use super::stream::{StreamHub, Upgrade};
 use crate::admin::operations as ops;
 use crate::context::ServiceContext;
 
@@ -20,10 +24,7 @@ type Ctx = State<Arc<ServiceContext>>;
 
 pub fn routes() -> Router<Arc<ServiceContext>> {
     Router::new()
-        .route(
-            "/tree",
-            get(|State(ctx): Ctx| async move { reply(ops::tree(&ctx)) }),
-        )
+        .route("/tree", get(tree))
         .route("/tree/kill", post(kill))
         .route(
             "/stats",
@@ -43,6 +44,23 @@ pub fn routes() -> Router<Arc<ServiceContext>> {
             "/reload",
             post(|State(ctx): Ctx| async move { reply(ops::reload(&ctx).await) }),
         )
+}
+
+/// How often a `/tree` WebSocket looks at the tree.
+const TREE_POLL: Duration = Duration::from_secs(1);
+
+/// The tree; over a WebSocket, the tree at once and again each time it
+/// changed (looked at every [`TREE_POLL`]).
+async fn tree(
+    State(ctx): Ctx,
+    Extension(hub): Extension<StreamHub>,
+    Upgrade(upgrade): Upgrade,
+) -> Response {
+    if upgrade.is_none() {
+        return reply(ops::tree(&ctx));
+    }
+    let feed = every(TREE_POLL, move || ops::tree(&ctx).to_string());
+    hub.deliver(upgrade, changes(feed))
 }
 
 /// An admin reply as an HTTP response.

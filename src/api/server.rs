@@ -2,17 +2,20 @@
 //! keeps its port), accepts at most [`MAX_CONNECTIONS`] connections at
 //! once and serves each with hyper (HTTP/1.1, request heads bounded in
 //! size and in time). Requests pass CORS (any origin, as mihomo), then the
-//! bearer-token check (constant time), then a body limit, then the routes.
+//! bearer-token check (constant time; a WebSocket upgrade may carry it as
+//! `?token=` instead, as browsers cannot set its headers), then a body
+//! limit, then the routes. A write blocked for [`SEND_TIMEOUT`] ends its
+//! connection, so a client that stops reading frees its slot.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use subtle::ConstantTimeEq;
@@ -25,6 +28,8 @@ use ward_actors::net::socket::bind_tcp;
 use ward_actors::net::{accept_each, Connections, Held, Lease};
 use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
+use super::stream::{asks_websocket, StreamHub, SEND_TIMEOUT};
+use super::write_deadline::WriteDeadline;
 use crate::context::ServiceContext;
 
 /// Connections served at once; more are closed at once.
@@ -63,7 +68,9 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
         .local_addr()
         .map_err(|e| ChildFailure::from(SocketFailure::new("api address", IoSide::Listener, e)))?;
     tracing::info!(addr = %args.listen, %bound, "API served at http://{bound}");
-    let app = router(args.ctx.clone(), args.secret.clone());
+    // Streams end when this is dropped: when the child stops.
+    let (hub, _streams_open) = StreamHub::new();
+    let app = router(args.ctx.clone(), args.secret.clone(), hub);
     let mut clients = Connections::new(MAX_CONNECTIONS);
     let dead = accept_each(&*listener, "api", |stream, _| {
         // Past the cap the connection is closed at once.
@@ -76,7 +83,11 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_buf_size(MAX_HEAD)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(
+                    TokioIo::new(WriteDeadline::new(stream, SEND_TIMEOUT)),
+                    service,
+                )
+                .with_upgrades()
                 .await;
         });
     })
@@ -85,7 +96,7 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
 }
 
 /// Every route, behind the body limit, the token check and CORS.
-pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>) -> Router {
+pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>, hub: StreamHub) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -100,13 +111,22 @@ pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>) -> Router {
     super::clash::routes()
         .merge(super::connections::routes())
         .merge(super::own::routes())
+        .merge(super::live::routes())
         .with_state(ctx)
+        .layer(Extension(hub))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::new(secret), authorize))
         .layer(cors)
 }
 
-/// `Authorization: Bearer <secret>` when a secret is set; 401 otherwise.
+#[derive(serde::Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+/// `Authorization: Bearer <secret>` when a secret is set, or `?token=` on
+/// a WebSocket upgrade (mihomo's rule: a token given there is the one
+/// checked); 401 otherwise.
 async fn authorize(
     State(secret): State<Arc<Option<Secret>>>,
     request: Request,
@@ -115,11 +135,21 @@ async fn authorize(
     let Some(secret) = secret.as_ref() else {
         return next.run(request).await;
     };
-    let given = request
+    let query_token = asks_websocket(request.headers())
+        .then(|| {
+            Query::<TokenQuery>::try_from_uri(request.uri())
+                .ok()?
+                .0
+                .token
+        })
+        .flatten()
+        .filter(|t| !t.is_empty());
+    let header_token = request
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes)
         .and_then(|value| value.strip_prefix(b"Bearer "));
+    let given = query_token.as_deref().map(str::as_bytes).or(header_token);
     match given {
         Some(token) if bool::from(token.ct_eq(secret.expose().as_bytes())) => {
             next.run(request).await
