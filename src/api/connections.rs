@@ -17,9 +17,8 @@ use ward_actors::udp::live_flows::FlowInfo;
 use ward_actors::udp::settings::{UdpRoute, UdpSettings};
 use ward_actors::udp::ENDPOINTS_PATH;
 
-use super::live::every;
 use super::rfc3339;
-use super::stream::{StreamHub, Upgrade};
+use super::stream::{every, StreamHub, Upgrade};
 use crate::context::ServiceContext;
 use crate::telemetry::process;
 

@@ -3,7 +3,7 @@
 //! second) and `/logs?level=` (log lines from now on, at that level and
 //! above), each chunked or over a WebSocket (see `stream`). The
 //! WebSocket forms of `/connections` and `/tree` live beside their plain
-//! routes (`connections`, `own`) and use [`every`] and [`changes`] here.
+//! routes (`connections`, `own`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,8 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::level_filters::LevelFilter;
 use tracing::Level;
 
-pub use super::stream::every;
-use super::stream::{Feed, StreamHub, Upgrade};
+use super::stream::{every, Feed, StreamHub, Upgrade};
 use crate::context::ServiceContext;
 use crate::telemetry::{log_stream, process};
 
@@ -124,19 +123,6 @@ fn log_feed(least: LevelFilter) -> Feed {
     .boxed()
 }
 
-/// Only the items of `feed` that differ from the one before.
-pub fn changes(feed: Feed) -> Feed {
-    let mut last = String::new();
-    feed.filter(move |json| {
-        let changed = *json != last;
-        if changed {
-            last.clone_from(json);
-        }
-        futures::future::ready(changed)
-    })
-    .boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,12 +138,5 @@ mod tests {
         assert!(!passes("silent", Level::ERROR));
         assert!(least_level("warn").is_none());
         assert_eq!(level_name(Level::WARN), "warning");
-    }
-
-    #[tokio::test]
-    async fn changes_drops_repeats() {
-        let feed = futures::stream::iter(["a", "a", "b", "b", "a"].map(String::from)).boxed();
-        let seen: Vec<String> = changes(feed).collect().await;
-        assert_eq!(seen, ["a", "b", "a"]);
     }
 }

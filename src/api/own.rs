@@ -12,11 +12,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::live::{changes, every};
-use super::stream::{StreamHub, Upgrade};
+use super::stream::{every, Feed, StreamHub, Upgrade};
 use crate::admin::operations as ops;
 use crate::context::ServiceContext;
 
@@ -50,7 +51,7 @@ pub fn routes() -> Router<Arc<ServiceContext>> {
 const TREE_POLL: Duration = Duration::from_secs(1);
 
 /// The tree; over a WebSocket, the tree at once and again each time it
-/// changed (looked at every [`TREE_POLL`]).
+/// changed (looked at every [`TREE_POLL`]; uptimes alone are no change).
 async fn tree(
     State(ctx): Ctx,
     Extension(hub): Extension<StreamHub>,
@@ -59,8 +60,38 @@ async fn tree(
     if upgrade.is_none() {
         return reply(ops::tree(&ctx));
     }
-    let feed = every(TREE_POLL, move || ops::tree(&ctx).to_string());
-    hub.deliver(upgrade, changes(feed))
+    hub.deliver(
+        upgrade,
+        tree_changes(every(TREE_POLL, move || ops::tree(&ctx))),
+    )
+}
+
+/// The trees of `trees` that differ from the one before in more than
+/// their uptimes, as JSON texts.
+fn tree_changes(trees: BoxStream<'static, Value>) -> Feed {
+    let mut last: Option<Value> = None;
+    trees
+        .filter_map(move |tree| {
+            let mut shape = tree.clone();
+            forget_uptimes(&mut shape);
+            let changed = last.as_ref() != Some(&shape);
+            if changed {
+                last = Some(shape);
+            }
+            futures::future::ready(changed.then(|| tree.to_string()))
+        })
+        .boxed()
+}
+
+fn forget_uptimes(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("uptime_ms");
+            map.values_mut().for_each(forget_uptimes);
+        }
+        Value::Array(items) => items.iter_mut().for_each(forget_uptimes),
+        _ => {}
+    }
 }
 
 /// An admin reply as an HTTP response.
@@ -105,5 +136,23 @@ async fn dns_stats(State(ctx): Ctx) -> Response {
     match stats["stats"].get("dns") {
         Some(dns) if !dns.is_null() => reply(json!({"ok": true, "dns": dns})),
         _ => reply(ops::error_reply("DNS is not configured")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_tree_goes_again_only_when_more_than_uptimes_changed() {
+        let node = |restarts: u32, uptime: u64| {
+            json!({"ok": true, "tree": {"path": "", "uptime_ms": uptime, "restarts": 0,
+                "children": [{"path": "api", "uptime_ms": uptime, "restarts": restarts}]}})
+        };
+        let trees = [node(0, 1), node(0, 1000), node(1, 5), node(1, 2000)];
+        let sent: Vec<String> = tree_changes(futures::stream::iter(trees).boxed())
+            .collect()
+            .await;
+        assert_eq!(sent, [node(0, 1).to_string(), node(1, 5).to_string()]);
     }
 }

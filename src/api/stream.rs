@@ -157,8 +157,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Upgrade {
     }
 }
 
-/// A feed that calls `next` every `period`, the first time at once.
-pub fn every(period: Duration, mut next: impl FnMut() -> String + Send + 'static) -> Feed {
+/// What `next` gives every `period`, the first time at once.
+pub fn every<T: Send + 'static>(
+    period: Duration,
+    mut next: impl FnMut() -> T + Send + 'static,
+) -> BoxStream<'static, T> {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     futures::stream::unfold(ticks, |mut ticks| async move {
