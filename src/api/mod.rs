@@ -7,6 +7,7 @@
 //! - [`clash`]: `/version`, `/configs`, `/proxies`, `/group`, `/rules`, providers.
 //! - [`connections`]: `/connections`, one per live UDP flow.
 //! - [`own`]: `/tree`, `/dialers`, `/dns`, `/reload`.
+//! - [`page`]: the web page at `/ui/`, served without the secret.
 //!
 //! Streaming routes (`/traffic`, `/memory`, `/logs`, WebSocket) are not
 //! served.
@@ -14,6 +15,7 @@
 pub mod clash;
 pub mod connections;
 pub mod own;
+pub mod page;
 pub mod server;
 
 pub use server::{child_spec, ApiArgs};

@@ -84,7 +84,8 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
     Err(dead.into())
 }
 
-/// Every route, behind the body limit, the token check and CORS.
+/// Every route, behind the body limit, the token check and CORS; the web
+/// page's static files outside them (they hold no secret).
 pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -104,6 +105,7 @@ pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>) -> Router {
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::new(secret), authorize))
         .layer(cors)
+        .merge(super::page::routes())
 }
 
 /// `Authorization: Bearer <secret>` when a secret is set; 401 otherwise.
