@@ -22,8 +22,10 @@ cd "$(dirname "$0")/.."
 # v2ray as an independent client that proves those nodes work without ward;
 # systemd for systemd-analyze and systemd-sysusers, which check the unit and
 # user files of scripts/package/.
+# chromium, chromium-driver, python3-selenium: tests/browser.rs drives the
+# web page in headless Chromium (its script runs on Debian's /usr/bin/python3).
 PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf
-    shadowsocks-libev trojan v2ray systemd)
+    shadowsocks-libev trojan v2ray systemd chromium chromium-driver python3-selenium)
 
 # shadowsocks-rust: ssserver, the Shadowsocks node of the 2022 methods
 # (ss-server has none), and sslocal, the client that proves it. Not in

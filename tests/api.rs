@@ -100,6 +100,10 @@ fn the_token_is_required_when_a_secret_is_set_and_not_otherwise() {
     assert_eq!(body, json!({"message": "Unauthorized"}));
     assert_eq!(call(api, "GET", "/version", Some("s3cre"), "").0, 401);
     assert_eq!(call(api, "GET", "/version", Some("s3cret"), "").0, 200);
+    // The web page's files hold no secret; what they call does.
+    assert_eq!(call(api, "GET", "/ui/", None, "").0, 200);
+    assert_eq!(call(api, "GET", "/ui/main.js", None, "").0, 200);
+    assert_eq!(call(api, "GET", "/tree", None, "").0, 401);
 
     let (_open, api) = start(r#"(listen: "127.0.0.1:0")"#, "");
     assert_eq!(call(api, "GET", "/version", None, "").0, 200);

@@ -11,11 +11,13 @@
 //!   and `/tree` stream too when asked for a WebSocket.
 //! - [`stream`]: how a stream goes out (chunked or WebSocket), its cap.
 //! - [`write_deadline`]: a connection whose blocked writes time out.
+//! - [`page`]: the web page at `/ui/`, served without the secret.
 
 pub mod clash;
 pub mod connections;
 pub mod live;
 pub mod own;
+pub mod page;
 pub mod server;
 pub mod stream;
 pub mod write_deadline;

@@ -95,7 +95,8 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
     Err(dead.into())
 }
 
-/// Every route, behind the body limit, the token check and CORS.
+/// Every route, behind the body limit, the token check and CORS; the web
+/// page's static files outside them (they hold no secret).
 pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>, hub: StreamHub) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
@@ -117,6 +118,7 @@ pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>, hub: StreamHub) 
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::new(secret), authorize))
         .layer(cors)
+        .merge(super::page::routes())
 }
 
 #[derive(serde::Deserialize)]

@@ -30,9 +30,26 @@ pub fn require(tools: &[&str], root: bool) -> bool {
     if !missing.is_empty() {
         needs.push(format!("{} not installed", missing.join(", ")));
     }
+    decide(&needs)
+}
+
+/// As [`require`], for a need that is not a tool on PATH (a Python module,
+/// say): `present` says whether `what` is there.
+// ward-actors' unit tests include this file and do not use it.
+#[allow(dead_code)]
+pub fn require_that(what: &str, present: bool) -> bool {
+    if present {
+        return true;
+    }
+    decide(&[format!("{what} not installed")])
+}
+
+/// True without `needs`; otherwise fails the test or records the skip.
+fn decide(needs: &[String]) -> bool {
     if needs.is_empty() {
         return true;
     }
+    let is_root = nix::unistd::geteuid().is_root();
     let reason = needs.join("; ");
     if std::env::var_os("CI").is_some() {
         panic!("{reason} (CI is set: tests do not skip)");
