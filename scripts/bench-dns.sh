@@ -3,12 +3,16 @@
 # the same knot on loopback, and writes docs/benchmarks.md. Needs root (it
 # binds port 53 on 127.0.0.10-13 and installs dnsperf, knot, unbound,
 # dnsmasq-base when missing). Takes about ten minutes.
-#   scripts/bench-dns.sh [--quick | --syscalls | --base REV]
+#   scripts/bench-dns.sh [--quick | --syscalls | --base REV | --profiles]
 # With --syscalls it instead counts system calls and context switches per
 # query with perf (scripts/syscalls_dns.py, about two minutes). With
 # --base REV it instead runs this tree's ward beside REV's, built from
 # `git archive` under target/bench-base (scripts/ab_dns.py, about five
-# minutes plus the build).
+# minutes plus the build). With --profiles it instead runs the release
+# build beside the shipping profile's (profile.ship) and the shipping
+# profile at opt-level 3 (target/ship-o3), and prints their sizes
+# (scripts/profiles_dns.py, about six minutes plus two LTO builds of
+# four to five minutes each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -17,6 +21,11 @@ pkgs=(dnsperf knot knot-dnsutils unbound dnsmasq-base)
 scripts/ensure-packages.sh "${pkgs[@]}"
 cargo build --release --locked
 [ "${1:-}" = --syscalls ] && exec python3 scripts/syscalls_dns.py
+if [ "${1:-}" = --profiles ]; then
+    cargo build --profile ship --locked
+    CARGO_PROFILE_SHIP_OPT_LEVEL=3 CARGO_TARGET_DIR=target/ship-o3 cargo build --profile ship --locked
+    exec python3 scripts/profiles_dns.py
+fi
 if [ "${1:-}" = --base ]; then
     rev=${2:?--base needs a revision}
     base=target/bench-base
