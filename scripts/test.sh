@@ -20,10 +20,10 @@ cd "$(dirname "$0")/.."
 # shadowsocks-libev (ss-server) as a Shadowsocks node of the classic AEAD
 # methods and trojan as a Trojan node, for the dialers of those protocols;
 # v2ray as an independent client that proves those nodes work without ward.
-# dpkg-dev and binutils for cargo-deb (dpkg-shlibdeps, strip) and the
-# package test.
+# python3 for the soak's UDP load (scripts/soak_udp.py); dpkg-dev and
+# binutils for cargo-deb (dpkg-shlibdeps, strip) and the package test.
 PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf
-    shadowsocks-libev trojan v2ray dpkg-dev binutils)
+    shadowsocks-libev trojan v2ray python3 dpkg-dev binutils)
 
 # shadowsocks-rust: ssserver, the Shadowsocks node of the 2022 methods
 # (ss-server has none), and sslocal, the client that proves it. Not in
@@ -165,6 +165,21 @@ if [ "$(id -u)" -eq 0 ] && command -v cargo-deb >/dev/null; then
 else
     echo "skipped: the package test needs root and cargo-deb"
     printf 'package\tscripts/package.sh --test needs root and cargo-deb\n' >> "$skip_log"
+fi
+
+# A one-minute soak of the release build under load and chaos
+# (scripts/soak.sh; about two and a half minutes with warm-up and settling).
+soak_tools=(knotd kdig danted dnsperf python3)
+missing_tools=()
+for tool in "${soak_tools[@]}"; do command -v "$tool" >/dev/null || missing_tools+=("$tool"); done
+if [ ${#missing_tools[@]} -eq 0 ]; then
+    echo "== soak (1 minute)"
+    start=$SECONDS
+    scripts/soak.sh 1
+    echo "== soak: $((SECONDS - start)) s"
+else
+    echo "skipped: the soak needs ${missing_tools[*]}"
+    printf 'soak\tscripts/soak.sh needs %s\n' "${missing_tools[*]}" >> "$skip_log"
 fi
 
 skipped=$(wc -l < "$skip_log")
