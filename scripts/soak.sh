@@ -105,11 +105,11 @@ PY
     for i in $(seq 0 3499); do printf 'h%d IN A 10.%d.%d.%d\n' "$i" $((i >> 16 & 255)) $((i >> 8 & 255)) $((i & 255)); done
     printf '*.n IN A 10.200.0.1\n'
 } >"$dir/soak.test.zone"
-# The query file, dnsperf's loop: three rounds of 500 hot names (cached
-# all along: the cache holds 2,000) each followed by 1,000 cold names seen
-# once a loop (evicted before they come back), a quarter of those under
-# n.soak.test, which goes through the node. Two answers in three come from
-# upstream.
+# The query file, dnsperf's loop: three rounds, each the same 500 hot
+# names (cached all along: the cache holds 2,000) shuffled with 1,000 cold
+# names seen once a loop (evicted before they come back), a quarter of
+# those under n.soak.test, which goes through the node. Two answers in
+# three come from upstream.
 for round in 0 1 2; do
     {
         for i in $(seq 0 499); do echo "h$i.soak.test A"; done
