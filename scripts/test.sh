@@ -24,10 +24,10 @@ cd "$(dirname "$0")/.."
 # user files of scripts/package/.
 # chromium, chromium-driver, python3-selenium: tests/browser.rs drives the
 # web page in headless Chromium (its script runs on Debian's /usr/bin/python3).
-# dpkg-dev and binutils for cargo-deb (dpkg-shlibdeps, strip) and the
-# package test.
+# python3 for the soak's UDP load (scripts/soak_udp.py); dpkg-dev and
+# binutils for cargo-deb (dpkg-shlibdeps, strip) and the package test.
 PACKAGES=(util-linux knot knot-dnsutils unbound iproute2 dante-server nftables procps dnsperf
-    shadowsocks-libev trojan v2ray systemd chromium chromium-driver python3-selenium dpkg-dev binutils)
+    shadowsocks-libev trojan v2ray systemd chromium chromium-driver python3-selenium python3 dpkg-dev binutils)
 
 # shadowsocks-rust: ssserver, the Shadowsocks node of the 2022 methods
 # (ss-server has none), and sslocal, the client that proves it. Not in
@@ -169,6 +169,21 @@ if [ "$(id -u)" -eq 0 ] && command -v cargo-deb >/dev/null; then
 else
     echo "skipped: the package test needs root and cargo-deb"
     printf 'package\tscripts/package.sh --test needs root and cargo-deb\n' >> "$skip_log"
+fi
+
+# A one-minute soak of the release build under load and chaos
+# (scripts/soak.sh; about two and a half minutes with warm-up and settling).
+soak_tools=(knotd kdig danted dnsperf python3)
+missing_tools=()
+for tool in "${soak_tools[@]}"; do command -v "$tool" >/dev/null || missing_tools+=("$tool"); done
+if [ ${#missing_tools[@]} -eq 0 ]; then
+    echo "== soak (1 minute)"
+    start=$SECONDS
+    scripts/soak.sh 1
+    echo "== soak: $((SECONDS - start)) s"
+else
+    echo "skipped: the soak needs ${missing_tools[*]}"
+    printf 'soak\tscripts/soak.sh needs %s\n' "${missing_tools[*]}" >> "$skip_log"
 fi
 
 skipped=$(wc -l < "$skip_log")
