@@ -321,10 +321,16 @@ fn deleting_a_connection_ends_its_flow_endpoint() {
     let client = Client::new();
     assert!(client.echo(lab.inbound, 1), "the flow carries");
     let _ = &lab.echo;
-    let snapshot = assert_route(
-        "GET /connections",
-        call(api, "GET", "/connections", None, ""),
-    );
+    // The echo reaches the client as ward sends it; its bytes are counted
+    // once the send returned: wait for the count, not for the echo.
+    let snapshot = eventually("the echo's bytes counted", Duration::from_secs(2), || {
+        let snapshot = assert_route(
+            "GET /connections",
+            call(api, "GET", "/connections", None, ""),
+        );
+        let downloaded = snapshot["connections"][0]["download"].as_u64().unwrap_or(0);
+        (downloaded > 0).then_some(snapshot)
+    });
     let flows = snapshot["connections"].as_array().unwrap().clone();
     assert_eq!(flows.len(), 1, "{snapshot}");
     let flow = &flows[0];
