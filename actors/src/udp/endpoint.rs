@@ -192,11 +192,21 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
     // From now on the inbound may send straight into the session.
     a.queue.set_direct(Some(session.clone()));
     let mut last = Instant::now();
+    // The datagram this endpoint sent last since the session last
+    // answered (the inbound's direct sends keep theirs in the queue).
     let mut sent: Option<(Instant, Datagram)> = None;
-    let recent = |sent: &Option<(Instant, Datagram)>| {
-        sent.iter()
+    // The one most likely lost with a failed path: the newer of the two,
+    // if recent.
+    let recent = |sent: &mut Option<(Instant, Datagram)>| {
+        let direct = a.queue.take_unanswered();
+        let newest = match (sent.take(), direct) {
+            (Some(s), Some(d)) => Some(if d.0 > s.0 { d } else { s }),
+            (s, d) => s.or(d),
+        };
+        newest
             .filter(|(at, _)| at.elapsed() < IN_FLIGHT)
-            .map(|(_, d)| d.clone())
+            .map(|(_, d)| d)
+            .into_iter()
             .collect::<Vec<_>>()
     };
     loop {
@@ -234,7 +244,11 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
                     Err(e) => Err(e),
                 };
                 match received {
-                    Ok(Answers::Some) => last = Instant::now(),
+                    Ok(Answers::Some) => {
+                        last = Instant::now();
+                        sent = None;
+                        a.queue.answered();
+                    }
                     Ok(Answers::None) => {}
                     // The inbound is gone: so is the flow.
                     Ok(Answers::InboundGone) => return Ok(()),
@@ -244,7 +258,7 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
                         // A session over a stream that ended carries
                         // nothing more, whoever is to blame.
                         if failure.blames_path() || session.is_over() {
-                            return Err(failed(a, dialer, &failure, recent(&sent)));
+                            return Err(failed(a, dialer, &failure, recent(&mut sent)));
                         }
                     }
                 }
@@ -252,7 +266,7 @@ async fn run(a: &EndpointArgs) -> Result<(), EndpointError> {
             closed = closed(&mut control) => {
                 let failure = Failure::association_closed(closed.as_ref());
                 dialer.report_failure(Track::Udp, &failure);
-                return Err(failed(a, dialer, &failure, recent(&sent)));
+                return Err(failed(a, dialer, &failure, recent(&mut sent)));
             }
             () = tokio::time::sleep_until((last + a.idle).into()) => {
                 // The inbound may have kept the flow busy on its own.

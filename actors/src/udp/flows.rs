@@ -173,7 +173,8 @@ impl Flows {
             if sent > 0 {
                 let bytes = datagrams[..sent].iter().map(|(_, b)| b.len());
                 flow.flow.sent(bytes.sum());
-                flow.queue.touch();
+                let (dst, last) = datagrams[sent - 1];
+                flow.queue.sent_directly(dst, last);
                 self.relay.metrics.upstream.inc_by(sent as u64);
             }
         }

@@ -79,6 +79,20 @@ pub struct Queue {
     /// When the inbound last sent directly (ms since `epoch`).
     touched_ms: AtomicU64,
     epoch: Instant,
+    /// The datagram the inbound last sent directly since the session last
+    /// answered: the one most likely lost when the path fails under it.
+    unanswered: Mutex<Option<Unanswered>>,
+    /// Whether `unanswered` holds one (read without the lock on every
+    /// answer).
+    holding: AtomicBool,
+}
+
+/// A copy of a datagram sent directly, its buffer reused for the next.
+struct Unanswered {
+    at: Instant,
+    datagram: Datagram,
+    /// Bytes of the budget it holds (its buffer's size).
+    held: usize,
 }
 
 /// What a push did.
@@ -105,6 +119,8 @@ impl Queue {
             direct: ArcSwapOption::empty(),
             touched_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            unanswered: Mutex::new(None),
+            holding: AtomicBool::new(false),
         }
     }
 
@@ -167,10 +183,62 @@ impl Queue {
         self.lock().is_empty().then_some(session)
     }
 
-    /// The inbound sent straight into the session just now.
-    pub fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.touched_ms.store(now.max(1), Ordering::Relaxed);
+    /// The inbound sent straight into the session just now, `last` (to
+    /// `dst`) the last datagram. A copy of it is kept until the session
+    /// answers, within the relay's budget: when the path fails before
+    /// that, it goes again through the next path.
+    pub fn sent_directly(&self, dst: SocketAddr, last: &[u8]) {
+        let now = Instant::now();
+        let ms = now.duration_since(self.epoch).as_millis() as u64;
+        self.touched_ms.store(ms.max(1), Ordering::Relaxed);
+        let mut slot = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        let held = slot.as_ref().map_or(0, |u| u.held);
+        if last.len() > held && !self.budget.take(last.len() - held) {
+            // Out of budget: keep no copy rather than an old one.
+            if let Some(old) = slot.take() {
+                self.budget.give(old.held);
+            }
+            self.holding.store(false, Ordering::Release);
+            return;
+        }
+        let held = held.max(last.len());
+        match slot.as_mut() {
+            Some(u) => {
+                u.at = now;
+                u.datagram.dst = dst;
+                u.datagram.bytes.clear();
+                u.datagram.bytes.extend_from_slice(last);
+                u.held = held;
+            }
+            None => {
+                *slot = Some(Unanswered {
+                    at: now,
+                    datagram: Datagram {
+                        dst,
+                        bytes: last.to_vec(),
+                    },
+                    held,
+                })
+            }
+        }
+        self.holding.store(true, Ordering::Release);
+    }
+
+    /// The session answered: the datagram sent directly before got
+    /// through, or is not the one to send again.
+    pub fn answered(&self) {
+        if self.holding.load(Ordering::Acquire) {
+            self.take_unanswered();
+        }
+    }
+
+    /// The datagram sent directly since the last answer, with when.
+    pub fn take_unanswered(&self) -> Option<(Instant, Datagram)> {
+        let mut slot = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        self.holding.store(false, Ordering::Release);
+        let u = slot.take()?;
+        self.budget.give(u.held);
+        Some((u.at, u.datagram))
     }
 
     /// Publishes (or withdraws) the endpoint's session for direct sends.
@@ -236,6 +304,7 @@ impl Drop for Queue {
         let items = self.items.get_mut().unwrap_or_else(|e| e.into_inner());
         self.budget
             .give(items.iter().map(|(d, _)| d.bytes.len()).sum::<usize>());
+        self.take_unanswered();
     }
 }
 
@@ -314,5 +383,29 @@ mod tests {
             0,
             "closing and dropping give every byte back"
         );
+    }
+
+    #[test]
+    fn the_last_direct_send_is_kept_until_an_answer_within_the_budget() {
+        let budget = Arc::new(Budget::new(8));
+        let q = Queue::new(4, budget.clone());
+        let dst: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        q.sent_directly(dst, b"abcd");
+        q.sent_directly(dst, b"xy");
+        assert_eq!(budget.used(), 4, "the buffer is reused, its size held");
+        q.answered();
+        assert_eq!(q.take_unanswered(), None, "an answer clears it");
+        assert_eq!(budget.used(), 0);
+        q.sent_directly(dst, b"xyz");
+        let (_, kept) = q.take_unanswered().expect("kept");
+        assert_eq!(kept.bytes, b"xyz");
+        // Past the budget no copy is kept, not even an older one.
+        q.sent_directly(dst, b"12345678");
+        assert_eq!(budget.used(), 8);
+        q.sent_directly(dst, b"123456789");
+        assert_eq!((q.take_unanswered(), budget.used()), (None, 0));
+        q.sent_directly(dst, b"1");
+        drop(q);
+        assert_eq!(budget.used(), 0, "dropping the queue gives it back");
     }
 }
