@@ -20,7 +20,7 @@ const SLOT: usize = 4096;
 
 /// Buffers and headers for one `recvmmsg`, reused for every call.
 pub struct RecvBatch {
-    bufs: Vec<u8>,
+    bufs: Buffers,
     /// Bytes per datagram; longer ones arrive cut.
     slot: usize,
     addrs: Vec<libc::sockaddr_storage>,
@@ -36,6 +36,80 @@ pub struct RecvBatch {
 // SAFETY: the raw pointers in `iovs` and `msgs` only point into this
 // struct's own vectors, and are rebuilt before every call.
 unsafe impl Send for RecvBatch {}
+
+/// Past this many bytes a batch's buffers are pages of their own.
+const OWN_PAGES: usize = 64 * 1024;
+
+/// A batch's datagram buffers. Large ones (a relay inbound's: 32 slots of
+/// 64 KiB, most of each never written) are anonymous pages mapped for
+/// them and unmapped with them: the kernel hands them out zeroed and
+/// keeps only the pages written in memory. From the allocator instead,
+/// a block it reuses would be zeroed whole by hand, and all 2 MiB would
+/// stay resident for good after an inbound's restart.
+enum Buffers {
+    Heap(Vec<u8>),
+    Pages(std::ptr::NonNull<u8>, usize),
+}
+
+// SAFETY: the mapping is owned by this value alone, like a Vec's block.
+unsafe impl Send for Buffers {}
+
+impl Buffers {
+    fn zeroed(len: usize) -> Buffers {
+        if len < OWN_PAGES {
+            return Buffers::Heap(vec![0u8; len]);
+        }
+        // SAFETY: a fresh private anonymous mapping, no file, no address
+        // asked for; the result is checked.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        match std::ptr::NonNull::new(at.cast::<u8>()) {
+            Some(at) if at.as_ptr() != libc::MAP_FAILED.cast() => Buffers::Pages(at, len),
+            // No address space for it: the allocator's way still works.
+            _ => Buffers::Heap(vec![0u8; len]),
+        }
+    }
+}
+
+impl std::ops::Deref for Buffers {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buffers::Heap(v) => v,
+            // SAFETY: `len` bytes mapped readable and writable, zeroed by
+            // the kernel, owned by this value until it drops.
+            Buffers::Pages(at, len) => unsafe { std::slice::from_raw_parts(at.as_ptr(), *len) },
+        }
+    }
+}
+
+impl std::ops::DerefMut for Buffers {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            Buffers::Heap(v) => v,
+            // SAFETY: as in `deref`, borrowed mutably through `self`.
+            Buffers::Pages(at, len) => unsafe { std::slice::from_raw_parts_mut(at.as_ptr(), *len) },
+        }
+    }
+}
+
+impl Drop for Buffers {
+    fn drop(&mut self) {
+        if let Buffers::Pages(at, len) = self {
+            // SAFETY: the mapping made in `zeroed`, unmapped once; no
+            // borrow of it outlives `self`.
+            unsafe { libc::munmap(at.as_ptr().cast(), *len) };
+        }
+    }
+}
 
 impl Default for RecvBatch {
     fn default() -> Self {
@@ -54,7 +128,7 @@ impl RecvBatch {
         let zeroed_storage: libc::sockaddr_storage = unsafe { zeroed() };
         let zeroed_msg: libc::mmsghdr = unsafe { zeroed() };
         Self {
-            bufs: vec![0u8; BATCH * slot],
+            bufs: Buffers::zeroed(BATCH * slot),
             slot,
             addrs: vec![zeroed_storage; BATCH],
             iovs: vec![
