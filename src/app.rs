@@ -359,6 +359,7 @@ fn root_children(
             listen: api.listen,
             secret: api.secret.clone(),
             ctx: ctx.clone(),
+            picks: crate::api::picks::Picks::open(api.state.clone(), &ctx.dialers),
         };
         children.push(crate::api::child_spec(args, held.api.clone()));
     }

@@ -362,3 +362,64 @@ fn deleting_a_connection_ends_its_flow_endpoint() {
     assert_eq!(after["connections"], json!([]), "{after}");
     assert!(after["uploadTotal"].as_u64().unwrap() > 0);
 }
+
+/// A pick is written to `api.state` and read back when ward starts again;
+/// the picked dialer's actor restarting changes nothing; a state file that
+/// does not parse is logged and rewritten, never a reason not to start.
+#[test]
+fn a_pick_is_kept_across_a_restart_of_ward_in_the_state_file() {
+    if !support::require(&["danted"], false) {
+        return;
+    }
+    let (a, b) = (Dante::start(), Dante::start());
+    let ward = Ward::start_with(|dir| {
+        std::fs::write(dir.join("picks.ron"), "(picks: {\"nodes\": ").unwrap();
+        format!(
+            "(\n    admin: (socket: \"{}/admin.sock\"),\n    log: (level: \"debug\"),\n    \
+             api: (listen: \"{API}\", state: \"picks.ron\"),\n    \
+             dialers: {{ \"a\": Socks5((server: \"{}\")), \"b\": Socks5((server: \"{}\")) }},\n    \
+             groups: {{ \"nodes\": (dialers: [\"a\", \"b\"], policy: Fixed(0)) }},\n)\n",
+            dir.display(),
+            a.addr(),
+            b.addr()
+        )
+    });
+    assert!(
+        ward.log().contains("the file does not parse"),
+        "{}",
+        ward.log()
+    );
+    let state = ward.dir.path().join("picks.ron");
+    let now = |ward: &Ward| {
+        let api = ward.bound("API served", API);
+        call(api, "GET", "/proxies/nodes", None, "").1["now"].clone()
+    };
+    let udp_choice = |ward: &Ward| {
+        let out = ward.ctl(&["dialers", "--json"]);
+        let dialers: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let groups = dialers["groups"].as_array().unwrap().clone();
+        groups.into_iter().find(|g| g["name"] == "nodes").unwrap()["udp"].clone()
+    };
+    assert_eq!(now(&ward), "a");
+    let api = ward.bound("API served", API);
+    let (status, _) = call(api, "PUT", "/proxies/nodes", None, r#"{"name":"b"}"#);
+    assert_eq!(status, 204);
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("\"nodes\": \"b\""), "{saved}");
+
+    // The picked dialer's actor restarts: the group still uses it.
+    let (status, body) = call(api, "POST", "/tree/kill?path=dialers/b", None, "");
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
+    ward.wait_ready();
+    assert_eq!(now(&ward), "b");
+
+    let ward = ward.restart();
+    assert!(
+        ward.log()
+            .contains("group member picked before the restart"),
+        "{}",
+        ward.log()
+    );
+    assert_eq!(now(&ward), "b");
+    assert_eq!(udp_choice(&ward), "b");
+}

@@ -13,13 +13,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use ward_actors::dialer::http_probe;
 use ward_actors::dialer::settings::{DialerSpec, HttpUrl, Policy};
 use ward_actors::dialer::{Dialer, Group, Track, Via};
 
+use super::picks::Picks;
 use super::{error, rfc3339};
 use crate::admin::protocol::VERSION;
 use crate::context::ServiceContext;
@@ -258,7 +259,12 @@ struct PickBody {
 }
 
 /// Picks a group's member; 204, or 400 as mihomo says it.
-async fn pick(State(ctx): Ctx, Path(name): Path<String>, body: Option<Json<PickBody>>) -> Response {
+async fn pick(
+    State(ctx): Ctx,
+    Extension(picks): Extension<Arc<Picks>>,
+    Path(name): Path<String>,
+    body: Option<Json<PickBody>>,
+) -> Response {
     let group = match ctx.dialers.via(&name) {
         Some(Via::Group(group)) => group,
         Some(Via::Dialer(_)) => return error(StatusCode::BAD_REQUEST, "Must be a Selector"),
@@ -278,6 +284,7 @@ async fn pick(State(ctx): Ctx, Path(name): Path<String>, body: Option<Json<PickB
         return error(StatusCode::BAD_REQUEST, &message);
     }
     tracing::info!(group = %group.name, member = %body.name, "group member picked through the API");
+    picks.save(&ctx.dialers).await;
     StatusCode::NO_CONTENT.into_response()
 }
 

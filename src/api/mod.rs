@@ -12,12 +12,14 @@
 //! - [`stream`]: how a stream goes out (chunked or WebSocket), its cap.
 //! - [`write_deadline`]: a connection whose blocked writes time out.
 //! - [`page`]: the web page at `/ui/`, served without the secret.
+//! - [`picks`]: the groups' picks, kept in a state file across restarts.
 
 pub mod clash;
 pub mod connections;
 pub mod live;
 pub mod own;
 pub mod page;
+pub mod picks;
 pub mod server;
 pub mod stream;
 pub mod write_deadline;

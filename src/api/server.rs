@@ -47,6 +47,8 @@ pub struct ApiArgs {
     pub listen: SocketAddr,
     pub secret: Option<Secret>,
     pub ctx: Arc<ServiceContext>,
+    /// Where the groups' picks are kept.
+    pub picks: Arc<super::picks::Picks>,
 }
 
 /// The API child's spec.
@@ -70,7 +72,12 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
     tracing::info!(addr = %args.listen, %bound, "API served at http://{bound}");
     // Streams end when this is dropped: when the child stops.
     let (hub, _streams_open) = StreamHub::new();
-    let app = router(args.ctx.clone(), args.secret.clone(), hub);
+    let app = router(
+        args.ctx.clone(),
+        args.secret.clone(),
+        hub,
+        args.picks.clone(),
+    );
     let mut clients = Connections::new(MAX_CONNECTIONS);
     let dead = accept_each(&*listener, "api", |stream, _| {
         // Past the cap the connection is closed at once.
@@ -97,7 +104,12 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
 
 /// Every route, behind the body limit, the token check and CORS; the web
 /// page's static files outside them (they hold no secret).
-pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>, hub: StreamHub) -> Router {
+pub fn router(
+    ctx: Arc<ServiceContext>,
+    secret: Option<Secret>,
+    hub: StreamHub,
+    picks: Arc<super::picks::Picks>,
+) -> Router {
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([
@@ -115,6 +127,7 @@ pub fn router(ctx: Arc<ServiceContext>, secret: Option<Secret>, hub: StreamHub) 
         .merge(super::live::routes())
         .with_state(ctx)
         .layer(Extension(hub))
+        .layer(Extension(picks))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::new(secret), authorize))
         .layer(cors)

@@ -105,6 +105,8 @@ pub struct ApiConfig {
     pub listen: SocketAddr,
     /// The bearer token every request must carry; none: open.
     pub secret: Option<ward_actors::dialer::settings::Secret>,
+    /// The file the groups' picks are kept in (see `api::picks`).
+    pub state: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -416,6 +418,7 @@ impl Checker<'_> {
         Some(ApiConfig {
             listen,
             secret: secret.map(ward_actors::dialer::settings::Secret::new),
+            state: raw.state.map(|state| self.file_path(&state)),
         })
     }
 

@@ -83,6 +83,8 @@ pub struct RawApi {
     pub listen: String,
     #[serde(default)]
     pub secret: Option<super::dialers::RawSecret>,
+    #[serde(default)]
+    pub state: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

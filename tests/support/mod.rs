@@ -367,6 +367,16 @@ impl Ward {
     }
 
     /// Sends `signal` and waits for the exit; the time it took.
+    /// Stops ward with SIGTERM and starts it again on the same directory
+    /// and configuration (its state files kept), waiting until it is ready.
+    pub fn restart(mut self) -> Ward {
+        let (status, _) = self.stop(nix::sys::signal::Signal::SIGTERM);
+        assert!(status.success(), "ward stopped: {status}\n{}", self.log());
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Ward::start_in(dir, self.socket.clone(), &config)
+    }
+
     pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> (ExitStatus, Duration) {
         let mut child = self.child.take().expect("running");
         let sent = Instant::now();
