@@ -90,7 +90,7 @@ pub struct Service {
 pub(crate) struct Holds {
     admin: Held<AdminSocket>,
     metrics: Held<TcpListener>,
-    api: Held<TcpListener>,
+    api: Held<std::net::TcpListener>,
     /// The sockets of DNS listeners and UDP inbounds by what names them in
     /// the tree (`udp:<addr>`, `forward:<addr>`): a reload that removes one
     /// releases its socket.

@@ -31,6 +31,9 @@ pub struct ServiceContext {
     pub dns: Option<Arc<Resolver>>,
     /// The UDP relay, when configured.
     pub udp: Option<Arc<Relay>>,
+    /// The runtime the tree runs on (the API serves from a thread of its
+    /// own and runs what may start actors here).
+    pub runtime: tokio::runtime::Handle,
     /// The address `/metrics` is served on, once bound.
     metrics_addr: Mutex<Option<SocketAddr>>,
     /// Applies reloads; set once the tree has started.
@@ -56,6 +59,7 @@ impl ServiceContext {
             dialers,
             dns,
             udp,
+            runtime: tokio::runtime::Handle::current(),
             metrics_addr: Mutex::new(None),
             reloader: OnceLock::new(),
         })

@@ -337,6 +337,7 @@ fn deleting_a_connection_ends_its_flow_endpoint() {
     assert_shape("connection", flow);
     assert_shape("metadata", &flow["metadata"]);
     assert_eq!(flow["chains"], json!(["live", "nodes"]));
+    assert_eq!(flow["metadata"]["type"], "Tunnel", "a forward inbound");
     assert!(
         flow["upload"].as_u64().unwrap() > 0 && flow["download"].as_u64().unwrap() > 0,
         "{flow}"
@@ -422,4 +423,86 @@ fn a_pick_is_kept_across_a_restart_of_ward_in_the_state_file() {
     );
     assert_eq!(now(&ward), "b");
     assert_eq!(udp_choice(&ward), "b");
+}
+
+/// The API serves from a thread of its own. A reload asked through it
+/// starts its actors on the tree's runtime: they keep serving after the
+/// API's thread is gone (its actor killed) and while it comes back.
+#[test]
+fn the_api_has_a_thread_of_its_own_and_what_it_reloads_outlives_it() {
+    let echo = Peer::echo();
+    let inbound = |n: u32| {
+        format!(
+            "Forward((listen: \"127.0.0.{n}:0\", to: \"{}\"))",
+            echo.addr
+        )
+    };
+    let config = |inbounds: &str| {
+        format!(
+            "api: (listen: \"{API}\"),\n    udp: (inbounds: [ {inbounds} ], default: \"direct\"),"
+        )
+    };
+    let ward = Ward::start(&config(&inbound(1)));
+    let api = ward.bound("API served", API);
+    // Each thread's name and nice value.
+    let threads = || -> Vec<(String, i64)> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", ward.pid())).unwrap();
+        tasks
+            .filter_map(|t| {
+                let path = t.ok()?.path();
+                let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+                let stat = std::fs::read_to_string(path.join("stat")).ok()?;
+                let nice = stat
+                    .rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse()
+                    .ok()?;
+                Some((comm.trim().to_string(), nice))
+            })
+            .collect()
+    };
+    let api_threads = || {
+        threads()
+            .into_iter()
+            .filter(|(comm, _)| comm == "ward-api")
+            .count()
+    };
+    assert_eq!(api_threads(), 1, "{:?}", threads());
+    // Ten nicer than ward's own, whatever that was started with.
+    let base = threads()
+        .into_iter()
+        .find(|(comm, _)| comm != "ward-api")
+        .unwrap()
+        .1;
+    for (comm, nice) in threads() {
+        let want = if comm == "ward-api" {
+            (base + 10).min(19)
+        } else {
+            base
+        };
+        assert_eq!(nice, want, "{comm}: the API yields to the data path");
+    }
+
+    let text = std::fs::read_to_string(&ward.config).unwrap();
+    let text = text.replace(&inbound(1), &format!("{}, {}", inbound(1), inbound(3)));
+    std::fs::write(&ward.config, text).unwrap();
+    let (status, body) = call(api, "POST", "/reload", None, "");
+    assert_eq!((status, &body["ok"]), (200, &json!(true)), "{body}");
+    let added = ward.bound("UDP inbound listening", "127.0.0.3:0");
+
+    assert!(ward.ctl(&["kill", "api"]).status.success());
+    let client = Client::new();
+    assert!(
+        client.echo(added, 1),
+        "the reloaded inbound serves while the API restarts"
+    );
+    ward.wait_ready();
+    assert!(client.echo(added, 2), "{}", ward.log());
+    let api = ward.bound("API served", API);
+    assert_eq!(call(api, "GET", "/version", None, "").0, 200);
+    eventually("one API thread again", Duration::from_secs(5), || {
+        (api_threads() == 1).then_some(())
+    });
 }

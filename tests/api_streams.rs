@@ -18,7 +18,7 @@ use support::{eventually, walk, Ward};
 
 const SECRET: &str = "s3cret";
 /// The API's cap on streaming clients (`api::stream::MAX_STREAMS`).
-const MAX_STREAMS: usize = 32;
+const MAX_STREAMS: usize = 64;
 
 /// ward with the API (secret [`SECRET`]) and a forward inbound to a UDP
 /// echo server through `direct`.

@@ -49,7 +49,7 @@ async fn traffic(State(ctx): Ctx, Extension(hub): Hub, Upgrade(upgrade): Upgrade
         let rate = |from: u64, to: u64| (to.saturating_sub(from) as f64 / secs).round() as u64;
         let (up, down) = (rate(last.0 .0, now.0 .0), rate(last.0 .1, now.0 .1));
         last = now;
-        json!({"up": up, "down": down}).to_string()
+        json!({"up": up, "down": down}).to_string().into()
     });
     hub.deliver(upgrade, feed)
 }
@@ -57,7 +57,9 @@ async fn traffic(State(ctx): Ctx, Extension(hub): Hub, Upgrade(upgrade): Upgrade
 /// Resident memory; ward sets no limit of its own.
 async fn memory(Extension(hub): Hub, Upgrade(upgrade): Upgrade) -> Response {
     let feed = every(TICK, || {
-        json!({"inuse": process::rss_bytes(), "oslimit": 0}).to_string()
+        json!({"inuse": process::rss_bytes(), "oslimit": 0})
+            .to_string()
+            .into()
     });
     hub.deliver(upgrade, feed)
 }
@@ -112,7 +114,7 @@ fn log_feed(least: LevelFilter) -> Feed {
             match lines.recv().await {
                 Ok(line) if line.level <= least => {
                     let json = json!({"type": level_name(line.level), "payload": line.text});
-                    return Some((json.to_string(), lines));
+                    return Some((json.to_string().into(), lines));
                 }
                 // Lines below the level, and those skipped when behind.
                 Ok(_) | Err(RecvError::Lagged(_)) => {}

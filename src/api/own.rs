@@ -41,10 +41,7 @@ pub fn routes() -> Router<Arc<ServiceContext>> {
             "/dns/cache/flush",
             post(|State(ctx): Ctx| async move { reply(ops::cache_flush(&ctx)) }),
         )
-        .route(
-            "/reload",
-            post(|State(ctx): Ctx| async move { reply(ops::reload(&ctx).await) }),
-        )
+        .route("/reload", post(reload))
 }
 
 /// How often a `/tree` WebSocket looks at the tree.
@@ -78,7 +75,7 @@ fn tree_changes(trees: BoxStream<'static, Value>) -> Feed {
             if changed {
                 last = Some(shape);
             }
-            futures::future::ready(changed.then(|| tree.to_string()))
+            futures::future::ready(changed.then(|| tree.to_string().into()))
         })
         .boxed()
 }
@@ -126,6 +123,16 @@ async fn kill(State(ctx): Ctx, Query(query): Query<KillQuery>) -> Response {
     reply(value)
 }
 
+/// Reloads on the tree's runtime: a reload starts actors, which must not
+/// live on the API's thread.
+async fn reload(State(ctx): Ctx) -> Response {
+    let runtime = ctx.runtime.clone();
+    match runtime.spawn(async move { ops::reload(&ctx).await }).await {
+        Ok(value) => reply(value),
+        Err(e) => reply(ops::error_reply(&format!("the reload did not finish: {e}"))),
+    }
+}
+
 async fn probe(State(ctx): Ctx, Path(name): Path<String>) -> Response {
     reply(ops::probe(&name, &ctx))
 }
@@ -151,6 +158,7 @@ mod tests {
         };
         let trees = [node(0, 1), node(0, 1000), node(1, 5), node(1, 2000)];
         let sent: Vec<String> = tree_changes(futures::stream::iter(trees).boxed())
+            .map(|json| json.to_string())
             .collect()
             .await;
         assert_eq!(sent, [node(0, 1).to_string(), node(1, 5).to_string()]);

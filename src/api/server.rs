@@ -24,7 +24,7 @@ use tower_http::cors::{Any, CorsLayer};
 use tower_http::limit::RequestBodyLimitLayer;
 use ward_actors::dialer::settings::Secret;
 use ward_actors::io_class::{IoSide, SocketFailure};
-use ward_actors::net::socket::bind_tcp;
+use ward_actors::net::socket::bind_tcp_std;
 use ward_actors::net::{accept_each, Connections, Held, Lease};
 use ward_supervision::{ChildFailure, ChildSpec, Restart};
 
@@ -33,7 +33,7 @@ use super::write_deadline::WriteDeadline;
 use crate::context::ServiceContext;
 
 /// Connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS: usize = 128;
 /// The largest request body accepted (a `PATCH /configs` is a few bytes).
 const MAX_BODY: usize = 64 * 1024;
 /// The largest request head (hyper's buffer; its floor is 8 KiB).
@@ -52,20 +52,92 @@ pub struct ApiArgs {
 }
 
 /// The API child's spec.
-pub fn child_spec(args: ApiArgs, held: Held<TcpListener>) -> ChildSpec {
+pub fn child_spec(args: ApiArgs, held: Held<std::net::TcpListener>) -> ChildSpec {
     ChildSpec::task("api", "api", Restart::Permanent, move |_| {
         let (args, held) = (args.clone(), held.clone());
         async move {
             let listen = args.listen;
-            let lease = held.lease(|| bind_tcp(listen)).await.map_err(|e| {
-                SocketFailure::new(format!("bind api {listen}"), IoSide::Listener, e)
-            })?;
-            Ok(async move { held.guard(serve(lease, args)).await })
+            let failed = |e| SocketFailure::new(format!("bind api {listen}"), IoSide::Listener, e);
+            let lease = held.lease(|| bind_tcp_std(listen)).await.map_err(failed)?;
+            // A descriptor of its own for the API's thread to register.
+            let listener = lease.try_clone().map_err(failed)?;
+            Ok(async move { held.guard(on_own_thread(lease, listener, args)).await })
         }
     })
 }
 
-async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildFailure> {
+/// Serves on a thread of its own ([`THREAD`], a single-threaded runtime)
+/// until this future is dropped (the child stopped or was killed) or
+/// serving fails. Dashboards' snapshots and streams (a `/connections`
+/// of 10,000 flows is megabytes of JSON a second per client) then never
+/// wait in a queue before a DNS query or a datagram, and their CPU is
+/// the thread's, apart from the data path's. `lease` keeps the socket
+/// held while it serves.
+async fn on_own_thread(
+    lease: Lease<std::net::TcpListener>,
+    listener: std::net::TcpListener,
+    args: ApiArgs,
+) -> Result<(), ChildFailure> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, outcome) = tokio::sync::oneshot::channel();
+    let run = move || {
+        yield_to_the_data_path();
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| SocketFailure::new("api runtime", IoSide::Listener, e))?;
+            runtime.block_on(async move {
+                let listener = TcpListener::from_std(listener)
+                    .map_err(|e| SocketFailure::new("api listener", IoSide::Listener, e))?;
+                tokio::select! {
+                    served = serve(listener, args) => served,
+                    // Stopped: the runtime drops every connection with it.
+                    _ = stopped => Ok(()),
+                }
+            })
+        }));
+        let _ = done.send(served.unwrap_or_else(|panic| Err(ChildFailure::panic(panic))));
+    };
+    std::thread::Builder::new()
+        .name(THREAD.into())
+        .spawn(run)
+        .map_err(|e| SocketFailure::new("api thread", IoSide::Listener, e))?;
+    let _serving = (lease, stop);
+    match outcome.await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ChildFailure::from(SocketFailure::new(
+            "api thread",
+            IoSide::Listener,
+            std::io::Error::other("ended without a word"),
+        ))),
+    }
+}
+
+/// The API thread's name (`ps -L`, `/proc/<pid>/task/*/comm`).
+pub const THREAD: &str = "ward-api";
+
+/// How much nicer the API thread is than the rest of ward: when the CPU
+/// is short (a router's one or two cores), the data path's threads come
+/// first and dashboards get what is left.
+pub const NICER: i32 = 10;
+
+/// Makes this thread alone (Linux keeps a nice value per thread) [`NICER`]
+/// nicer, 19 at most. Lowering a priority needs no privilege; if it fails
+/// anyway the API serves as it is.
+fn yield_to_the_data_path() {
+    let tid = nix::unistd::gettid().as_raw() as libc::id_t;
+    // SAFETY: system calls on this thread's id, no memory passed.
+    let set = unsafe {
+        let now = libc::getpriority(libc::PRIO_PROCESS, tid);
+        libc::setpriority(libc::PRIO_PROCESS, tid, (now + NICER).min(19))
+    };
+    if set != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "the API thread keeps its priority");
+    }
+}
+
+async fn serve(listener: TcpListener, args: ApiArgs) -> Result<(), ChildFailure> {
     let bound = listener
         .local_addr()
         .map_err(|e| ChildFailure::from(SocketFailure::new("api address", IoSide::Listener, e)))?;
@@ -79,7 +151,7 @@ async fn serve(listener: Lease<TcpListener>, args: ApiArgs) -> Result<(), ChildF
         args.picks.clone(),
     );
     let mut clients = Connections::new(MAX_CONNECTIONS);
-    let dead = accept_each(&*listener, "api", |stream, _| {
+    let dead = accept_each(&listener, "api", |stream, _| {
         // Past the cap the connection is closed at once.
         if !clients.has_room() {
             return;
@@ -128,6 +200,7 @@ pub fn router(
         .with_state(ctx)
         .layer(Extension(hub))
         .layer(Extension(picks))
+        .layer(Extension(super::connections::SharedSnapshot::default()))
         .layer(RequestBodyLimitLayer::new(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::new(secret), authorize))
         .layer(cors)

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,15 +22,16 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 /// Streams served at once, of both kinds. Below the API's connection cap,
 /// so that plain requests still get through while every slot streams.
-pub const MAX_STREAMS: usize = 32;
+pub const MAX_STREAMS: usize = 64;
 /// How long one WebSocket message may take to go out.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest message or frame a client may send (ward reads only to
 /// answer pings and to see the client close).
 const MAX_INCOMING: usize = 16 * 1024;
 
-/// What a stream sends: one JSON text per item.
-pub type Feed = BoxStream<'static, String>;
+/// What a stream sends: one JSON text per item. Shared bytes: one
+/// snapshot goes to every client asking for it without a copy each.
+pub type Feed = BoxStream<'static, Utf8Bytes>;
 
 /// The streaming slots and the stop signal, shared by every route.
 #[derive(Clone)]
@@ -81,9 +82,10 @@ impl StreamHub {
 /// One JSON object a line; hyper flushes each as it comes. The slot goes
 /// when hyper drops the body: the client left or a write failed.
 fn chunked(feed: Feed, slot: OwnedSemaphorePermit) -> Response {
-    let lines = feed.map(move |json| {
+    let lines = feed.flat_map(move |json| {
         let _held = &slot;
-        Ok::<_, Infallible>(Bytes::from(json + "\n"))
+        let json = Message::Text(json).into_data();
+        futures::stream::iter([json, Bytes::from_static(b"\n")].map(Ok::<_, Infallible>))
     });
     let mut response = Body::from_stream(lines).into_response();
     response.headers_mut().insert(
@@ -100,7 +102,7 @@ async fn over_websocket(socket: WebSocket, mut feed: Feed, _slot: OwnedSemaphore
     loop {
         tokio::select! {
             item = feed.next() => match item {
-                Some(json) => if !send(&mut out, Message::Text(json.into())).await {
+                Some(json) => if !send(&mut out, Message::Text(json)).await {
                     return;
                 },
                 None => break,

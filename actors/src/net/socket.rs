@@ -99,11 +99,18 @@ fn force_buffer(socket: &Socket, option: libc::c_int) -> io::Result<()> {
 
 /// A TCP listener bound to `addr`.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::from_std(bind_tcp_std(addr)?)
+}
+
+/// A nonblocking TCP listener bound to `addr`, not yet registered with
+/// any runtime (to be served on a thread of its own).
+pub fn bind_tcp_std(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     let socket = listening(addr, Type::STREAM, Protocol::TCP)?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
     socket.listen(TCP_BACKLOG)?;
-    tokio::net::TcpListener::from_std(socket.into())
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 /// An outbound socket of `kind` for `peer`'s family, with a dialer's mark

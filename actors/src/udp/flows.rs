@@ -86,6 +86,7 @@ impl Outbox {
 pub struct Flows {
     relay: Arc<Relay>,
     reply: Arc<dyn Reply>,
+    inbound: &'static str,
     table: HashMap<FlowKey, Handle, foldhash::fast::RandomState>,
     events: mpsc::Sender<Event>,
     /// Flows whose path failed lately: the dialers they must avoid and the
@@ -95,11 +96,18 @@ pub struct Flows {
 }
 
 impl Flows {
-    pub fn new(relay: Arc<Relay>, reply: Arc<dyn Reply>) -> (Flows, mpsc::Receiver<Event>) {
+    /// The flows of an inbound of kind `inbound` (`forward`, `tproxy`,
+    /// `socks5`), answered through `reply`.
+    pub fn new(
+        relay: Arc<Relay>,
+        reply: Arc<dyn Reply>,
+        inbound: &'static str,
+    ) -> (Flows, mpsc::Receiver<Event>) {
         let (events, rx) = mpsc::channel(EVENTS);
         let flows = Flows {
             relay,
             reply,
+            inbound,
             table: HashMap::default(),
             events,
             failed: Lru::new(FAILED_MAX),
@@ -244,6 +252,7 @@ impl Flows {
             retries,
             reply: self.reply.clone(),
             events: self.events.clone(),
+            inbound: self.inbound,
         };
         match self.relay.start(flow) {
             Ok(handle) => {
@@ -357,8 +366,11 @@ mod tests {
 
     #[tokio::test]
     async fn failed_flows_remembered_stay_under_the_cap_the_oldest_going_first() {
-        let (mut flows, _events) =
-            Flows::new(relay(&Arc::new(UdpMetrics::default())), Arc::new(NoReply));
+        let (mut flows, _events) = Flows::new(
+            relay(&Arc::new(UdpMetrics::default())),
+            Arc::new(NoReply),
+            "forward",
+        );
         let key = |port| FlowKey {
             client: SocketAddr::from(([127, 0, 0, 1], port)),
             dst: None,

@@ -60,7 +60,8 @@ impl InboundHeld {
         Ok(match spec {
             InboundSpec::Forward { listen, to } => {
                 let socket = bind(*listen)?;
-                let (flows, events) = Flows::new(relay.clone(), SocketReply::new(&socket, false));
+                let (flows, events) =
+                    Flows::new(relay.clone(), SocketReply::new(&socket, false), "forward");
                 InboundHeld::Forward {
                     socket,
                     to: *to,
@@ -76,7 +77,7 @@ impl InboundHeld {
                     inbound: Arc::downgrade(&socket),
                     gso: AtomicBool::new(true),
                 });
-                let (flows, events) = Flows::new(relay.clone(), reply);
+                let (flows, events) = Flows::new(relay.clone(), reply, "tproxy");
                 InboundHeld::Tproxy {
                     socket,
                     flows,

@@ -27,6 +27,9 @@ pub struct FlowInfo {
     pub name: String,
     /// When it started, ms since the Unix epoch.
     pub started_unix_ms: u64,
+    /// The kind of inbound it came through (`forward`, `tproxy`,
+    /// `socks5`).
+    pub inbound: &'static str,
     /// Bytes sent towards the destination and received from it.
     upload: AtomicU64,
     download: AtomicU64,
@@ -44,9 +47,16 @@ impl FlowInfo {
             started_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
+            inbound: "forward",
             upload: AtomicU64::new(0),
             download: AtomicU64::new(0),
         }
+    }
+
+    /// The same flow, come through an inbound of kind `inbound`.
+    pub fn came_through(mut self, inbound: &'static str) -> Self {
+        self.inbound = inbound;
+        self
     }
 
     pub(crate) fn sent(&self, bytes: usize) {

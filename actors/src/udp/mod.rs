@@ -83,6 +83,8 @@ pub struct NewFlow {
     pub retries: u8,
     pub reply: Arc<dyn Reply>,
     pub events: mpsc::Sender<Event>,
+    /// The kind of inbound it came in through.
+    pub inbound: &'static str,
 }
 
 /// ward's own DNS, as the relay sees it. A tproxy inbound may capture
@@ -244,7 +246,8 @@ impl Relay {
                 Pushed::OverBudget => self.metrics.dropped(Dropped::OverBudget),
             }
         }
-        let info = Arc::new(FlowInfo::new(id, flow.key, first, route, &dialer.name));
+        let info = FlowInfo::new(id, flow.key, first, route, &dialer.name);
+        let info = Arc::new(info.came_through(flow.inbound));
         self.live_flows.add(info.clone());
         let args = Arc::new(EndpointArgs {
             flow: info.clone(),
@@ -399,6 +402,7 @@ pub(crate) mod tests {
             retries: 0,
             reply: Arc::new(NoReply),
             events,
+            inbound: "forward",
         }
     }
 

@@ -120,7 +120,7 @@ impl Socks5Held {
         // so `0.0.0.0:p` and `[::]:p` can both be served.
         let listener = crate::net::socket::bind_tcp(relay_addr)?;
         let (ended_tx, ended) = mpsc::channel(EVENTS);
-        let (flows, events) = Flows::new(relay.clone(), SocketReply::new(&socket, true));
+        let (flows, events) = Flows::new(relay.clone(), SocketReply::new(&socket, true), "socks5");
         Ok(Socks5Held {
             socket,
             listener,
