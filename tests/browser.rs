@@ -2,7 +2,8 @@
 //! by tests/browser/ui.py (python3-selenium and chromium-driver), loads
 //! `/ui/` from ward's API address and nothing else, takes the secret,
 //! shows the tree, sees an actor's restart count go up after its kill
-//! button, and picks the other member of a group, which `ward ctl dialers`
+//! button and, pushed over the tree's WebSocket, after a kill from outside
+//! the page, and picks the other member of a group, which `ward ctl dialers`
 //! then reports. Any SEVERE entry in the browser console fails it.
 
 mod support;

@@ -2,15 +2,18 @@
 runs it with /usr/bin/python3 and python3-selenium): loads /ui/ from
 ward's API address, enters the secret, checks the tree shows the paths
 asked for, kills an actor and sees its restart count go up on the page
-within 2 s, picks another member of a group, saves a screenshot, and fails
+within 2 s, sees a kill from outside the page arrive through the tree's
+WebSocket, picks another member of a group, saves a screenshot, and fails
 on any SEVERE entry in the browser's console log or on any resource not
 loaded from ward. Exits 0 only when all of that held.
 """
 
 import argparse
+import json
 import sys
 import tempfile
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -78,6 +81,19 @@ def run(driver, args):
          lambda d: int(row(d, args.kill).get_attribute("data-restarts")) > before)
     print(f"{args.kill} restarts {before} -> above, seen after {time.monotonic() - clicked:.2f} s")
     assert "flash" in row(driver, args.kill).get_attribute("class"), "the restarted row flashes"
+
+    # Pushed, not polled: once the tree's WebSocket is open the page polls
+    # no tree; a kill from outside the page shows through a push.
+    pushes = lambda d: int(d.find_element(By.ID, "tree").get_attribute("data-pushes") or 0)
+    wait(driver, "a tree pushed over the WebSocket", 5, lambda d: pushes(d) >= 1)
+    before, pushed = int(row(driver, args.kill).get_attribute("data-restarts")), pushes(driver)
+    kill = urllib.request.Request(f"{args.base}/tree/kill?path={args.kill}", method="POST",
+                                  headers={"Authorization": f"Bearer {args.secret}"})
+    with urllib.request.urlopen(kill, timeout=5) as reply:
+        assert json.load(reply)["ok"], "killed from outside the page"
+    wait(driver, f"{args.kill}'s restart count above {before}, pushed", 3,
+         lambda d: int(row(d, args.kill).get_attribute("data-restarts")) > before and pushes(d) > pushed)
+    print(f"{args.kill} restarted again, seen through a push")
 
     picker = driver.find_element(By.CSS_SELECTOR, f'select[data-group="{args.group}"]')
     Select(picker).select_by_value(args.member)

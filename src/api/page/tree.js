@@ -1,6 +1,7 @@
-// The supervision tree from GET /tree: one row per actor, kept across
-// polls (keyed by path) so open/closed state, hover and clicks survive
-// the once-a-second update. A row whose restart count went up flashes.
+// The supervision tree from /tree (pushed over a WebSocket when it
+// changes, or polled): one row per actor, kept across updates (keyed by
+// path) so open/closed state, hover and clicks survive them. A row whose
+// restart count went up flashes.
 "use strict";
 
 ward.tree = (() => {
@@ -8,7 +9,9 @@ ward.tree = (() => {
   let onKill = () => {};
 
   function tooltip(node) {
-    const lines = [`${node.path || "(root)"} — ${node.kind}`, `uptime ${Math.round(node.uptime_ms / 1000)} s`];
+    // A start time stays true between pushes (uptimes alone push nothing).
+    const since = new Date(Date.now() - node.uptime_ms).toLocaleTimeString();
+    const lines = [`${node.path || "(root)"} — ${node.kind}`, `running since ${since}`];
     if (node.detail) lines.push(node.detail);
     lines.push(node.last_exit ? `last exit: ${node.last_exit}` : "no exit yet");
     return lines.join("\n");
