@@ -313,7 +313,7 @@ async fn measure(dialer: &Dialer, url: &HttpUrl, timeout: Duration) -> Result<Op
     let deadline = tokio::time::Instant::now() + timeout;
     match tokio::time::timeout_at(deadline, http_probe::get(dialer, url, deadline)).await {
         Ok(Ok(latency)) => Ok(Some(millis(latency))),
-        Ok(Err(failure)) if failure.reason == "timed out" => Ok(None),
+        Ok(Err(failure)) if failure.is_timeout() => Ok(None),
         Ok(Err(failure)) => Err(failure.to_string()),
         Err(_) => Ok(None),
     }

@@ -71,6 +71,9 @@ pub enum Hop {
     Proxy,
 }
 
+/// The reason of a dial whose deadline passed.
+const TIMED_OUT: &str = "timed out";
+
 /// A classified failure, as an owner reports it to its dialer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -196,8 +199,13 @@ impl Failure {
             class: IoClass::PathFailed,
             stage,
             blame,
-            reason: "timed out".to_string(),
+            reason: TIMED_OUT.to_string(),
         }
+    }
+
+    /// True for a failure made by [`Failure::timeout`].
+    pub fn is_timeout(&self) -> bool {
+        self.reason == TIMED_OUT
     }
 
     /// A node's protocol went wrong (a reply that does not decrypt, a
