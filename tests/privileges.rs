@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::dns::{query, udp_exchange};
-use support::netns::{link, Netns};
+use support::netns::{echo_server, echo_to, link, Netns};
 use support::tproxy::route_to_tproxy;
 use support::{eventually, Ward, WARD};
 
@@ -212,37 +212,9 @@ fn as_nobody_ward_keeps_net_bind_service_alone_and_binds_port_53_again() {
     assert_nobody_with(&ward, &[NOBODY], NET_BIND_SERVICE);
 }
 
-/// Echoes every datagram to `at` in `ns` until `stop`.
-fn echo_server(ns: &Netns, at: &'static str, stop: Arc<AtomicBool>) {
-    let socket = ns.enter(move || UdpSocket::bind(at).unwrap());
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&buf[..n], from);
-            }
-        }
-    });
-}
-
 /// Sends `i` to [`ECHO`] and waits for it to come back from there.
 fn echo(client: &UdpSocket, i: u32) -> bool {
-    let to: SocketAddr = ECHO.parse().unwrap();
-    let sent = format!("datagram {i}");
-    client.send_to(sent.as_bytes(), to).unwrap();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        match client.recv_from(&mut buf) {
-            Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
+    echo_to(client, ECHO, i)
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::Message;
 use hickory_proto::rr::RecordType;
 use support::dns::query;
-use support::netns::{link, Netns};
+use support::netns::{echo_server, echo_to, link, Netns};
 use support::socks::Dante;
 use support::tproxy::route_to_tproxy;
 use support::{dialer, while_flowing, Ward};
@@ -28,41 +28,10 @@ const TPROXY_PORT: u16 = 12345;
 const ECHO: &str = "10.77.2.2:9000";
 const ECHO6: &str = "[fd77:2::2]:9000";
 
-fn echo_server(ns: &Netns, at: &'static str, stop: Arc<AtomicBool>) {
-    let socket = ns.enter(move || UdpSocket::bind(at).unwrap());
-    socket
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 2048];
-        while !stop.load(Ordering::Relaxed) {
-            if let Ok((n, from)) = socket.recv_from(&mut buf) {
-                let _ = socket.send_to(&buf[..n], from);
-            }
-        }
-    });
-}
-
 /// Sends `i` to the echo server and waits for it, checking it comes back
 /// from the echo server's address.
 fn echo(client: &UdpSocket, i: u32) -> bool {
     echo_to(client, ECHO, i)
-}
-
-fn echo_to(client: &UdpSocket, to: &str, i: u32) -> bool {
-    let to: SocketAddr = to.parse().unwrap();
-    let sent = format!("datagram {i}");
-    client.send_to(sent.as_bytes(), to).unwrap();
-    let mut buf = [0u8; 2048];
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        match client.recv_from(&mut buf) {
-            Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
-            Ok(_) => continue,
-            Err(_) => return false,
-        }
-    }
-    false
 }
 
 #[test]

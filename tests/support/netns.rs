@@ -2,7 +2,11 @@
 //! process, removed when dropped. Sockets for a namespace are made by a
 //! thread that entered it (a socket stays in the namespace it was made in).
 
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Runs a command and fails the test if it fails.
 pub fn run(args: &[&str]) {
@@ -85,4 +89,38 @@ pub fn link(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, tag: &str) -> (Str
     b.exec(&["ip", "addr", "add", b_addr, "dev", &b_if]);
     b.exec(&["ip", "link", "set", &b_if, "up"]);
     (a_if, b_if)
+}
+
+/// Echoes every datagram to `at` in `ns` until `stop`.
+pub fn echo_server(ns: &Netns, at: &'static str, stop: Arc<AtomicBool>) {
+    let socket = ns.enter(move || UdpSocket::bind(at).unwrap());
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 2048];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((n, from)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(&buf[..n], from);
+            }
+        }
+    });
+}
+
+/// Sends datagram `i` to `to` and waits (500 ms at most) for it to come
+/// back from there.
+pub fn echo_to(client: &UdpSocket, to: &str, i: u32) -> bool {
+    let to: SocketAddr = to.parse().unwrap();
+    let sent = format!("datagram {i}");
+    client.send_to(sent.as_bytes(), to).unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < deadline {
+        match client.recv_from(&mut buf) {
+            Ok((n, from)) if from == to && &buf[..n] == sent.as_bytes() => return true,
+            Ok(_) => continue,
+            Err(_) => return false,
+        }
+    }
+    false
 }
