@@ -374,7 +374,7 @@ impl Checker<'_> {
     }
 
     fn log(&mut self, raw: raw::RawLog) -> LogConfig {
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.level) {
+        if let Err(e) = crate::telemetry::logging::parse(&raw.level) {
             self.error("log.level", format!("not a valid log filter: {e}"));
         }
         if raw.throttle_window_s == 0 {

@@ -6,12 +6,13 @@
 
 use std::sync::OnceLock;
 
+use tracing::level_filters::LevelFilter;
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
 
 use super::log_stream::LogFanOut;
 use crate::config::{LogConfig, LogFormat};
@@ -23,7 +24,7 @@ const KEEP_DAYS: usize = 7;
 pub struct LogGuard(#[allow(dead_code)] Option<WorkerGuard>);
 
 /// Replaces the installed subscriber's filter.
-type SetFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+type SetFilter = Box<dyn Fn(Targets) -> Result<(), String> + Send + Sync>;
 
 /// How to replace the filter, once [`init`] installed the subscriber.
 static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
@@ -38,7 +39,7 @@ pub fn level() -> String {
 /// Replaces the log filter while ward runs. An error when `filter` does
 /// not parse or when this process installed no subscriber of its own.
 pub fn set_level(filter: &str) -> Result<(), String> {
-    let parsed = EnvFilter::try_new(filter).map_err(|e| e.to_string())?;
+    let parsed = parse(filter)?;
     let set = SET_FILTER
         .get()
         .ok_or_else(|| "the log filter cannot be changed here".to_string())?;
@@ -49,11 +50,17 @@ pub fn set_level(filter: &str) -> Result<(), String> {
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
-    let (filter, level) = match EnvFilter::try_from_default_env() {
-        Ok(filter) => (filter, std::env::var("RUST_LOG").unwrap_or_default()),
-        Err(_) => match EnvFilter::try_new(&config.level) {
+    let from_env = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|text| Some((parse(&text).ok()?, text)));
+    let (filter, level) = match from_env {
+        Some(env) => env,
+        None => match parse(&config.level) {
             Ok(filter) => (filter, config.level.clone()),
-            Err(_) => (EnvFilter::new("info"), "info".to_string()),
+            Err(_) => (
+                Targets::new().with_default(LevelFilter::INFO),
+                "info".into(),
+            ),
         },
     };
     let (writer, guard) = match &config.file {
@@ -100,10 +107,38 @@ pub fn init(config: &LogConfig) -> std::io::Result<LogGuard> {
     Ok(LogGuard(guard))
 }
 
+/// A filter as `log.level`, `RUST_LOG` and `PATCH /configs` write it: a
+/// default level and `target=level` directives, comma-separated
+/// (`info`, `ward_actors::dns=debug,info`); a target matches the targets
+/// it begins. Span and field filters are not taken.
+pub fn parse(filter: &str) -> Result<Targets, String> {
+    filter.parse::<Targets>().map_err(|e| e.to_string())
+}
+
 fn keep_setter<E: std::fmt::Display>(
-    reload: impl Fn(EnvFilter) -> Result<(), E> + Send + Sync + 'static,
+    reload: impl Fn(Targets) -> Result<(), E> + Send + Sync + 'static,
 ) {
     let _ = SET_FILTER.set(Box::new(move |filter| {
         reload(filter).map_err(|e| e.to_string())
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Level;
+
+    #[test]
+    fn a_filter_is_a_default_level_and_target_directives() {
+        let filter = parse("ward_actors::dns=debug,warn").unwrap();
+        assert!(filter.would_enable("ward_actors::dns::cache", &Level::DEBUG));
+        assert!(!filter.would_enable("ward_actors::udp", &Level::INFO));
+        assert!(filter.would_enable("ward::app", &Level::WARN));
+        // A target takes in every target it begins.
+        assert!(parse("ward=trace")
+            .unwrap()
+            .would_enable("ward_actors::x", &Level::TRACE));
+        assert!(!parse("off").unwrap().would_enable("ward", &Level::ERROR));
+        assert!(parse("ward=loud").is_err());
+    }
 }
