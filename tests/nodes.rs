@@ -199,16 +199,25 @@ fn key_len(method: &str) -> usize {
 /// ward with `dialers` (entries) and `top` (more top-level sections), a
 /// DNS listener whose upstreams go through `via` to knot (`overtcp` for
 /// names under `tcp.load.test`, `overudp` for the rest), and a forward
-/// inbound through `via` to `echo`; its DNS and inbound addresses.
+/// inbound through `via` to `echo`; its DNS and inbound addresses. With
+/// `working` false `via` refuses: the upstreams through it fail and
+/// restart, so ward is waited for until it answers, not until every
+/// actor runs.
 fn ward_via(
     dialers: &str,
     top: &str,
     via: &str,
     knot: &Knot,
     echo: SocketAddr,
+    working: bool,
 ) -> (Ward, SocketAddr, SocketAddr) {
     let knot = knot.addr();
-    let ward = Ward::start(&format!(
+    let start = if working {
+        Ward::start
+    } else {
+        Ward::start_answering
+    };
+    let ward = start(&format!(
         "dialers: {{ {dialers} }},\n    {top}\n    \
          dns: (\n        listen: [\"{LISTEN}\"],\n        \
          upstreams: {{ \"overtcp\": (url: \"tcp://{knot}\", via: \"{via}\"), \"overudp\": (url: \"udp://{knot}\", via: \"{via}\") }},\n        \
@@ -291,7 +300,7 @@ fn passes_through(kind: Kind, as_link: bool) {
     } else {
         node.dialer("node", node.addr())
     };
-    let (ward, dns, inbound) = ward_via(&entry, "", "node", &knot, echo.addr);
+    let (ward, dns, inbound) = ward_via(&entry, "", "node", &knot, echo.addr, true);
 
     let reply = ctl_dialers(&ward);
     assert_eq!(dialer(&reply, "node")["kind"], node.kind(), "{reply}");
@@ -542,6 +551,7 @@ fn refused(kind: Kind, wrong: Wrong) {
         "g",
         &knot,
         echo.addr,
+        false,
     );
     // Traffic through it meanwhile: nothing may come back.
     assert!(!ask(dns, "tcp", 0, false), "DNS over TCP answered");

@@ -127,6 +127,16 @@ pub fn wait_started(
     }
 }
 
+/// The harness's configuration: the admin socket in `dir`, metrics on a
+/// free port, debug logs, then `extra` (top-level RON fields, each ending
+/// with a comma).
+fn harness_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {extra}\n)\n",
+        dir.display()
+    )
+}
+
 /// A running `ward run`.
 pub struct Ward {
     child: Option<Child>,
@@ -139,12 +149,23 @@ impl Ward {
     /// Starts ward with the admin socket and metrics set by the harness and
     /// `extra` (more top-level RON fields, each ending with a comma).
     pub fn start(extra: &str) -> Ward {
-        Self::start_with(|dir| {
-            format!(
-                "(\n    admin: (socket: \"{}/admin.sock\"),\n    metrics: (listen: \"127.0.0.1:0\"),\n    log: (level: \"debug\"),\n    {extra}\n)\n",
-                dir.display()
-            )
-        })
+        Self::start_with(|dir| harness_config(dir, extra))
+    }
+
+    /// As [`Ward::start`], but waits only until the admin socket answers:
+    /// for a ward some of whose actors are meant to fail and restart (over
+    /// a path that refuses them), so that all never run at once.
+    pub fn start_answering(extra: &str) -> Ward {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let text = harness_config(dir.path(), extra);
+        let ward = Self::spawn(dir, socket, &text, &[], &[]);
+        eventually(
+            "ward's admin socket answers",
+            Duration::from_secs(10),
+            || ward.try_request(r#"{"cmd":"tree"}"#).ok().map(drop),
+        );
+        ward
     }
 
     /// Starts ward with a config written by `config(dir)`; the admin socket
