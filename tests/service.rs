@@ -7,7 +7,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -285,9 +285,19 @@ fn clients_past_the_cap_are_refused_and_served_again_once_one_leaves() {
 fn a_stale_socket_file_is_replaced_and_a_live_one_is_not_stolen() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("admin.sock");
-    // What a crashed run leaves: a socket file nobody listens on.
-    drop(UnixListener::bind(&socket).unwrap());
-    assert!(socket.exists());
+    // What a crashed run leaves: a socket file nobody listens on. Bound
+    // by a process that then exits: bound here, the listening socket
+    // would live on in any child another test forks meanwhile (until its
+    // exec), and ward would rightly find it in use.
+    let bound = Command::new("python3")
+        .args([
+            "-c",
+            "import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])",
+        ])
+        .arg(&socket)
+        .status()
+        .unwrap();
+    assert!(bound.success() && socket.exists());
     let config = format!("(admin: (socket: \"{}\"))", socket.display());
     let first = Ward::start_in(dir, socket.clone(), &config);
     assert_eq!(first.request(r#"{"cmd":"version"}"#)["ok"], true);
