@@ -1,5 +1,6 @@
 //! The API child: binds `api.listen` (held across its restarts, so port 0
-//! keeps its port), accepts at most [`MAX_CONNECTIONS`] connections at
+//! keeps its port), serves from a thread of its own ([`THREAD`], apart
+//! from the data path's runtime), accepts at most [`MAX_CONNECTIONS`] connections at
 //! once and serves each with hyper (HTTP/1.1, request heads bounded in
 //! size and in time). Requests pass CORS (any origin, as mihomo), then the
 //! bearer-token check (constant time; a WebSocket upgrade may carry it as
