@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use ward_actors::dialer::Dialers;
+use ward_actors::dialer::{Dialers, Via};
 
 /// The state file's name in systemd's state directory.
 const FILE_NAME: &str = "picks.ron";
@@ -112,11 +112,10 @@ fn restore(path: &Path, dialers: &Dialers) {
         }
     };
     for (group, member) in &state.picks {
-        let applied = dialers
-            .groups()
-            .iter()
-            .find(|g| &g.name == group)
-            .is_some_and(|g| g.set_pick(member));
+        let applied = match dialers.via(group) {
+            Some(Via::Group(g)) => g.set_pick(member),
+            _ => false,
+        };
         if applied {
             tracing::info!(%group, %member, "group member picked before the restart");
         } else {
